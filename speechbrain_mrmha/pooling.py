@@ -1,0 +1,601 @@
+"""The attention-pooling family of Wang et al., "Multi-Resolution Multi-Head
+Attention in Deep Speaker Embedding", ICASSP 2020, on one masked-softmax core.
+
+Every variant differs only in how frame scores are made:
+
+* ``"mlp"``: each head i has its own MLP over the whole frame vector,
+  s_i(h) = V_i^T f(W_i h + g_i) + b_i (self-attentive, attentive statistics,
+  global multi-head, MRMHA);
+* ``"shared_mlp"``: one hidden layer shared by all heads, K outputs
+  (structured self-attention, Lin et al. 2017, the paper's Eq. 1-2);
+* ``"split_linear"``: head i scores only its own d/K sub-vector linearly
+  (India et al. 2019, the paper's Eq. 5).
+
+Scores of head i are divided by a temperature T_i (MRMHA), padded frames are
+set to -inf, a softmax over time gives the weights alpha (batch, heads, time),
+and one weighted-sum core turns them into means (and optionally standard
+deviations). All heads are computed together in batched tensor operations;
+attention runs in float32 even under autocast.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+SCORERS = ("mlp", "shared_mlp", "split_linear")
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def length_mask(lengths, max_len, device=None):
+    """Boolean mask of the valid frames from SpeechBrain relative lengths.
+
+    The number of valid frames is ``round(lengths * max_len)`` (at least 1),
+    as in SpeechBrain's ``StatisticsPooling``.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        Relative lengths in (0, 1], shape (batch,). None means all valid.
+    max_len : int
+        Number of frames of the padded batch.
+    device : torch.device, optional
+        Used when ``lengths`` is None.
+
+    Returns
+    -------
+    mask : torch.BoolTensor
+        (batch, max_len) if lengths is given, else None.
+
+    Example
+    -------
+    >>> length_mask(torch.tensor([1.0, 0.5]), 4)
+    tensor([[ True,  True,  True,  True],
+            [ True,  True, False, False]])
+    """
+    if lengths is None:
+        return None
+    if lengths.dim() != 1:
+        raise ValueError(
+            f"lengths must be a 1-d tensor of relative lengths, got shape {tuple(lengths.shape)}"
+        )
+    if not torch.compiler.is_compiling():
+        if bool(((lengths <= 0) | (lengths > 1.0 + 1e-4)).any()):
+            raise ValueError(
+                f"lengths must be relative lengths in (0, 1], got {lengths.tolist()}"
+            )
+    valid = torch.round(lengths.float() * max_len).clamp(min=1)
+    frames = torch.arange(max_len, device=lengths.device, dtype=valid.dtype)
+    return frames[None, :] < valid[:, None]
+
+
+def masked_softmax(scores, mask):
+    """Softmax over time with padded frames excluded (weight exactly 0).
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        (batch, heads, time) scores.
+    mask : torch.BoolTensor or None
+        (batch, time), True on valid frames.
+
+    Returns
+    -------
+    weights : torch.Tensor
+        (batch, heads, time), summing to 1 over valid frames.
+
+    Example
+    -------
+    >>> w = masked_softmax(torch.zeros(1, 2, 4), torch.tensor([[True, True, False, False]]))
+    >>> w[0, 0]
+    tensor([0.5000, 0.5000, 0.0000, 0.0000])
+    """
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def weighted_statistics(x, weights, split_heads=False, std=False, eps=1e-5):
+    """The weighted-sum core: per-head weighted mean (and standard deviation).
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        (batch, time, channels) frames, padded frames already zeroed.
+    weights : torch.Tensor
+        (batch, heads, time) attention weights (0 on padded frames).
+    split_heads : bool
+        If True, head i only pools its own channels/heads sub-vector
+        (the paper's Eq. 5); the result has ``channels`` values in all.
+    std : bool
+        Also return the weighted standard deviation, sqrt(sum_t a_t h_t^2 -
+        mu^2) clamped at ``eps`` (Okabe et al. 2018).
+    eps : float
+        Variance floor.
+
+    Returns
+    -------
+    stats : torch.Tensor
+        (batch, heads, channels) means, or (batch, heads, 2*channels) as
+        [mean, std] per head; with ``split_heads`` the channel axis is
+        channels/heads.
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0]]])
+    >>> weighted_statistics(x, torch.tensor([[[0.5, 0.5]]]), std=True)
+    tensor([[[2., 1.]]])
+    """
+    batch, time, channels = x.shape
+    heads = weights.shape[1]
+    if split_heads:
+        x = x.reshape(batch, time, heads, channels // heads)
+        mean = torch.einsum("bkt,btkc->bkc", weights, x)
+        if not std:
+            return mean
+        square = torch.einsum("bkt,btkc->bkc", weights, x * x)
+    else:
+        mean = torch.bmm(weights, x)
+        if not std:
+            return mean
+        square = torch.bmm(weights, x * x)
+    deviation = torch.sqrt((square - mean * mean).clamp(min=eps))
+    return torch.cat([mean, deviation], dim=-1)
+
+
+def attention_entropy(weights, eps=1e-12):
+    """Entropy E = -sum_t alpha_t log alpha_t of each head (the paper's Fig. 2).
+
+    Arguments
+    ---------
+    weights : torch.Tensor
+        (batch, heads, time) attention weights; 0 log 0 counts as 0.
+    eps : float
+        Guard inside the log.
+
+    Returns
+    -------
+    entropy : torch.Tensor
+        (batch, heads), in nats; log(N) for uniform weights over N frames.
+
+    Example
+    -------
+    >>> attention_entropy(torch.full((1, 1, 4), 0.25))
+    tensor([[1.3863]])
+    """
+    weights = weights.float()
+    return -(weights * torch.log(weights.clamp(min=eps))).sum(dim=-1)
+
+
+def orthogonality_penalty(weights):
+    """The paper's Eq. (3): P = ||A^T A - I||_F^2, averaged over the batch.
+
+    A is the (time, heads) attention matrix of one utterance; P is 0 when the
+    heads attend to disjoint single frames and positive otherwise.
+
+    Arguments
+    ---------
+    weights : torch.Tensor
+        (batch, heads, time) attention weights.
+
+    Returns
+    -------
+    penalty : torch.Tensor
+        Scalar.
+
+    Example
+    -------
+    >>> orthogonality_penalty(torch.eye(3)[None])
+    tensor(0.)
+    """
+    gram = torch.bmm(weights, weights.transpose(1, 2))
+    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    return ((gram - eye) ** 2).sum(dim=(1, 2)).mean()
+
+
+def default_temperatures(num_heads):
+    """Fixed MRMHA temperatures T_i = max(1, 5 * floor((i - 1) / 2)), i = 1..K.
+
+    The paper's slides give no values; this schedule is the one used by
+    ASV-Subtools: two heads per resolution.
+
+    Arguments
+    ---------
+    num_heads : int
+        K.
+
+    Returns
+    -------
+    temperatures : list of float
+
+    Example
+    -------
+    >>> default_temperatures(6)
+    [1.0, 1.0, 5.0, 5.0, 10.0, 10.0]
+    """
+    return [float(max(1, 5 * ((i - 1) // 2))) for i in range(1, num_heads + 1)]
+
+
+class AttentionPooling(nn.Module):
+    """The one core behind every attention pooling of the paper.
+
+    Arguments
+    ---------
+    input_size : int
+        d, channels of each frame h_t.
+    num_heads : int
+        K, number of attention heads.
+    scorer : str
+        ``"mlp"`` (a private MLP per head over the whole vector),
+        ``"shared_mlp"`` (one hidden layer shared by all heads, Lin et al.) or
+        ``"split_linear"`` (head i scores its own d/K sub-vector, Eq. 5).
+    hidden_size : int, optional
+        l, hidden size of the MLP scorers; default ``input_size`` as in the
+        paper (W is l x l). Unused by ``"split_linear"``.
+    activation : str
+        f, ``"tanh"`` (default) or ``"relu"``.
+    temperatures : list of float, optional
+        T_i per head; scores of head i are divided by T_i before the softmax.
+        None means T_i = 1 (no resolution differences).
+    learnable_temperatures : bool
+        Learn T_i = 1 + t_i^2 (always >= 1), starting from ``temperatures``
+        (which must then be >= 1). A head starting at exactly 1 has zero
+        gradient on t_i and stays the sharpest head.
+    std : bool
+        Also output each head's weighted standard deviation.
+
+    Example
+    -------
+    >>> pool = AttentionPooling(input_size=8, num_heads=2)
+    >>> pool(torch.randn(3, 10, 8), torch.tensor([1.0, 0.5, 0.7])).shape
+    torch.Size([3, 1, 16])
+    """
+
+    def __init__(
+        self,
+        input_size,
+        num_heads=1,
+        scorer="mlp",
+        hidden_size=None,
+        activation="tanh",
+        temperatures=None,
+        learnable_temperatures=False,
+        std=False,
+    ):
+        super().__init__()
+        if scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}"
+            )
+        if num_heads < 1 or input_size < 1:
+            raise ValueError(
+                f"input_size and num_heads must be >= 1, got {input_size} and {num_heads}"
+            )
+        if scorer == "split_linear" and input_size % num_heads:
+            raise ValueError(
+                f"split multi-head attention needs input_size ({input_size}) "
+                f"divisible by num_heads ({num_heads})"
+            )
+        self.input_size = input_size
+        self.num_heads = num_heads
+        self.scorer = scorer
+        self.hidden_size = hidden_size or input_size
+        self.activation = activation
+        self.std = std
+        self.split_heads = scorer == "split_linear"
+        per_head = input_size // num_heads if self.split_heads else input_size
+        self.output_size = num_heads * per_head * (2 if std else 1)
+        self.last_attention = None
+
+        if scorer == "mlp":  # W_i, g_i of all heads in one projection
+            self.hidden = nn.Linear(input_size, num_heads * self.hidden_size)
+            fan_in = self.hidden_size
+        elif scorer == "shared_mlp":
+            self.hidden = nn.Linear(input_size, self.hidden_size)
+            fan_in = self.hidden_size
+        else:
+            self.hidden = None
+            fan_in = per_head
+        bound = 1.0 / math.sqrt(fan_in)
+        self.score_weight = nn.Parameter(torch.empty(num_heads, fan_in).uniform_(-bound, bound))
+        self.score_bias = nn.Parameter(torch.zeros(num_heads)) if scorer == "mlp" else None
+        self._init_temperatures(temperatures, learnable_temperatures)
+
+    def _init_temperatures(self, temperatures, learnable):
+        self.learnable_temperatures = learnable
+        if temperatures is None:
+            temperatures = [1.0] * self.num_heads
+            self.has_temperatures = learnable
+        else:
+            self.has_temperatures = True
+        temperatures = torch.as_tensor(temperatures, dtype=torch.float32).flatten()
+        if temperatures.numel() != self.num_heads:
+            raise ValueError(
+                f"temperatures has {temperatures.numel()} values for {self.num_heads} heads"
+            )
+        if learnable and bool((temperatures < 1).any()):
+            raise ValueError(f"learnable temperatures must start >= 1, got {temperatures.tolist()}")
+        if bool((temperatures <= 0).any()):
+            raise ValueError(f"temperatures must be > 0, got {temperatures.tolist()}")
+        if learnable:
+            self.temperature_root = nn.Parameter(torch.sqrt(temperatures - 1.0))
+        else:
+            self.register_buffer("fixed_temperatures", temperatures)
+
+    @property
+    def temperatures(self):
+        """T_i of every head, a (heads,) tensor (1 + t_i^2 when learnable)."""
+        if self.learnable_temperatures:
+            return 1.0 + self.temperature_root**2
+        return self.fixed_temperatures
+
+    def scores(self, x):
+        """Raw scores s_i(h_t) / T_i, (batch, heads, time), from float32 frames."""
+        batch, time, _ = x.shape
+        if self.scorer == "split_linear":
+            parts = x.reshape(batch, time, self.num_heads, -1)
+            scores = torch.einsum("btkc,kc->bkt", parts, self.score_weight.float())
+        else:
+            projected = nn.functional.linear(
+                x, self.hidden.weight.float(), self.hidden.bias.float()
+            )
+            hidden = ACTIVATIONS[self.activation](projected)
+            if self.scorer == "shared_mlp":
+                scores = torch.matmul(hidden, self.score_weight.float().t()).transpose(1, 2)
+            else:
+                hidden = hidden.reshape(batch, time, self.num_heads, self.hidden_size)
+                scores = torch.einsum("btkl,kl->bkt", hidden, self.score_weight.float())
+                scores = scores + self.score_bias.float()[None, :, None]
+        if self.has_temperatures:
+            scores = scores / self.temperatures.float()[None, :, None]
+        return scores
+
+    def _attend(self, x, lengths):
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects (batch, time, {self.input_size}) frames, "
+                f"got shape {tuple(x.shape)}"
+            )
+        mask = length_mask(lengths, x.shape[1], device=x.device)
+        x = x.float()
+        if mask is not None:
+            x = x.masked_fill(~mask[:, :, None], 0.0)
+        weights = masked_softmax(self.scores(x), mask)
+        return x, weights, mask
+
+    def attention(self, x, lengths=None):
+        """Attention weights alpha, (batch, heads, time): 0 on padded frames,
+        summing to 1 over the valid frames of each head."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._attend(x, lengths)[1]
+
+    def forward(self, x, lengths=None):
+        """Pools (batch, time, input_size) frames into (batch, 1, output_size).
+
+        The weights are kept in ``self.last_attention`` (with their graph) for
+        a training loss penalty or entropy logging.
+        """
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x, weights, mask = self._attend(x, lengths)
+            if self.std:
+                stats = self._statistics_with_std(x, weights, mask)
+            else:
+                stats = weighted_statistics(x, weights, split_heads=self.split_heads)
+        self.last_attention = weights
+        return stats.reshape(x.shape[0], 1, -1)
+
+    def _statistics_with_std(self, x, weights, mask):
+        # The variance is shift-invariant: centre the frames on their plain
+        # mean first so that E[x^2] - mu^2 loses less float32 precision.
+        if mask is None:
+            center = x.mean(dim=1, keepdim=True)
+            centred = x - center
+        else:
+            count = mask.sum(dim=1).clamp(min=1)[:, None, None].float()
+            center = x.sum(dim=1, keepdim=True) / count
+            centred = (x - center).masked_fill(~mask[:, :, None], 0.0)
+        mean, deviation = weighted_statistics(
+            centred, weights, split_heads=self.split_heads, std=True
+        ).chunk(2, dim=-1)
+        if self.split_heads:
+            center = center.reshape(x.shape[0], self.num_heads, -1)
+        return torch.cat([mean + center, deviation], dim=-1)
+
+    def penalty(self):
+        """Eq. (3) penalty ||A^T A - I||_F^2 of the last forward pass."""
+        if self.last_attention is None:
+            raise RuntimeError("penalty() needs a forward pass first")
+        return orthogonality_penalty(self.last_attention)
+
+    def extra_repr(self):
+        return (
+            f"input_size={self.input_size}, num_heads={self.num_heads}, scorer={self.scorer}, "
+            f"hidden_size={self.hidden_size}, activation={self.activation}, std={self.std}, "
+            f"learnable_temperatures={self.learnable_temperatures}"
+        )
+
+
+class SelfAttentivePooling(AttentionPooling):
+    """Self-attentive pooling: one MLP scorer, e = sum_t alpha_t h_t.
+
+    Arguments
+    ---------
+    input_size : int
+        d.
+    hidden_size : int, optional
+        l (default d).
+    activation : str
+        ``"tanh"`` or ``"relu"``.
+
+    Example
+    -------
+    >>> SelfAttentivePooling(input_size=8)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 1, 8])
+    """
+
+    def __init__(self, input_size, hidden_size=None, activation="tanh"):
+        super().__init__(input_size=input_size, num_heads=1, scorer="mlp",
+                         hidden_size=hidden_size, activation=activation)
+
+
+class AttentiveStatisticsPooling(AttentionPooling):
+    """Attentive statistics pooling (Okabe et al. 2018): weighted mean and
+    weighted standard deviation under one self-attentive head; output 2d.
+
+    Arguments
+    ---------
+    input_size : int
+        d.
+    hidden_size : int, optional
+        l (default d).
+    activation : str
+        ``"tanh"`` or ``"relu"``.
+
+    Example
+    -------
+    >>> AttentiveStatisticsPooling(input_size=8)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 1, 16])
+    """
+
+    def __init__(self, input_size, hidden_size=None, activation="tanh"):
+        super().__init__(input_size=input_size, num_heads=1, scorer="mlp",
+                         hidden_size=hidden_size, activation=activation, std=True)
+
+
+class SplitMultiHeadAttentionPooling(AttentionPooling):
+    """Split multi-head attention (India et al. 2019, the paper's Eq. 5):
+    h_t is cut into K sub-vectors, head i scores its own with V_i^T h_t^(i);
+    e = [e^(1) .. e^(K)] has d values.
+
+    Arguments
+    ---------
+    input_size : int
+        d, divisible by ``num_heads``.
+    num_heads : int
+        K.
+
+    Example
+    -------
+    >>> SplitMultiHeadAttentionPooling(input_size=8, num_heads=4)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 1, 8])
+    """
+
+    def __init__(self, input_size, num_heads=4):
+        super().__init__(input_size=input_size, num_heads=num_heads, scorer="split_linear")
+
+
+class StructuredSelfAttentionPooling(AttentionPooling):
+    """Structured self-attention (Lin et al. 2017; the paper's Eq. 1-2):
+    A = softmax_t(f(H^T W1) W2), E = H A, output K*d. Add
+    ``penalty_weight * pooling.penalty()`` (Eq. 3) to the training loss.
+
+    Arguments
+    ---------
+    input_size : int
+        d.
+    num_heads : int
+        K (columns of A).
+    hidden_size : int, optional
+        Width of W1 (default d).
+    activation : str
+        g, ``"tanh"`` or ``"relu"``.
+
+    Example
+    -------
+    >>> pool = StructuredSelfAttentionPooling(input_size=8, num_heads=4)
+    >>> pool(torch.randn(2, 5, 8)).shape, pool.penalty().dim()
+    (torch.Size([2, 1, 32]), 0)
+    """
+
+    def __init__(self, input_size, num_heads=4, hidden_size=None, activation="tanh"):
+        super().__init__(input_size=input_size, num_heads=num_heads, scorer="shared_mlp",
+                         hidden_size=hidden_size, activation=activation)
+
+
+class GlobalMultiHeadAttentionPooling(AttentionPooling):
+    """Global multi-head attention (proposed): K heads, each its own MLP
+    scorer over the whole frame vector; e = (e^(1), .., e^(K)), K*d values
+    (2*K*d with ``std``).
+
+    Arguments
+    ---------
+    input_size : int
+        d.
+    num_heads : int
+        K.
+    hidden_size : int, optional
+        l (default d).
+    activation : str
+        ``"tanh"`` or ``"relu"``.
+    std : bool
+        Also output each head's weighted standard deviation.
+
+    Example
+    -------
+    >>> GlobalMultiHeadAttentionPooling(input_size=8, num_heads=4)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 1, 32])
+    """
+
+    def __init__(self, input_size, num_heads=4, hidden_size=None, activation="tanh", std=False):
+        super().__init__(input_size=input_size, num_heads=num_heads, scorer="mlp",
+                         hidden_size=hidden_size, activation=activation, std=std)
+
+
+class MultiResolutionMultiHeadAttentionPooling(AttentionPooling):
+    """Multi-resolution multi-head attention, MRMHA (proposed): global
+    multi-head attention where head i uses alpha^(i) = softmax_t(s_i(h_t) / T_i).
+    A larger T_i gives flatter weights; T_i -> inf is average pooling, and all
+    T_i = 1 is global multi-head attention.
+
+    Arguments
+    ---------
+    input_size : int
+        d.
+    num_heads : int
+        K.
+    temperatures : list of float, optional
+        T_1..T_K; default ``default_temperatures(K)``, i.e.
+        max(1, 5 * floor((i - 1) / 2)) = [1, 1, 5, 5, 10, 10] for K = 6.
+    learnable_temperatures : bool
+        Learn T_i = 1 + t_i^2 >= 1, starting from ``temperatures``.
+    hidden_size : int, optional
+        l (default d).
+    activation : str
+        ``"tanh"`` or ``"relu"``.
+    std : bool
+        Also output each head's weighted standard deviation.
+
+    Example
+    -------
+    >>> pool = MultiResolutionMultiHeadAttentionPooling(input_size=8, num_heads=4)
+    >>> pool.temperatures
+    tensor([1., 1., 5., 5.])
+    >>> pool(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 1, 32])
+    """
+
+    def __init__(self, input_size, num_heads=4, temperatures=None, learnable_temperatures=False,
+                 hidden_size=None, activation="tanh", std=False):
+        if temperatures is None:
+            temperatures = default_temperatures(num_heads)
+        super().__init__(input_size=input_size, num_heads=num_heads, scorer="mlp",
+                         hidden_size=hidden_size, activation=activation,
+                         temperatures=temperatures,
+                         learnable_temperatures=learnable_temperatures, std=std)
+
+
+POOLINGS = {
+    "self_attentive": SelfAttentivePooling,
+    "attentive_statistics": AttentiveStatisticsPooling,
+    "split_multi_head": SplitMultiHeadAttentionPooling,
+    "structured_self_attention": StructuredSelfAttentionPooling,
+    "global_multi_head": GlobalMultiHeadAttentionPooling,
+    "mrmha": MultiResolutionMultiHeadAttentionPooling,
+}
+"""Every attention pooling by name; plain statistics pooling is SpeechBrain's
+``speechbrain.nnet.pooling.StatisticsPooling``."""
