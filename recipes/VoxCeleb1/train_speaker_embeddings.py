@@ -16,11 +16,13 @@ Authors
 """
 
 import random
+import re
 import sys
 from pathlib import Path
 
 import speechbrain as sb
 import torch
+import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -190,10 +192,25 @@ def build_augmentation(hparams):
     )
 
 
+def route_overrides(hparams_file, overrides):
+    """Send command-line overrides of keys that live in the shared
+    common.yaml (e.g. --margin, --seed, --num_workers) into the ``recipe``
+    block; keys of the configuration file itself stay at the top."""
+    overrides = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
+    overrides = dict(overrides or {})
+    text = Path(hparams_file).read_text(encoding="utf-8")
+    top_level = set(re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE))
+    routed = {key: value for key, value in overrides.items() if key in top_level}
+    nested = {key: value for key, value in overrides.items() if key not in top_level}
+    if nested:
+        routed["recipe"] = nested
+    return routed
+
+
 def load_hparams(hparams_file, overrides):
     """Load a configuration and merge its shared ``recipe`` block to the top."""
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+        hparams = load_hyperpyyaml(fin, route_overrides(hparams_file, overrides))
     return {**hparams, **hparams.pop("recipe")}
 
 
@@ -203,7 +220,7 @@ def main(argv):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
-        overrides=overrides,
+        overrides=route_overrides(hparams_file, overrides),
     )
     run_on_main(
         prepare_voxceleb1,
@@ -218,12 +235,14 @@ def main(argv):
     )
     train_data, valid_data, label_encoder = dataio_prep(hparams)
     if len(label_encoder) != hparams["n_classes"]:
-        if "n_classes" in (overrides or ""):
+        overrides = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
+        overrides = dict(overrides or {})
+        if "n_classes" in overrides:
             raise ValueError(
                 f"--n_classes={hparams['n_classes']} but the training data has "
                 f"{len(label_encoder)} speakers"
             )
-        overrides = (overrides or "") + f"\nn_classes: {len(label_encoder)}\n"
+        overrides["n_classes"] = len(label_encoder)
         hparams = load_hparams(hparams_file, overrides)
     hparams["augment"] = build_augmentation(hparams)
 

@@ -1,0 +1,399 @@
+"""Data preparation for VoxCeleb1 speaker-embedding training and verification.
+
+Reads the official layout (what vox1_dev_wav.zip and vox1_test_wav.zip unpack
+to, both into the same ``wav`` folder)::
+
+    data_folder/wav/idNNNNN/<video>/<nnnnn>.wav
+
+Training speakers are all speakers on disk that never appear in the trial
+list (the 1,211 VoxCeleb1 dev speakers for veri_test2.txt). A seeded
+``valid_utterances_per_speaker`` utterances per training speaker are held out
+for validation. Written into ``save_folder`` (each file atomically):
+
+* ``train.csv``, ``valid.csv``: ``ID,duration,wav,spk_id`` (SpeechBrain CSV)
+* ``label_encoder.txt``: training speakers, by SpeechBrain's CategoricalEncoder
+* a copy of the trial list and ``trials_files.csv`` (``ID,duration,wav``,
+  every file of the trial list once)
+* ``prepare_options.json``: written last; a rerun with the same options
+  (and the same trial-list content) skips the work.
+
+Durations come from the WAV headers (RIFF ``fmt `` and ``data`` chunks, never
+decoding audio), read by a pool of worker processes; non-PCM or unusual files
+fall back to ``soundfile.info``.
+
+Run alone as::
+
+    python voxceleb1_prepare.py --data_folder DIR --save_folder DIR \\
+        --verification_file DIR/meta/veri_test2.txt
+
+Authors
+ * speechbrain_mrmha contributors
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import random
+import shutil
+import struct
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import NamedTuple
+
+from speechbrain_mrmha.trials import read_trials, trial_files
+
+logger = logging.getLogger(__name__)
+OPTIONS_FILE = "prepare_options.json"
+_VERSION = 1
+_BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
+
+
+class PrepareResult(NamedTuple):
+    """What :func:`prepare_voxceleb1` wrote (or found up to date).
+
+    Arguments
+    ---------
+    train_csv, valid_csv, label_encoder, verification_file, trials_csv : str
+        Paths of the outputs in ``save_folder``.
+    skipped : bool
+        True when the outputs were up to date and nothing was done.
+    """
+
+    train_csv: str
+    valid_csv: str
+    label_encoder: str
+    verification_file: str
+    trials_csv: str
+    skipped: bool
+
+
+def read_wav_duration(path):
+    """Duration in seconds of a WAV file, from its RIFF header only.
+
+    Finds the ``fmt `` and ``data`` chunks; frames = data bytes // block
+    align (PCM of any width, float, A/mu-law; a data size beyond the end of
+    the file is clamped to it). Other formats, RF64 or damaged headers fall
+    back to ``soundfile.info``.
+
+    Arguments
+    ---------
+    path : str
+        The WAV file.
+
+    Returns
+    -------
+    float
+        Number of frames divided by the sample rate.
+
+    Raises
+    ------
+    ValueError
+        If neither the header nor soundfile can read the file (names it).
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(f, numpy.zeros(24000), 16000, subtype="PCM_16")
+    >>> read_wav_duration(f)
+    1.5
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise ValueError(f"cannot open WAV file {path!r}: {e}") from e
+    try:
+        head, size = os.read(fd, 512), os.fstat(fd).st_size
+        if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            pos, fmt = 12, None
+            while pos + 8 <= size:
+                chunk = head[pos:pos + 24] if pos + 24 <= len(head) else os.pread(fd, 24, pos)
+                if len(chunk) < 8:
+                    break
+                cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
+                if cid == b"fmt " and csize >= 16 and len(chunk) >= 24:
+                    fmt = struct.unpack_from("<HHIIH", chunk, 8)  # tag, ch, rate, bytes/s, align
+                elif cid == b"data":
+                    if fmt is None or fmt[0] not in _BLOCK_ALIGNED or fmt[2] == 0 or fmt[4] == 0:
+                        break
+                    available = size - pos - 8
+                    data = available if csize in (0, 0xFFFFFFFF) else min(csize, available)
+                    return (data // fmt[4]) / fmt[2]
+                pos += 8 + csize + (csize & 1)
+    finally:
+        os.close(fd)
+    return _soundfile_duration(path)
+
+
+def _soundfile_duration(path):
+    """Fallback for files the header parser does not handle."""
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+    except Exception as e:  # soundfile raises its own RuntimeError subclasses
+        raise ValueError(f"unreadable WAV header in {path!r}: {e}") from e
+    return info.frames / info.samplerate
+
+
+def _durations_chunk(paths):
+    return [read_wav_duration(p) for p in paths]
+
+
+def read_durations(paths, num_workers=None):
+    """Durations of many WAV files from their headers, in parallel.
+
+    Worker processes (fork where available) read chunks of files: about 2x
+    faster than one process with warm caches on 2 cores, and more on cold
+    ones, where extra workers overlap the disk waits. If this module cannot
+    be pickled by name (e.g. loaded from a file path without registering it
+    in ``sys.modules``), threads are used instead.
+
+    Arguments
+    ---------
+    paths : list of str
+        WAV files.
+    num_workers : int, optional
+        Worker processes (default: twice the CPU count, at most 16); 1 reads
+        serially in this process.
+
+    Returns
+    -------
+    list of float
+        Durations in seconds, in the order of ``paths``.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(f, numpy.zeros(800), 16000, subtype="PCM_16")
+    >>> read_durations([f, f], num_workers=1)
+    [0.05, 0.05]
+    """
+    workers = min(16, 2 * (os.cpu_count() or 1)) if num_workers is None else int(num_workers)
+    if workers <= 1 or len(paths) <= 2048:
+        return _durations_chunk(paths)
+    step = max(256, len(paths) // (8 * workers) + 1)
+    chunks = [paths[i:i + step] for i in range(0, len(paths), step)]
+    try:
+        pickle.dumps(_durations_chunk)
+        methods = multiprocessing.get_all_start_methods()
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
+            "fork" if "fork" in methods else None))
+    except (pickle.PicklingError, AttributeError, TypeError):
+        pool = ThreadPoolExecutor(workers)
+    with pool:
+        return [d for part in pool.map(_durations_chunk, chunks) for d in part]
+
+
+def _scan(wav_root):
+    """Relative paths ``spk/video/utt.wav`` under wav_root, sorted."""
+    found = []
+    for spk in os.scandir(wav_root):
+        if not spk.is_dir():
+            continue
+        for video in os.scandir(spk.path):
+            if video.is_dir():
+                found.extend(f"{spk.name}/{video.name}/{e.name}" for e in os.scandir(video.path)
+                             if e.name.endswith(".wav") and e.is_file())
+    return sorted(found)
+
+
+def _examples(items):
+    return f"{len(items)}, e.g. " + ", ".join(repr(x) for x in items[:5])
+
+
+def _write_atomic(path, write):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_csv(path, header, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+
+    _write_atomic(path, write)
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+
+
+def _utt_id(rel):
+    return rel[:-4].replace("/", "--")
+
+
+def prepare_voxceleb1(data_folder, save_folder, verification_file,
+                      valid_utterances_per_speaker=2, seed=1234, num_workers=None):
+    """Write train/valid CSVs, label encoder and trial files for VoxCeleb1.
+
+    Arguments
+    ---------
+    data_folder : str
+        Folder holding ``wav/idNNNNN/<video>/<nnnnn>.wav`` (or the ``wav``
+        folder itself).
+    save_folder : str
+        Where the outputs go (created if needed).
+    verification_file : str
+        Trial list in the official ``label enrol test`` form; its speakers
+        are excluded from training.
+    valid_utterances_per_speaker : int
+        Utterances per training speaker held out for validation (>= 1).
+    seed : int
+        Seed of the validation draw.
+    num_workers : int, optional
+        Processes reading WAV headers (default: twice the CPU count, at
+        most 16); 1 reads serially.
+
+    Returns
+    -------
+    PrepareResult
+        Output paths and whether the work was skipped.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing data folder, trial list, or trial files missing from disk.
+    ValueError
+        No WAV file, no training speaker, a speaker with too few
+        utterances, or an unreadable WAV header (each message names files).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_mrmha.synthetic import generate_corpus
+    >>> tmp = tempfile.mkdtemp()
+    >>> c = generate_corpus(os.path.join(tmp, "vox"), speakers=4, videos=2,
+    ...                     utterances=2, min_duration=0.5, max_duration=0.6)
+    >>> r = prepare_voxceleb1(c.root, os.path.join(tmp, "save"),
+    ...                       c.verification_file, valid_utterances_per_speaker=1)
+    >>> r.skipped, prepare_voxceleb1(c.root, os.path.join(tmp, "save"),
+    ...     c.verification_file, valid_utterances_per_speaker=1).skipped
+    (False, True)
+    """
+    data_folder, save_folder = os.path.abspath(data_folder), os.path.abspath(save_folder)
+    verification_file = os.path.abspath(verification_file)
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(f"VoxCeleb1 data_folder {data_folder!r} does not exist")
+    if int(valid_utterances_per_speaker) < 1:
+        raise ValueError(f"valid_utterances_per_speaker must be >= 1, got "
+                         f"{valid_utterances_per_speaker}")
+    trials = read_trials(verification_file)
+    with open(verification_file, "rb") as fh:
+        trials_sha1 = hashlib.sha1(fh.read()).hexdigest()
+    options = dict(version=_VERSION, data_folder=data_folder, verification_file=verification_file,
+                   verification_sha1=trials_sha1, seed=int(seed),
+                   valid_utterances_per_speaker=int(valid_utterances_per_speaker))
+    out = PrepareResult(*(os.path.join(save_folder, name) for name in (
+        "train.csv", "valid.csv", "label_encoder.txt", os.path.basename(verification_file),
+        "trials_files.csv")), skipped=False)
+    options_path = os.path.join(save_folder, OPTIONS_FILE)
+    if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:5]):
+        with open(options_path) as fh:
+            if json.load(fh) == options:
+                logger.info("VoxCeleb1 preparation up to date in %s, skipping", save_folder)
+                return out._replace(skipped=True)
+    os.makedirs(save_folder, exist_ok=True)
+    if os.path.exists(options_path):
+        os.remove(options_path)  # outputs are about to change
+
+    wav_root = os.path.join(data_folder, "wav")
+    if not os.path.isdir(wav_root):
+        wav_root = data_folder
+    files = _scan(wav_root)
+    if not files:
+        raise ValueError(f"no WAV files found as {wav_root}/idNNNNN/<video>/<nnnnn>.wav")
+    on_disk = set(files)
+    needed = trial_files(trials)
+    missing = [f for f in needed if f not in on_disk]
+    if missing:
+        raise FileNotFoundError(f"{verification_file}: trial files missing from {wav_root}: "
+                                f"{_examples(missing)}")
+    trial_speakers = {f.split("/")[0] for f in needed}
+    train_files = [f for f in files if f.split("/")[0] not in trial_speakers]
+    if not train_files:
+        raise ValueError(f"no training speaker in {wav_root}: every speaker is in "
+                         f"{verification_file}")
+
+    all_paths = train_files + needed
+    prefix = os.path.join(wav_root, "")
+    durations = read_durations([prefix + f for f in all_paths], num_workers)
+    duration = dict(zip(all_paths, durations))
+    by_speaker = {}
+    for f in train_files:
+        by_speaker.setdefault(f.split("/")[0], []).append(f)
+    k = int(valid_utterances_per_speaker)
+    short = [f"{s} ({len(v)})" for s, v in by_speaker.items() if len(v) <= k]
+    if short:
+        raise ValueError(f"valid_utterances_per_speaker={k} needs more than {k} utterances "
+                         f"per training speaker; too few in {_examples(short)}")
+    rng = random.Random(seed)
+    valid = {f for s in sorted(by_speaker) for f in rng.sample(by_speaker[s], k)}
+
+    def rows(subset, with_speaker=True):
+        return [[_utt_id(f), repr(duration[f]), prefix + f]
+                + ([f.split("/")[0]] if with_speaker else []) for f in subset]
+
+    _write_csv(out.train_csv, ["ID", "duration", "wav", "spk_id"],
+               rows([f for f in train_files if f not in valid]))
+    _write_csv(out.valid_csv, ["ID", "duration", "wav", "spk_id"],
+               rows([f for f in train_files if f in valid]))
+    _write_csv(out.trials_csv, ["ID", "duration", "wav"], rows(needed, with_speaker=False))
+    _write_atomic(out.verification_file, lambda tmp: shutil.copyfile(verification_file, tmp))
+
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(sorted(by_speaker))
+    _write_atomic(out.label_encoder, encoder.save)
+    _write_atomic(options_path, lambda tmp: _write_json(tmp, options))
+    logger.info("VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, %d trial files",
+                save_folder, len(by_speaker), len(train_files) - len(valid), len(valid),
+                len(needed))
+    return out
+
+
+def main(argv=None):
+    """Command line entry point (see the module docstring).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    PrepareResult
+        As :func:`prepare_voxceleb1`.
+    """
+    parser = argparse.ArgumentParser(description="Prepare VoxCeleb1 CSVs for SpeechBrain.")
+    parser.add_argument("--data_folder", required=True)
+    parser.add_argument("--save_folder", required=True)
+    parser.add_argument("--verification_file", required=True)
+    parser.add_argument("--valid_utterances_per_speaker", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--num_workers", type=int, default=None)
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = prepare_voxceleb1(a.data_folder, a.save_folder, a.verification_file,
+                               valid_utterances_per_speaker=a.valid_utterances_per_speaker,
+                               seed=a.seed, num_workers=a.num_workers)
+    print(f"{'up to date' if result.skipped else 'prepared'}: {os.path.dirname(result.train_csv)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

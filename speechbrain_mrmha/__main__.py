@@ -1,0 +1,378 @@
+"""Command line of speechbrain_mrmha: ``python -m speechbrain_mrmha <command>``.
+
+Commands (``--help`` on each):
+
+* ``verify --model DIR a.wav b.wav [--threshold T]``: cosine score of two
+  files and a same / different speaker decision.
+* ``embed --model DIR FILES... --out FILE``: embeddings of many files,
+  batched by length; ``.pt`` ({path: tensor}), ``.npy`` (rows in the order
+  given) or ``.npz`` (``paths`` and ``embeddings``).
+* ``plot attention --model DIR --wav FILE --out PNG [--reference DIR]``,
+  ``plot det SCORES... --out PNG``, ``plot hist SCORES --out PNG``.
+* ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.demo``).
+
+Audio at another sample rate is resampled and stereo is mixed down. Bad
+input (an unreadable or too short file, a missing model folder, ...) prints
+``error: <message>`` on stderr and exits with code 2.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+PROG = "python -m speechbrain_mrmha"
+DEFAULT_THRESHOLD = 0.5
+SAMPLE_RATE = 16000  # of every model here (Fbank and extraction.HOP_SAMPLES)
+EMBEDDING_FORMATS = (".pt", ".npy", ".npz")
+
+
+def default_threshold(model):
+    """The decision threshold ``verify`` uses without ``--threshold``.
+
+    The EER threshold of ``<model>/../verification/metrics.json`` (written by
+    ``speaker_verification_cosine.py``) if present and computed on raw cosine
+    scores, else 0.5.
+
+    Arguments
+    ---------
+    model : str or Path
+        The pretrained-model folder.
+
+    Returns
+    -------
+    threshold : float
+    source : str
+        Where the value came from, for the user.
+
+    Example
+    -------
+    >>> default_threshold("/nonexistent/pretrained")
+    (0.5, 'default; no /nonexistent/verification/metrics.json')
+    """
+    metrics_file = Path(os.path.normpath(Path(model) / ".." / "verification" / "metrics.json"))
+    if not metrics_file.is_file():
+        return DEFAULT_THRESHOLD, f"default; no {metrics_file}"
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except ValueError as error:
+        raise ValueError(f"{metrics_file}: not valid JSON ({error})") from None
+    if not isinstance(metrics, dict) or "EER_threshold" not in metrics:
+        return DEFAULT_THRESHOLD, f"default; {metrics_file} has no EER_threshold"
+    if metrics.get("score_norm") is not None:
+        return DEFAULT_THRESHOLD, (
+            f"default; the EER threshold of {metrics_file} is for "
+            f"{metrics['score_norm']} scores, not raw cosine"
+        )
+    try:
+        threshold = float(metrics["EER_threshold"])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{metrics_file}: EER_threshold {metrics['EER_threshold']!r} is not a number"
+        ) from None
+    return threshold, f"EER threshold from {metrics_file}"
+
+
+def write_embeddings(embeddings, out):
+    """Write {path: embedding} atomically; the format follows the extension.
+
+    ``.pt``: the dict itself (``torch.load``); ``.npy``: an (N, dim) array,
+    rows in the dict's order; ``.npz``: arrays ``paths`` and ``embeddings``.
+
+    Arguments
+    ---------
+    embeddings : dict
+        File path -> (dim,) tensor.
+    out : str or Path
+        Output file ending in .pt, .npy or .npz.
+
+    Returns
+    -------
+    out : Path
+
+    Example
+    -------
+    >>> import numpy, torch
+    >>> out = Path(tempfile.mkdtemp()) / "emb.npz"
+    >>> _ = write_embeddings({"a.wav": torch.ones(3), "b.wav": torch.zeros(3)}, out)
+    >>> numpy.load(out)["embeddings"].shape
+    (2, 3)
+    """
+    import numpy
+    import torch
+
+    out = Path(out)
+    check_embedding_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fout:
+            if out.suffix == ".pt":
+                torch.save({key: value.clone() for key, value in embeddings.items()}, fout)
+            else:
+                matrix = torch.stack(list(embeddings.values())).numpy()
+                if out.suffix == ".npy":
+                    numpy.save(fout, matrix)
+                else:
+                    numpy.savez(fout, paths=numpy.array(list(embeddings)), embeddings=matrix)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def check_embedding_path(out):
+    """Raise a clear error unless ``out`` ends in .pt, .npy or .npz.
+
+    Arguments
+    ---------
+    out : str or Path
+        The ``--out`` file of ``embed``.
+
+    Returns
+    -------
+    out : Path
+
+    Example
+    -------
+    >>> check_embedding_path("emb.txt")
+    Traceback (most recent call last):
+    ...
+    ValueError: --out emb.txt: unknown format '.txt'; use .pt, .npy or .npz
+    """
+    suffix = Path(out).suffix
+    if suffix not in EMBEDDING_FORMATS:
+        raise ValueError(f"--out {out}: unknown format {suffix or '(none)'!r}; "
+                         "use .pt, .npy or .npz")
+    return Path(out)
+
+
+def _load_model(stack, model, device):
+    """Load a pretrained folder, SpeechBrain's links in a temporary folder."""
+    from speechbrain_mrmha.export import check_pretrained, load_encoder
+
+    check_pretrained(model)
+    savedir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mrmha-model-"))
+    return load_encoder(model, savedir=savedir, device=device)
+
+
+def _run_verify(args, stack):
+    """``verify``: cosine score of two files and a decision."""
+    import torch
+
+    from speechbrain_mrmha.extraction import encode_signals, load_audio
+
+    if args.threshold is None:
+        threshold, source = default_threshold(args.model)
+    else:
+        threshold, source = args.threshold, "--threshold"
+    signals = [load_audio(path, SAMPLE_RATE) for path in (args.first, args.second)]
+    encoder = _load_model(stack, args.model, args.device)
+    embeddings, _ = encode_signals(encoder, signals)
+    score = float(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
+    same = score > threshold
+    print(f"score: {score:.6f}")
+    print(f"threshold: {threshold:.6f} ({source})")
+    print(f"decision: {'same speaker' if same else 'different speakers'}")
+    return 0
+
+
+def _run_embed(args, stack):
+    """``embed``: embeddings of many files, batched by length."""
+    from speechbrain_mrmha.extraction import encode_signals, length_batches, load_audio
+
+    check_embedding_path(args.out)
+    if args.batch_seconds <= 0 or args.max_batch_size < 1:
+        raise ValueError("--batch-seconds must be > 0 and --max-batch-size >= 1")
+    files = list(dict.fromkeys(args.files))
+    # read every file once up front: bad input fails before the model loads
+    durations = [load_audio(path, SAMPLE_RATE).shape[0] / SAMPLE_RATE for path in files]
+    encoder = _load_model(stack, args.model, args.device)
+    results = {}
+    for batch in length_batches(durations, args.batch_seconds, args.max_batch_size):
+        signals = [load_audio(files[i], SAMPLE_RATE) for i in batch]
+        embeddings, _ = encode_signals(encoder, signals)
+        for row, index in enumerate(batch):
+            results[files[index]] = embeddings[row]
+    ordered = {path: results[path] for path in files}
+    out = write_embeddings(ordered, args.out)
+    dim = next(iter(ordered.values())).shape[0]
+    print(f"{len(ordered)} embeddings of dim {dim} -> {out}")
+    return 0
+
+
+def _run_plot_attention(args, stack):
+    """``plot attention``: per-head weights and entropies of one file."""
+    from speechbrain_mrmha.extraction import load_audio
+    from speechbrain_mrmha.plotting import _matplotlib, plot_attention, utterance_attention
+
+    _matplotlib()  # fail early with the install hint
+    signal = load_audio(args.wav, SAMPLE_RATE)
+    encoder = _load_model(stack, args.model, args.device)
+    weights = utterance_attention(encoder, signal)
+    pooling = encoder.mods.embedding_model.pooling
+    temperatures = None
+    if getattr(pooling, "has_temperatures", False):
+        temperatures = [float(t) for t in pooling.temperatures]
+    reference, names = None, (type(pooling).__name__, "")
+    if args.reference is not None:
+        reference_encoder = _load_model(stack, args.reference, args.device)
+        reference = utterance_attention(reference_encoder, signal)
+        names = (names[0], type(reference_encoder.mods.embedding_model.pooling).__name__)
+        if reference.shape[0] != 1:
+            raise ValueError(f"--reference {args.reference}: expected a single-head model, "
+                             f"its pooling has {reference.shape[0]} heads")
+    seconds = signal.shape[0] / SAMPLE_RATE
+    out = plot_attention(weights, args.out, reference=reference, temperatures=temperatures,
+                         frame_shift=seconds / weights.shape[1], labels=names,
+                         title=args.title or f"attention along time: {Path(args.wav).name}")
+    print(f"attention of {weights.shape[0]} heads over {weights.shape[1]} frames -> {out}")
+    return 0
+
+
+def _run_plot_det(args, stack):
+    """``plot det``: DET curves of score files."""
+    from speechbrain_mrmha.plotting import plot_det
+
+    if args.labels is not None and len(args.labels) != len(args.scores):
+        raise ValueError(f"--labels: {len(args.labels)} labels for {len(args.scores)} score files")
+    print(f"DET curves -> {plot_det(args.scores, args.out, labels=args.labels)}")
+    return 0
+
+
+def _run_plot_hist(args, stack):
+    """``plot hist``: target / non-target score histograms."""
+    from speechbrain_mrmha.plotting import plot_score_histograms
+
+    out = plot_score_histograms(args.scores, args.out, bins=args.bins)
+    print(f"score histograms -> {out}")
+    return 0
+
+
+def _model_options(parser):
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="pretrained-model folder (written by train_speaker_embeddings.py)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+
+
+def build_parser():
+    """The argparse parser of every command.
+
+    Example
+    -------
+    >>> build_parser().parse_args(["plot", "det", "s.txt", "--out", "d.png"]).out
+    'd.png'
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="speechbrain-mrmha: speaker verification, embeddings and "
+        "figures with a pretrained MRMHA model folder ('COMMAND --help' for each).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    verify = commands.add_parser(
+        "verify", help="score two audio files (cosine) and decide same / different speaker",
+        description="Cosine score of the embeddings of two audio files and a decision: same "
+        "speaker when the score is above the threshold.")
+    _model_options(verify)
+    verify.add_argument("first", metavar="a.wav")
+    verify.add_argument("second", metavar="b.wav")
+    verify.add_argument("--threshold", type=float, default=None,
+                        help="decision threshold (default: EER_threshold of "
+                        "DIR/../verification/metrics.json if present, else 0.5)")
+    verify.set_defaults(run=_run_verify)
+
+    embed = commands.add_parser(
+        "embed", help="embeddings of many audio files",
+        description="Embed audio files in batches of similar length and save them: .pt "
+        "({path: tensor}), .npy ((N, dim), rows in the order given) or .npz (paths, "
+        "embeddings).")
+    _model_options(embed)
+    embed.add_argument("files", nargs="+", metavar="FILE")
+    embed.add_argument("--out", required=True, help="output file (.pt, .npy or .npz)")
+    embed.add_argument("--batch-seconds", type=float, default=240.0,
+                       help="padded audio per batch, seconds (default 240)")
+    embed.add_argument("--max-batch-size", type=int, default=64,
+                       help="most files per batch (default 64)")
+    embed.set_defaults(run=_run_embed)
+
+    plot = commands.add_parser("plot", help="figures: attention, DET curves, score histograms",
+                               description="Draw a figure (matplotlib needed).")
+    figures = plot.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    attention = figures.add_parser(
+        "attention", help="attention weights and entropy of each head along one file",
+        description="Attention weights of each head along time for one file, each head's "
+        "entropy in the legend (the paper's Fig. 2).")
+    _model_options(attention)
+    attention.add_argument("--wav", required=True, help="audio file")
+    attention.add_argument("--out", required=True, help="output figure (.png, .pdf, .svg)")
+    attention.add_argument("--reference", metavar="DIR", default=None,
+                           help="a single-head (self-attentive) model folder to draw below")
+    attention.add_argument("--title", default=None)
+    attention.set_defaults(run=_run_plot_attention)
+    det = figures.add_parser(
+        "det", help="DET curves of score files with their EER",
+        description="DET curves of score files (lines 'enrol test score label').")
+    det.add_argument("scores", nargs="+", metavar="SCORES")
+    det.add_argument("--out", required=True, help="output figure")
+    det.add_argument("--labels", nargs="+", default=None, help="one legend name per file")
+    det.set_defaults(run=_run_plot_det)
+    hist = figures.add_parser(
+        "hist", help="target / non-target score histograms",
+        description="Histograms of target and non-target scores of a score file.")
+    hist.add_argument("scores", metavar="SCORES")
+    hist.add_argument("--out", required=True, help="output figure")
+    hist.add_argument("--bins", type=int, default=50)
+    hist.set_defaults(run=_run_plot_hist)
+
+    commands.add_parser(
+        "demo", add_help=False,
+        help="train and compare MRMHA on a synthetic corpus ('demo --help' for options)")
+    return parser
+
+
+def _one_line(error):
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def main(argv=None):
+    """Run a command; returns the exit code (2 on bad input).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    code : int
+
+    Example
+    -------
+    >>> main(["plot", "hist", "/nonexistent/scores.txt", "--out", "h.png"])
+    2
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "demo":
+        import importlib
+
+        # lazily: the demo drives the recipe and is only needed here
+        importlib.import_module("speechbrain_mrmha.demo").main(argv[1:])
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        with contextlib.ExitStack() as stack:
+            return args.run(args, stack)
+    except (ValueError, OSError, ImportError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

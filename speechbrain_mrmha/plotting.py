@@ -1,0 +1,541 @@
+"""Figures: attention weights along time with each head's entropy (the
+paper's Fig. 2), DET curves with their EER points, target / non-target score
+histograms.
+
+matplotlib is an optional extra (``pip install speechbrain-mrmha[plot]``); it
+is imported inside the functions and drives the Agg canvas directly (no
+pyplot, no display needed). Every figure is written atomically: a temporary
+file in the output folder, then ``os.replace``.
+
+Reference
+---------
+Zhiming Wang, Kaisheng Yao, Xiaolong Li, Shuo Fang, "Multi-Resolution
+Multi-Head Attention in Deep Speaker Embedding", ICASSP 2020 (Fig. 2).
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import os
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from speechbrain_mrmha.pooling import attention_entropy
+from speechbrain_mrmha.scoring import EER
+
+__all__ = ["TrialScores", "DetCurve", "read_scores", "det_curve", "utterance_attention",
+           "plot_attention", "plot_det", "plot_score_histograms"]
+
+_DET_TICKS = (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4,
+              0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999)
+
+
+class TrialScores(NamedTuple):
+    """Scores of target and non-target trials.
+
+    Arguments
+    ---------
+    positive : torch.Tensor
+        1-D float64 scores of target (same-speaker) trials.
+    negative : torch.Tensor
+        1-D float64 scores of non-target trials.
+
+    Example
+    -------
+    >>> TrialScores(torch.tensor([0.9]), torch.tensor([0.1, 0.2])).negative.shape
+    torch.Size([2])
+    """
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+
+class DetCurve(NamedTuple):
+    """Operating points of a detector and its equal error rate.
+
+    Arguments
+    ---------
+    p_fa, p_miss : torch.Tensor
+        False-alarm and miss probabilities, one point per threshold (a trial
+        is accepted when its score is above it): first accepting every
+        trial, then at each unique score in increasing order.
+    eer, threshold : float
+        The result of ``speechbrain_mrmha.scoring.EER``.
+    eer_p_fa, eer_p_miss : float
+        The error rates at that threshold (their mean is ``eer``).
+
+    Example
+    -------
+    >>> DetCurve._fields[-2:]
+    ('eer_p_fa', 'eer_p_miss')
+    """
+
+    p_fa: torch.Tensor
+    p_miss: torch.Tensor
+    eer: float
+    threshold: float
+    eer_p_fa: float
+    eer_p_miss: float
+
+
+def _matplotlib():
+    """Figure and Agg canvas classes, or an ImportError saying how to get them."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "speechbrain_mrmha.plotting needs matplotlib, an optional extra: "
+            f"pip install speechbrain-mrmha[plot] ({error})"
+        ) from None
+    return Figure, FigureCanvasAgg
+
+
+def _new_figure(width, height):
+    Figure, FigureCanvasAgg = _matplotlib()
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, out_path, dpi=120):
+    """Write ``figure`` atomically; the format follows the file extension."""
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lstrip(".").lower()
+    supported = figure.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"{out_path}: unsupported figure extension {out_path.suffix or '(none)'!r}; "
+            f"use one of {', '.join('.' + k for k in sorted(supported))}"
+        )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name (not mkstemp, whose files are private 0600): usual permissions
+    tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        figure.savefig(tmp, format=fmt, dpi=dpi)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+def read_scores(path):
+    """Read a ``scores.txt`` of ``enrol test score label`` lines.
+
+    ``label`` is 1 for a target (same speaker) trial and 0 otherwise, as
+    written by ``recipes/VoxCeleb1/speaker_verification_cosine.py``. Blank
+    lines are ignored.
+
+    Arguments
+    ---------
+    path : str or Path
+        The score file.
+
+    Returns
+    -------
+    scores : TrialScores
+        ``positive`` (target) and ``negative`` (non-target) float64 scores.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = Path(folder) / "scores.txt"
+    >>> _ = path.write_text("a.wav b.wav 0.8 1\\na.wav c.wav 0.1 0\\nb.wav c.wav 0.3 0\\n")
+    >>> read_scores(path).negative
+    tensor([0.1000, 0.3000], dtype=torch.float64)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score file {path} does not exist")
+    positive, negative = [], []
+    with open(path, encoding="utf-8") as fin:
+        for number, line in enumerate(fin, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}, line {number}"
+            if len(fields) != 4:
+                raise ValueError(
+                    f"{where}: expected 4 fields 'enrol test score label', got {len(fields)}"
+                )
+            try:
+                score = float(fields[2])
+            except ValueError:
+                raise ValueError(f"{where}: score {fields[2]!r} is not a number") from None
+            if score != score or score in (float("inf"), float("-inf")):
+                raise ValueError(f"{where}: score {fields[2]!r} is not finite")
+            if fields[3] not in ("0", "1"):
+                raise ValueError(f"{where}: label {fields[3]!r} must be 1 (target) or 0")
+            (positive if fields[3] == "1" else negative).append(score)
+    if not positive or not negative:
+        raise ValueError(
+            f"{path}: needs both target (label 1) and non-target (label 0) trials, "
+            f"got {len(positive)} and {len(negative)}"
+        )
+    return TrialScores(torch.tensor(positive, dtype=torch.float64),
+                       torch.tensor(negative, dtype=torch.float64))
+
+
+def _as_scores(item, name):
+    """TrialScores from a score-file path or a (positive, negative) pair."""
+    if isinstance(item, (str, os.PathLike)):
+        return read_scores(item)
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ValueError(f"{name}: expected a score file or a (positive, negative) pair")
+    pair = []
+    for label, values in zip(("positive", "negative"), item):
+        values = torch.as_tensor(values, dtype=torch.float64).flatten()
+        if values.numel() == 0:
+            raise ValueError(f"{name}: no {label} scores")
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{name}: {label} scores contain NaN or inf")
+        pair.append(values)
+    return TrialScores(*pair)
+
+
+def _is_pair(item):
+    """True for a (positive, negative) pair of 1-D score arrays."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        return False
+    for values in item:
+        if isinstance(values, (str, os.PathLike)):
+            return False
+        if hasattr(values, "ndim"):  # tensor or numpy array
+            if values.ndim != 1:
+                return False
+        elif not (isinstance(values, (tuple, list)) and all(
+                isinstance(v, (int, float)) for v in values)):
+            return False
+    return True
+
+
+def _items(score_files_or_arrays):
+    if isinstance(score_files_or_arrays, (str, os.PathLike)) or _is_pair(score_files_or_arrays):
+        return [score_files_or_arrays]
+    return list(score_files_or_arrays)
+
+
+def _default_label(item, index):
+    if isinstance(item, (str, os.PathLike)):
+        parts = Path(item).parts
+        return "/".join(parts[-3:])
+    return f"system {index + 1}"
+
+
+def det_curve(positive, negative):
+    """Miss and false-alarm probabilities at every threshold, with the EER.
+
+    Arguments
+    ---------
+    positive : torch.Tensor
+        1-D target-trial scores.
+    negative : torch.Tensor
+        1-D non-target-trial scores.
+
+    Returns
+    -------
+    curve : DetCurve
+        Points ordered by increasing threshold (p_fa falls, p_miss rises).
+
+    Example
+    -------
+    >>> curve = det_curve(torch.tensor([0.6, 0.7, 0.8, 0.5]), torch.tensor([0.4, 0.3, 0.2, 0.55]))
+    >>> curve.eer, curve.threshold, curve.eer_p_fa, curve.eer_p_miss
+    (0.25, 0.5, 0.25, 0.25)
+    """
+    positive = torch.as_tensor(positive, dtype=torch.float64).flatten()
+    negative = torch.as_tensor(negative, dtype=torch.float64).flatten()
+    eer, threshold = EER(positive, negative)
+    thresholds = torch.unique(torch.cat([positive, negative]))  # sorted
+    sorted_pos, _ = torch.sort(positive)
+    sorted_neg, _ = torch.sort(negative)
+    # accepting scores above t: misses are positives <= t, false alarms negatives > t
+    misses = torch.searchsorted(sorted_pos, thresholds, right=True)
+    false_alarms = negative.numel() - torch.searchsorted(sorted_neg, thresholds, right=True)
+    p_miss = torch.cat([torch.zeros(1, dtype=torch.float64), misses / positive.numel()])
+    p_fa = torch.cat([torch.ones(1, dtype=torch.float64), false_alarms / negative.numel()])
+    eer_p_miss = float((positive <= threshold).double().mean())
+    eer_p_fa = float((negative > threshold).double().mean())
+    return DetCurve(p_fa, p_miss, float(eer), float(threshold), eer_p_fa, eer_p_miss)
+
+
+def _probit(p, floor):
+    p = torch.as_tensor(p, dtype=torch.float64).clamp(floor, 1 - floor)
+    return torch.special.ndtri(p)
+
+
+def _percent(p):
+    return f"{100 * p:g}"
+
+
+def plot_det(score_files_or_arrays, out_png, labels=None, title="DET curve"):
+    """DET curves (miss vs false-alarm probability on normal-deviate axes)
+    with the EER point of each system marked and its EER in the legend.
+
+    Arguments
+    ---------
+    score_files_or_arrays : path, pair, or list of them
+        Score files (``enrol test score label``, see ``read_scores``) and/or
+        ``(positive, negative)`` pairs of 1-D score arrays.
+    out_png : str or Path
+        Output figure (the extension sets the format).
+    labels : list of str, optional
+        One legend name per system (default: the last parts of the path,
+        or "system i").
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    out_png : Path
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> pair = (torch.randn(50, generator=g) + 2, torch.randn(200, generator=g))
+    >>> import tempfile
+    >>> out = plot_det([pair], Path(tempfile.mkdtemp()) / "det.png", labels=["demo"])
+    >>> out.name, out.stat().st_size > 0
+    ('det.png', True)
+    """
+    items = _items(score_files_or_arrays)
+    if not items:
+        raise ValueError("plot_det: no score files or score arrays given")
+    if labels is not None and len(labels) != len(items):
+        raise ValueError(f"plot_det: {len(labels)} labels for {len(items)} systems")
+    systems = [_as_scores(item, f"plot_det system {i + 1}") for i, item in enumerate(items)]
+    curves = [det_curve(s.positive, s.negative) for s in systems]
+    largest = max(max(s.positive.numel(), s.negative.numel()) for s in systems)
+    floor = max(0.5 / largest, 1e-4)
+    upper = 0.5 if max(c.eer for c in curves) < 0.3 else 1 - floor
+
+    figure = _new_figure(5.5, 5.0)
+    axes = figure.add_subplot()
+    for index, (item, curve) in enumerate(zip(items, curves)):
+        name = labels[index] if labels is not None else _default_label(item, index)
+        line, = axes.plot(_probit(curve.p_fa, floor), _probit(curve.p_miss, floor),
+                          label=f"{name} (EER {100 * curve.eer:.2f}%)")
+        axes.plot([float(_probit(curve.eer_p_fa, floor))], [float(_probit(curve.eer_p_miss, floor))],
+                  "o", color=line.get_color(), gid=f"eer-{index}")
+    diagonal = [float(_probit(floor, floor)), float(_probit(upper, floor))]
+    axes.plot(diagonal, diagonal, ":", color="grey", linewidth=0.8)
+    ticks = [p for p in _DET_TICKS if floor <= p <= upper]
+    positions = [float(_probit(p, floor)) for p in ticks]
+    for set_ticks, set_labels, set_limits in (
+        (axes.set_xticks, axes.set_xticklabels, axes.set_xlim),
+        (axes.set_yticks, axes.set_yticklabels, axes.set_ylim),
+    ):
+        set_ticks(positions)
+        set_labels([_percent(p) for p in ticks], fontsize="small")
+        set_limits(diagonal)
+    axes.set_xlabel("false alarm probability (%)")
+    axes.set_ylabel("miss probability (%)")
+    axes.grid(True, linewidth=0.4)
+    axes.legend(loc="upper right", fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, out_png)
+
+
+def plot_score_histograms(score_file_or_arrays, out_png, bins=50, title=None):
+    """Histograms of target and non-target scores, with the EER threshold.
+
+    Arguments
+    ---------
+    score_file_or_arrays : str, Path or pair
+        A score file (see ``read_scores``) or a ``(positive, negative)`` pair.
+    out_png : str or Path
+        Output figure.
+    bins : int
+        Number of bins (shared by both histograms).
+    title : str, optional
+        Figure title (default: the file name).
+
+    Returns
+    -------
+    out_png : Path
+
+    Example
+    -------
+    >>> import tempfile
+    >>> pair = (torch.linspace(0.3, 0.9, 40), torch.linspace(-0.2, 0.5, 300))
+    >>> out = plot_score_histograms(pair, Path(tempfile.mkdtemp()) / "hist.png")
+    >>> out.stat().st_size > 0
+    True
+    """
+    scores = _as_scores(score_file_or_arrays, "plot_score_histograms")
+    if bins < 1:
+        raise ValueError(f"plot_score_histograms: bins must be >= 1, got {bins}")
+    eer, threshold = EER(scores.positive, scores.negative)
+    everything = torch.cat([scores.positive, scores.negative])
+    low, high = float(everything.min()), float(everything.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = torch.linspace(low, high, bins + 1).tolist()
+
+    figure = _new_figure(6.0, 4.0)
+    axes = figure.add_subplot()
+    axes.hist(scores.negative.numpy(), bins=edges, density=True, alpha=0.55,
+              label=f"non-target ({scores.negative.numel()})")
+    axes.hist(scores.positive.numpy(), bins=edges, density=True, alpha=0.55,
+              label=f"target ({scores.positive.numel()})")
+    axes.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                 label=f"EER threshold {threshold:.3f} (EER {100 * eer:.2f}%)")
+    axes.set_xlabel("score")
+    axes.set_ylabel("density")
+    axes.legend(fontsize="small", loc="best")
+    if title is None and isinstance(score_file_or_arrays, (str, os.PathLike)):
+        title = _default_label(score_file_or_arrays, 0)
+    if title:
+        axes.set_title(title)
+    return _save(figure, out_png)
+
+
+def _as_weights(weights, name):
+    """(heads, time) float64 attention weights, validated."""
+    weights = torch.as_tensor(weights).detach().cpu().double()
+    if weights.dim() == 1:
+        weights = weights[None]
+    if weights.dim() == 3 and weights.shape[0] == 1:
+        weights = weights[0]
+    if weights.dim() != 2 or weights.shape[1] == 0:
+        raise ValueError(f"{name}: expected (heads, time) attention weights, got shape "
+                         f"{tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"{name}: attention weights must be finite and >= 0")
+    sums = weights.sum(dim=1)
+    if not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
+        raise ValueError(f"{name}: each head's weights must sum to 1 over time, got sums "
+                         f"{[round(float(s), 4) for s in sums]}")
+    return weights
+
+
+def plot_attention(weights, out_png, reference=None, title=None, temperatures=None,
+                   frame_shift=None, labels=("multi-head attention", "single-head attention")):
+    """Attention weights of each head along time for one utterance, with
+    each head's entropy E = -sum_t alpha_t log alpha_t (nats) in the legend,
+    optionally above a single-head model's weights (the paper's Fig. 2).
+
+    Arguments
+    ---------
+    weights : torch.Tensor or array
+        (heads, time) weights of one utterance, e.g. from
+        ``utterance_attention``.
+    out_png : str or Path
+        Output figure.
+    reference : torch.Tensor or array, optional
+        (1, time) or (time,) weights of a single-head (self-attentive) model
+        on the same utterance, drawn in a second panel.
+    title : str, optional
+        Figure title.
+    temperatures : list of float, optional
+        T_i of each head (MRMHA), shown in the legend.
+    frame_shift : float, optional
+        Seconds per frame; the time axis is in seconds if given, else frames.
+    labels : tuple of str
+        Names of the two panels.
+
+    Returns
+    -------
+    out_png : Path
+
+    Example
+    -------
+    >>> import tempfile
+    >>> w = torch.softmax(torch.randn(4, 30), dim=1)
+    >>> ref = torch.softmax(torch.randn(1, 30), dim=1)
+    >>> out = plot_attention(w, Path(tempfile.mkdtemp()) / "attention.png", reference=ref,
+    ...                      temperatures=[1, 1, 5, 5], frame_shift=0.08)
+    >>> out.stat().st_size > 0
+    True
+    """
+    weights = _as_weights(weights, "plot_attention weights")
+    panels = [(labels[0], weights, temperatures)]
+    if reference is not None:
+        panels.append((labels[1], _as_weights(reference, "plot_attention reference"), None))
+    if temperatures is not None and len(temperatures) != weights.shape[0]:
+        raise ValueError(f"plot_attention: {len(temperatures)} temperatures for "
+                         f"{weights.shape[0]} heads")
+
+    figure = _new_figure(7.0, 2.6 * len(panels) + 0.4)
+    for row, (name, values, temps) in enumerate(panels):
+        axes = figure.add_subplot(len(panels), 1, row + 1)
+        entropy = attention_entropy(values[None])[0]
+        steps = torch.arange(values.shape[1], dtype=torch.float64)
+        if frame_shift is not None:
+            steps = steps * frame_shift
+        for head in range(values.shape[0]):
+            head_name = f"head {head + 1}" if values.shape[0] > 1 else "weights"
+            if temps is not None:
+                head_name += f" (T={float(temps[head]):g})"
+            axes.plot(steps.numpy(), values[head].numpy(), linewidth=1.0,
+                      label=f"{head_name}: E = {float(entropy[head]):.3f} nats")
+        axes.set_title(f"{name}: mean entropy {float(entropy.mean()):.3f} nats "
+                       f"(uniform: {float(torch.log(torch.tensor(values.shape[1]))):.3f})",
+                       fontsize="medium")
+        axes.set_ylabel("attention weight")
+        axes.set_xlabel("time (s)" if frame_shift is not None else "frame")
+        axes.legend(fontsize="small", loc="upper right")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, out_png)
+
+
+def utterance_attention(encoder, signal):
+    """(heads, time) attention weights of one utterance under a loaded model.
+
+    Computes the features, the sentence normalisation and the ResNet frames
+    exactly as ``encode_batch`` does, then ``pooling.attention``.
+
+    Arguments
+    ---------
+    encoder : speechbrain.inference.EncoderClassifier
+        A model loaded from a pretrained folder (see ``export.load_encoder``)
+        whose pooling is one of the attention poolings.
+    signal : torch.Tensor
+        (samples,) waveform at the model's sample rate.
+
+    Returns
+    -------
+    weights : torch.Tensor
+        (heads, time') on the CPU; each row sums to 1.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from functools import partial
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> from speechbrain_mrmha.cosams import CosineClassifier
+    >>> from speechbrain_mrmha.export import load_encoder, write_pretrained
+    >>> from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
+    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> pool = partial(MultiResolutionMultiHeadAttentionPooling, num_heads=2)
+    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], pooling=pool, lin_neurons=4)
+    >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
+    >>> sizes = dict(n_mels=40, channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], emb_dim=4, n_classes=2)
+    >>> root = Path(tempfile.mkdtemp())
+    >>> folder = write_pretrained(root / "model", model, CosineClassifier(4, 2), labels, sizes)
+    >>> encoder = load_encoder(folder, savedir=root / "cache")
+    >>> utterance_attention(encoder, torch.randn(16000)).shape
+    torch.Size([2, 13])
+    """
+    pooling = encoder.mods.embedding_model.pooling
+    if not hasattr(pooling, "attention"):
+        raise ValueError(f"the model's pooling {type(pooling).__name__} has no attention weights")
+    signal = torch.as_tensor(signal)
+    if signal.dim() != 1:
+        raise ValueError(f"utterance_attention: expected a (samples,) signal, got shape "
+                         f"{tuple(signal.shape)}")
+    wavs = signal[None].float().to(encoder.device)
+    lengths = torch.ones(1, device=encoder.device)
+    with torch.no_grad():
+        feats = encoder.mods.compute_features(wavs)
+        feats = encoder.mods.mean_var_norm(feats, lengths)
+        frames, frame_lengths = encoder.mods.embedding_model.frames(feats, lengths)
+        weights = pooling.attention(frames, frame_lengths)
+    return weights[0].cpu()

@@ -1,0 +1,383 @@
+"""ResNet-34 frame encoder and embedding head of Wang et al. (ICASSP 2020),
+masked at every stage so that batch padding never changes an embedding.
+
+Reference
+---------
+Zhiming Wang, Kaisheng Yao, Xiaolong Li, Shuo Fang, "Multi-Resolution
+Multi-Head Attention in Deep Speaker Embedding", ICASSP 2020 (network table).
+
+Authors
+ * speechbrain-mrmha contributors
+"""
+
+import torch
+from torch import nn
+from speechbrain.nnet.pooling import StatisticsPooling
+
+__all__ = ["BasicBlock", "ResNet34", "valid_frame_counts", "relative_lengths"]
+
+
+def valid_frame_counts(lengths, num_frames):
+    """Converts SpeechBrain relative lengths into absolute valid frame counts.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Relative lengths in (0, 1], shape (batch,).
+    num_frames : int
+        Padded number of frames of the batch.
+
+    Returns
+    -------
+    counts : torch.Tensor
+        round(lengths * num_frames) as int64, clamped to [1, num_frames].
+
+    Example
+    -------
+    >>> valid_frame_counts(torch.tensor([1.0, 0.5, 0.3]), 10)
+    tensor([10,  5,  3])
+    """
+    counts = torch.round(lengths * num_frames).long()
+    return counts.clamp(min=1, max=num_frames)
+
+
+def relative_lengths(counts, num_frames):
+    """Converts valid frame counts back into relative lengths that every mask
+    convention recovers exactly: ``round(rel * T) == count`` and also
+    ``arange(T) < rel * T`` (SpeechBrain's ``length_to_mask``) selects exactly
+    ``count`` frames. The plain float32 quotient ``count / T`` often has
+    ``(count / T) * T`` one ulp above ``count``, which would let the float
+    comparison admit one padded frame; such values are moved down one ulp.
+
+    Arguments
+    ---------
+    counts : torch.Tensor
+        Valid frame counts, shape (batch,).
+    num_frames : int
+        Padded number of frames.
+
+    Returns
+    -------
+    lengths : torch.Tensor
+        Relative lengths (float32), shape (batch,).
+
+    Example
+    -------
+    >>> rel = relative_lengths(torch.tensor([3, 7]), 7)
+    >>> torch.round(rel * 7).long(), rel[1].item()
+    (tensor([3, 7]), 1.0)
+    """
+    target = counts.float()
+    rel = target / num_frames
+    above = rel * num_frames > target
+    return torch.where(above, torch.nextafter(rel, torch.zeros_like(rel)), rel)
+
+
+def _masked(x, mask):
+    """Zeroes padded time steps of a (B, C, T, F) map; mask is (B, 1, T, 1)
+    of 0/1 (cast to x's dtype, e.g. under autocast, so x keeps its dtype)."""
+    if mask is None:
+        return x
+    return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: [3x3 conv, BN, ReLU, 3x3 conv, BN] + shortcut,
+    ReLU; the shortcut is a 1x1 conv + BN projection when the shape changes.
+    Padded time steps are zeroed before each convolution.
+
+    Arguments
+    ---------
+    in_channels : int
+        Input channels.
+    out_channels : int
+        Output channels.
+    stride : int
+        Stride of the first conv (time and frequency).
+
+    Example
+    -------
+    >>> block = BasicBlock(in_channels=4, out_channels=8, stride=2)
+    >>> block(torch.rand(2, 4, 9, 10)).shape
+    torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(
+            out_channels, out_channels, 3, padding=1, bias=False
+        )
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(
+                    in_channels, out_channels, 1, stride=stride, bias=False
+                ),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x, mask_in=None, mask_out=None):
+        """Applies the block.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (batch, channels, time, freq).
+        mask_in : torch.Tensor or None
+            (batch, 1, time, 1) validity mask at the input resolution.
+        mask_out : torch.Tensor or None
+            The same at the output resolution (differs when stride is 2).
+
+        Returns
+        -------
+        out : torch.Tensor
+            (batch, out_channels, time', freq'); padded steps are not zeroed.
+        """
+        x = _masked(x, mask_in)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(_masked(out, mask_out)))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + skip)
+
+
+class ResNet34(nn.Module):
+    """ResNet-34 speaker-embedding network of Wang et al., "Multi-Resolution
+    Multi-Head Attention in Deep Speaker Embedding", ICASSP 2020: Conv1 ->
+    Res1..Res4 (basic blocks, time and frequency halved at the start of Res2,
+    Res3, Res4) -> Conv2 (stride 1 in time, 3 in frequency) -> frames
+    (batch, time', d) -> pooling -> Linear1 -> BatchNorm1d -> ReLU -> Linear2
+    (the embedding). With 40 Mel bands d = 512 * 2 = 1024.
+
+    Padding never changes an embedding in eval mode: relative lengths become
+    valid frame counts, padded steps are zeroed before every convolution (so
+    batch padding looks like the convolution's own zero padding), counts follow
+    each stride-2 stage exactly (L -> ceil(L / 2)), and the pooling receives
+    the relative lengths of the final frames. In train mode BatchNorm batch
+    statistics still see padded steps, as in any padded batch.
+
+    At paper size (defaults) with the default StatisticsPooling (2048 pooled
+    dims, no parameters) the network has 24,948,928 parameters: 23,636,160 in
+    the convolutional encoder (Conv1, Res1..Res4, Conv2) and 1,312,768 in
+    Linear1 + BatchNorm1d + Linear2. A pooling with output K*1024 (global
+    multi-head / MRMHA with K heads) changes Linear1 only: add
+    (K - 2) * 1024 * 512 weights plus the pooling's own parameters
+    (e.g. K = 4: 25,997,504 + pooling).
+
+    Arguments
+    ---------
+    n_mels : int
+        Number of Mel bands of the input features.
+    channels : list of int
+        Widths of Res1..Res4 (Conv1 has channels[0], Conv2 channels[-1]).
+    block_counts : list of int
+        Basic blocks per stage.
+    pooling : callable or torch.nn.Module or None
+        A callable receiving ``input_size=d`` and returning the pooling module
+        (e.g. a class or a hyperpyyaml ``!name:`` entry), or a built module
+        (e.g. ``!new:speechbrain.nnet.pooling.StatisticsPooling``). The module
+        maps (batch, time, d) and relative lengths to (batch, 1, size). None
+        means SpeechBrain's StatisticsPooling.
+    lin_neurons : int
+        Width of Linear1 and of the embedding (Linear2).
+
+    Example
+    -------
+    >>> model = ResNet34(n_mels=40, channels=[4, 8, 16, 32], lin_neurons=16)
+    >>> model.frame_dim
+    64
+    >>> feats = torch.rand(3, 101, 40)
+    >>> model(feats, torch.tensor([1.0, 0.8, 0.5])).shape
+    torch.Size([3, 1, 16])
+    """
+
+    def __init__(
+        self,
+        n_mels=40,
+        channels=[64, 128, 256, 512],
+        block_counts=[3, 4, 6, 3],
+        pooling=None,
+        lin_neurons=512,
+    ):
+        super().__init__()
+        channels, block_counts = list(channels), list(block_counts)
+        if len(channels) != len(block_counts) or not channels:
+            raise ValueError(
+                f"ResNet34: channels {channels} and block_counts "
+                f"{block_counts} must be non-empty lists of the same length"
+            )
+        if n_mels < 1 or min(channels) < 1 or min(block_counts) < 1:
+            raise ValueError(
+                f"ResNet34: n_mels ({n_mels}), channels and block_counts must "
+                "be positive"
+            )
+        self.n_mels = n_mels
+        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.stages = nn.ModuleList()
+        in_ch, freq = channels[0], n_mels
+        for i, (width, count) in enumerate(zip(channels, block_counts)):
+            stride = 1 if i == 0 else 2
+            blocks = [BasicBlock(in_ch, width, stride)]
+            blocks += [BasicBlock(width, width) for _ in range(count - 1)]
+            self.stages.append(nn.ModuleList(blocks))
+            in_ch = width
+            freq = (freq - 1) // stride + 1
+        self.conv2 = nn.Conv2d(
+            in_ch, in_ch, 3, stride=(1, 3), padding=1, bias=False
+        )
+        self.bn2 = nn.BatchNorm2d(in_ch)
+        self.frame_dim = in_ch * ((freq - 1) // 3 + 1)
+        self._init_weights()
+
+        self.pooling = self._build_pooling(pooling)
+        pooled = self._pooled_size()
+        self.linear1 = nn.Linear(pooled, lin_neurons)
+        self.norm = nn.BatchNorm1d(lin_neurons)
+        self.linear2 = nn.Linear(lin_neurons, lin_neurons)
+
+    def _init_weights(self):
+        """He initialisation of the convolutions, unit/zero BatchNorm."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(
+                    module.weight, mode="fan_out", nonlinearity="relu"
+                )
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def _build_pooling(self, pooling):
+        """Returns the pooling module from None, a module or a factory."""
+        if pooling is None:
+            return StatisticsPooling()
+        if isinstance(pooling, nn.Module):
+            return pooling
+        if not callable(pooling):
+            raise TypeError(
+                "ResNet34: pooling must be None, an nn.Module or a callable "
+                f"taking input_size=, got {type(pooling).__name__}"
+            )
+        module = pooling(input_size=self.frame_dim)
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"ResNet34: pooling factory {pooling!r} returned "
+                f"{type(module).__name__}, expected an nn.Module"
+            )
+        return module
+
+    def _pooled_size(self):
+        """The pooling's ``output_size``, else measured on a dummy input."""
+        size = getattr(self.pooling, "output_size", None)
+        if isinstance(size, int):
+            return size
+        param = next(self.pooling.parameters(), None)
+        dummy = torch.randn(2, 4, self.frame_dim)
+        if param is not None:
+            dummy = dummy.to(device=param.device, dtype=param.dtype)
+        was_training = self.pooling.training
+        self.pooling.eval()
+        with torch.no_grad():
+            out = self.pooling(dummy)
+        self.pooling.train(was_training)
+        if out.dim() != 3 or out.shape[:2] != (2, 1):
+            raise ValueError(
+                f"ResNet34: pooling {type(self.pooling).__name__} returned "
+                f"shape {tuple(out.shape)} for input (2, 4, {self.frame_dim}); "
+                "expected (batch, 1, size)"
+            )
+        return out.shape[-1]
+
+    def frames(self, feats, lengths=None):
+        """Encodes features into the frame sequence fed to the pooling.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            (batch, time, n_mels) features.
+        lengths : torch.Tensor or None
+            Relative lengths in (0, 1], shape (batch,); None = all full.
+
+        Returns
+        -------
+        frames : torch.Tensor
+            (batch, time', frame_dim), time' = ceil(time / 8) at paper depth;
+            frames past an utterance's length are padding (not zeroed).
+        frame_lengths : torch.Tensor or None
+            Relative lengths of the frames (None when ``lengths`` is None).
+
+        Example
+        -------
+        >>> model = ResNet34(n_mels=24, channels=[4, 4, 8, 8], lin_neurons=8)
+        >>> h, rel = model.frames(torch.rand(2, 37, 24), torch.tensor([1.0, 0.5]))
+        >>> h.shape, torch.round(rel * h.shape[1]).long()
+        (torch.Size([2, 5, 8]), tensor([5, 3]))
+        """
+        if feats.dim() != 3 or feats.shape[-1] != self.n_mels:
+            raise ValueError(
+                "ResNet34: expected features (batch, time, n_mels="
+                f"{self.n_mels}), got shape {tuple(feats.shape)}"
+            )
+        batch, num_frames = feats.shape[0], feats.shape[1]
+        counts = None
+        if lengths is not None:
+            if lengths.shape != (batch,):
+                raise ValueError(
+                    f"ResNet34: lengths must have shape ({batch},), got "
+                    f"{tuple(lengths.shape)}"
+                )
+            if bool(((lengths <= 0) | (lengths > 1 + 1e-6)).any()):
+                raise ValueError(
+                    "ResNet34: relative lengths must lie in (0, 1], got "
+                    f"{lengths.tolist()}"
+                )
+            counts = valid_frame_counts(lengths.to(feats.device), num_frames)
+
+        def time_mask(steps):
+            if counts is None:
+                return None
+            keep = torch.arange(steps, device=feats.device) < counts[:, None]
+            return keep.to(feats.dtype).view(batch, 1, steps, 1)
+
+        mask = time_mask(num_frames)
+        x = self.relu(self.bn1(self.conv1(_masked(feats.unsqueeze(1), mask))))
+        for stage in self.stages:
+            for block in stage:
+                mask_in = mask
+                if block.conv1.stride[0] == 2:
+                    num_frames = (num_frames + 1) // 2
+                    if counts is not None:
+                        counts = (counts + 1) // 2
+                    mask = time_mask(num_frames)
+                x = block(x, mask_in, mask)
+        x = self.relu(self.bn2(self.conv2(_masked(x, mask))))
+        frames = x.permute(0, 2, 1, 3).reshape(batch, num_frames, -1)
+        if counts is None:
+            return frames, None
+        return frames, relative_lengths(counts, num_frames)
+
+    def forward(self, feats, lengths=None):
+        """Computes speaker embeddings.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            (batch, time, n_mels) features.
+        lengths : torch.Tensor or None
+            Relative lengths in (0, 1], shape (batch,); None = all full.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (batch, 1, lin_neurons), the Linear2 output.
+        """
+        frames, frame_lengths = self.frames(feats, lengths)
+        pooled = self.pooling(frames, frame_lengths).squeeze(1)
+        hidden = torch.relu(self.norm(self.linear1(pooled)))
+        return self.linear2(hidden).unsqueeze(1)

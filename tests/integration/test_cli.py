@@ -1,0 +1,236 @@
+"""The command line (``python -m speechbrain_mrmha``) on the tiny synthetic
+corpus and tiny untrained models. The subprocess runs are started together
+(each spends most of its time importing torch) and checked one per test."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio
+from matplotlib.image import imread
+
+from speechbrain_mrmha.__main__ import default_threshold, main, write_embeddings
+from speechbrain_mrmha.trials import read_trials
+
+COMMAND = [sys.executable, "-m", "speechbrain_mrmha"]
+HELP_COMMANDS = [[], ["verify"], ["embed"], ["plot"], ["plot", "attention"], ["plot", "det"],
+                 ["plot", "hist"], ["demo"]]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_corpus, tiny_pretrained, tiny_pretrained_selfattentive):
+    """Audio and score files the CLI runs use."""
+    folder = tmp_path_factory.mktemp("cli")
+    trials = read_trials(tiny_corpus.verification_file)
+    target = next(t for t in trials if t.label == 1)
+    wav = lambda name: os.path.join(tiny_corpus.wav_folder, name)  # noqa: E731
+    corpus_files = sorted({wav(t.enrol) for t in trials} | {wav(t.test) for t in trials})[:4]
+    first, second = wav(target.enrol), wav(target.test)
+    # stereo at 8 kHz: two different channels of a corpus utterance
+    mono, rate = soundfile.read(first, dtype="float32")
+    low = torchaudio.functional.resample(torch.from_numpy(mono), rate, 8000).numpy()
+    stereo_file = folder / "stereo_8k.wav"
+    soundfile.write(stereo_file, np.stack([low, 0.5 * np.roll(low, 800)], axis=1), 8000,
+                    subtype="FLOAT")
+    short_file = folder / "short.wav"
+    soundfile.write(short_file, np.zeros(1600, dtype="float32"), 16000)
+    not_audio = folder / "notes.wav"
+    not_audio.write_text("this is not audio\n")
+    g = torch.Generator().manual_seed(0)
+    score_files = []
+    for index, shift in enumerate((2.0, 1.0)):
+        path = folder / f"scores_{index}.txt"
+        lines = [f"e{i} t{i} {float(torch.randn(1, generator=g)) + shift:.6f} 1" for i in range(50)]
+        lines += [f"e{i} n{i} {float(torch.randn(1, generator=g)):.6f} 0" for i in range(300)]
+        path.write_text("\n".join(lines) + "\n")
+        score_files.append(str(path))
+    return types.SimpleNamespace(
+        folder=folder, first=first, second=second, stereo=str(stereo_file),
+        embed_files=list(dict.fromkeys([first, second] + corpus_files + [str(stereo_file)])),
+        short=str(short_file), not_audio=str(not_audio), scores=score_files,
+        model=str(tiny_pretrained), reference=str(tiny_pretrained_selfattentive))
+
+
+@pytest.fixture(scope="module")
+def runs(inputs):
+    """Every CLI run, started in parallel; name -> CompletedProcess."""
+    out = inputs.folder
+    commands = {
+        "embed": ["embed", "--model", inputs.model, *inputs.embed_files, "--out", str(out / "emb.pt")],
+        "verify": ["verify", "--model", inputs.model, inputs.first, inputs.second],
+        "attention": ["plot", "attention", "--model", inputs.model, "--wav", inputs.first,
+                      "--out", str(out / "attention.png"), "--reference", inputs.reference],
+        "det": ["plot", "det", *inputs.scores, "--out", str(out / "det.png"),
+                "--labels", "good", "worse"],
+        "hist": ["plot", "hist", inputs.scores[0], "--out", str(out / "hist.png")],
+        "not_audio": ["embed", "--model", inputs.model, inputs.first, inputs.not_audio,
+                      "--out", str(out / "never.pt")],
+        "short": ["verify", "--model", inputs.model, inputs.first, inputs.short],
+    }
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    processes = {
+        name: subprocess.Popen(COMMAND + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+        for name, args in commands.items()
+    }
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(commands[name], process.returncode,
+                                                    stdout, stderr)
+    return results
+
+
+def succeeded(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert min(image.shape[:2]) > 100 and float(image[..., :3].std()) > 0.01
+
+
+def alone(encoder, signal):
+    """The embedding SpeechBrain's encode_batch gives for one signal alone."""
+    with torch.no_grad():
+        return encoder.encode_batch(torch.as_tensor(signal, dtype=torch.float32)[None])[0, 0]
+
+
+@pytest.mark.parametrize("words", HELP_COMMANDS, ids=lambda w: "-".join(w) or "top")
+def test_help_of_every_command(words):
+    result = subprocess.run(COMMAND + words + ["--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m speechbrain_mrmha " + " ".join(words))
+
+
+def test_embed_equals_encode_batch_on_each_file_alone(runs, inputs, tiny_encoder):
+    succeeded(runs["embed"])
+    embeddings = torch.load(inputs.folder / "emb.pt")
+    assert list(embeddings) == inputs.embed_files
+    for path in inputs.embed_files[:-1]:  # 16 kHz mono corpus files
+        signal, rate = soundfile.read(path, dtype="float32")
+        assert rate == 16000 and signal.ndim == 1
+        expected = alone(tiny_encoder, signal)
+        assert (embeddings[path] - expected).abs().max() <= 1e-4, path
+
+
+def test_stereo_8k_file_is_mixed_down_and_resampled(runs, inputs, tiny_encoder):
+    succeeded(runs["embed"])
+    stereo, rate = soundfile.read(inputs.stereo, dtype="float32")
+    assert rate == 8000 and stereo.shape[1] == 2
+    mixed = torchaudio.functional.resample(torch.from_numpy(stereo).mean(dim=1), 8000, 16000)
+    embedding = torch.load(inputs.folder / "emb.pt")[inputs.stereo]
+    assert (embedding - alone(tiny_encoder, mixed)).abs().max() <= 1e-4
+    # not the same as taking one channel only
+    assert (embedding - alone(tiny_encoder, torchaudio.functional.resample(
+        torch.from_numpy(stereo[:, 0]), 8000, 16000))).abs().max() > 1e-3
+
+
+def test_verify_prints_the_cosine_of_the_embed_embeddings(runs, inputs):
+    lines = succeeded(runs["verify"]).splitlines()
+    score = float(lines[0].split()[1])
+    embeddings = torch.load(inputs.folder / "emb.pt")
+    cosine = torch.nn.functional.cosine_similarity(
+        embeddings[inputs.first], embeddings[inputs.second], dim=0)
+    assert score == pytest.approx(float(cosine), abs=1e-4)
+    assert lines[1].startswith("threshold: 0.500000 (default; no ")
+    assert lines[2] == ("decision: same speaker" if score > 0.5 else "decision: different speakers")
+
+
+def test_plot_commands_write_figures(runs, inputs):
+    for name, figure in (("attention", "attention.png"), ("det", "det.png"), ("hist", "hist.png")):
+        succeeded(runs[name])
+        assert_png(inputs.folder / figure)
+    assert "attention of 2 heads" in runs["attention"].stdout
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("not_audio", "notes.wav: cannot read audio"),
+    ("short", "short.wav: audio too short (0.10 s"),
+])
+def test_bad_audio_gives_one_line_error_and_code_2(runs, inputs, name, problem):
+    result = runs[name]
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0]
+    assert not (inputs.folder / "never.pt").exists()
+
+
+def test_verify_threshold_option_sets_the_decision(inputs, capsys):
+    assert main(["verify", "--model", inputs.model, inputs.first, inputs.second]) == 0
+    score = float(capsys.readouterr().out.split()[1])
+    for threshold, decision in ((score - 1e-3, "same speaker"), (score + 1e-3, "different speakers")):
+        assert main(["verify", "--model", inputs.model, inputs.first, inputs.second,
+                     "--threshold", str(threshold)]) == 0
+        out = capsys.readouterr().out
+        assert f"decision: {decision}" in out and "(--threshold)" in out
+
+
+def test_default_threshold_reads_the_verification_metrics(tmp_path):
+    model = tmp_path / "run" / "pretrained"
+    metrics = tmp_path / "run" / "verification" / "metrics.json"
+    assert default_threshold(model)[0] == 0.5
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"EER": 3.9, "EER_threshold": 0.3125, "score_norm": None}))
+    assert default_threshold(model) == (0.3125, f"EER threshold from {metrics}")
+    metrics.write_text(json.dumps({"EER_threshold": 1.7, "score_norm": "as-norm"}))
+    value, source = default_threshold(model)
+    assert value == 0.5 and "as-norm" in source
+    metrics.write_text(json.dumps({"EER": 3.9}))
+    assert default_threshold(model) == (0.5, f"default; {metrics} has no EER_threshold")
+    metrics.write_text("{broken")
+    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
+        default_threshold(model)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npy", ".npz"])
+def test_write_embeddings_formats_round_trip(tmp_path, suffix):
+    embeddings = {f"dir/{i}.wav": torch.randn(5) for i in range(3)}
+    out = write_embeddings(embeddings, tmp_path / f"emb{suffix}")
+    assert [p.name for p in tmp_path.iterdir()] == [f"emb{suffix}"]
+    matrix = torch.stack(list(embeddings.values())).numpy()
+    if suffix == ".pt":
+        loaded = torch.load(out)
+        assert list(loaded) == list(embeddings)
+        assert all(torch.equal(loaded[k], embeddings[k]) for k in embeddings)
+    elif suffix == ".npy":
+        np.testing.assert_array_equal(np.load(out), matrix)
+    else:
+        with np.load(out) as data:
+            assert data["paths"].tolist() == list(embeddings)
+            np.testing.assert_array_equal(data["embeddings"], matrix)
+
+
+def test_cli_errors_in_process(tmp_path, inputs, capsys):
+    assert main(["embed", "--model", inputs.model, inputs.first, "--out", str(tmp_path / "e.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --out {tmp_path / 'e.csv'}: unknown format '.csv'; use .pt, .npy or .npz")
+    assert main(["verify", "--model", str(tmp_path / "none"), inputs.first, inputs.second]) == 2
+    assert f"pretrained model folder {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    assert main(["plot", "det", *inputs.scores, "--out", "x.png", "--labels", "one"]) == 2
+    assert "--labels: 1 labels for 2 score files" in capsys.readouterr().err
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(inputs.model, incomplete)
+    (incomplete / "classifier.ckpt").unlink()
+    assert main(["verify", "--model", str(incomplete), inputs.first, inputs.second]) == 2
+    assert "lacks classifier.ckpt" in capsys.readouterr().err
+
+
+def test_demo_is_dispatched_with_its_arguments(monkeypatch):
+    received = []
+    fake = types.ModuleType("speechbrain_mrmha.demo")
+    fake.main = received.append
+    monkeypatch.setitem(sys.modules, "speechbrain_mrmha.demo", fake)
+    assert main(["demo", "--output", "somewhere", "--epochs", "1"]) == 0
+    assert received == [["--output", "somewhere", "--epochs", "1"]]
