@@ -71,9 +71,9 @@ class CosAMSLoss(nn.Module):
 
     def __init__(self, margin=0.2, scale=30.0):
         super().__init__()
-        if scale <= 0:
+        if not scale > 0:
             raise ValueError(f"CosAMS scale must be > 0, got {scale}")
-        if margin < 0:
+        if not margin >= 0:
             raise ValueError(f"CosAMS margin must be >= 0, got {margin}")
         self.margin = margin
         self.scale = scale

@@ -63,7 +63,7 @@ def length_mask(lengths, max_len, device=None):
             f"lengths must be a 1-d tensor of relative lengths, got shape {tuple(lengths.shape)}"
         )
     if not torch.compiler.is_compiling():
-        if bool(((lengths <= 0) | (lengths > 1.0 + 1e-4)).any()):
+        if not bool(((lengths > 0) & (lengths <= 1.0 + 1e-4)).all()):
             raise ValueError(
                 f"lengths must be relative lengths in (0, 1], got {lengths.tolist()}"
             )
@@ -320,7 +320,7 @@ class AttentionPooling(nn.Module):
             )
         if learnable and bool((temperatures < 1).any()):
             raise ValueError(f"learnable temperatures must start >= 1, got {temperatures.tolist()}")
-        if bool((temperatures <= 0).any()):
+        if not bool((temperatures > 0).all()):
             raise ValueError(f"temperatures must be > 0, got {temperatures.tolist()}")
         if learnable:
             self.temperature_root = nn.Parameter(torch.sqrt(temperatures - 1.0))
@@ -360,6 +360,11 @@ class AttentionPooling(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects (batch, time, {self.input_size}) frames, "
                 f"got shape {tuple(x.shape)}"
+            )
+        if lengths is not None and tuple(lengths.shape) != (x.shape[0],):
+            raise ValueError(
+                f"{type(self).__name__}: lengths must have shape ({x.shape[0]},), "
+                f"got {tuple(lengths.shape)}"
             )
         mask = length_mask(lengths, x.shape[1], device=x.device)
         x = x.float()
