@@ -21,6 +21,7 @@ Authors
  * speechbrain-mrmha developers
 """
 
+import inspect
 import math
 
 import torch
@@ -604,3 +605,68 @@ POOLINGS = {
 }
 """Every attention pooling by name; plain statistics pooling is SpeechBrain's
 ``speechbrain.nnet.pooling.StatisticsPooling``."""
+
+
+def build_pooling(
+    input_size,
+    name,
+    num_heads=None,
+    temperatures=None,
+    learnable_temperatures=False,
+    std=False,
+    hidden_size=None,
+    activation="tanh",
+):
+    """Build a pooling by registry name from plain settings (what hyperpyyaml
+    files forward). Settings a variant does not take must stay unset
+    (None / False / "tanh"); ``"statistics"`` is SpeechBrain's
+    ``StatisticsPooling``.
+
+    Arguments
+    ---------
+    input_size : int
+        d, given by the encoder.
+    name : str
+        A key of ``POOLINGS`` or ``"statistics"``.
+    num_heads, temperatures, learnable_temperatures, std, hidden_size, activation
+        As in the pooling classes.
+
+    Returns
+    -------
+    pooling : torch.nn.Module
+
+    Example
+    -------
+    >>> build_pooling(1024, "mrmha", num_heads=6).temperatures
+    tensor([ 1.,  1.,  5.,  5., 10., 10.])
+    >>> build_pooling(8, "attentive_statistics", num_heads=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: pooling 'attentive_statistics' does not take num_heads (got 4)
+    """
+    settings = dict(num_heads=num_heads, temperatures=temperatures,
+                    learnable_temperatures=learnable_temperatures, std=std,
+                    hidden_size=hidden_size, activation=activation)
+    unset = dict(num_heads=None, temperatures=None, learnable_temperatures=False,
+                 std=False, hidden_size=None, activation="tanh")
+    if name == "statistics":
+        from speechbrain.nnet.pooling import StatisticsPooling
+
+        cls, accepted = StatisticsPooling, ()
+    elif name in POOLINGS:
+        cls = POOLINGS[name]
+        accepted = inspect.signature(cls.__init__).parameters
+    else:
+        raise ValueError(
+            f"unknown pooling {name!r}; choose one of {sorted(POOLINGS) + ['statistics']}"
+        )
+    kwargs = {}
+    for key, value in settings.items():
+        if key in accepted:
+            if value is not None:
+                kwargs[key] = value
+        elif value != unset[key]:
+            raise ValueError(f"pooling {name!r} does not take {key} (got {value})")
+    if name == "statistics":
+        return cls()
+    return cls(input_size=input_size, **kwargs)

@@ -68,6 +68,17 @@ class SpeakerBrain(sb.core.Brain):
             self.error_metrics.append(batch.id, predictions, spk_id)
         return loss
 
+    def _wrap_distributed(self):
+        """On GPUs SpeechBrain's DDP wrapping (with SyncBatchNorm); on CPU
+        (gloo) plain DDP, as SyncBatchNorm only runs on GPUs."""
+        if not (self.distributed_launch and self.device == "cpu"):
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel
+
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(module, device_ids=None)
+
     @property
     def pooling(self):
         """The pooling module, also when the model is wrapped by DDP."""
@@ -216,6 +227,7 @@ def load_hparams(hparams_file, overrides):
 
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
     hparams = load_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
@@ -246,6 +258,9 @@ def main(argv):
         hparams = load_hparams(hparams_file, overrides)
     hparams["augment"] = build_augmentation(hparams)
 
+    if str(run_opts.get("device", "cpu")).startswith("cuda"):
+        for key in ("dataloader_options", "valid_dataloader_options"):
+            hparams[key] = {**hparams[key], "pin_memory": True}
     brain = SpeakerBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],

@@ -1,0 +1,197 @@
+"""End-to-end: prepare -> train a tiny ResNet -> pretrained folder ->
+EncoderClassifier / SpeakerRecognition -> verification script; resuming an
+interrupted training; DDP with two gloo processes; yaml keys all used."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "VoxCeleb1"
+TINY = ["--channels=[4,8,8,8]", "--block_counts=[1,1,1,1]", "--emb_dim=16",
+        "--batch_size=4", "--sentence_len=1.0", "--num_workers=0", "--device=cpu"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(args, check=True, timeout=600):
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=RECIPE, env=ENV,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def train(corpus, output, yaml="mrmha.yaml", epochs=2, extra=()):
+    return run([RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml,
+                f"--data_folder={corpus.root}", f"--output_folder={output}",
+                f"--number_of_epochs={epochs}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    output = tmp_path_factory.mktemp("train") / "mrmha"
+    train(tiny_corpus, output, extra=["--num_heads=2"])
+    return output
+
+
+def test_pretrained_folder_loads_with_speechbrain(trained, tiny_corpus, tmp_path):
+    from speechbrain.inference.classifiers import EncoderClassifier
+    from speechbrain.inference.speaker import SpeakerRecognition
+    from speechbrain_mrmha.trials import read_trials
+
+    folder = trained / "pretrained"
+    for name in ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt", "label_encoder.txt"):
+        assert (folder / name).is_file(), name
+    encoder = EncoderClassifier.from_hparams(source=str(folder), savedir=str(tmp_path / "a"))
+    wav = Path(tiny_corpus.wav_folder) / read_trials(tiny_corpus.verification_file)[0].enrol
+    signal = encoder.load_audio(str(wav))
+    embedding = encoder.encode_batch(signal.unsqueeze(0))
+    assert embedding.shape == (1, 1, 16)
+    # the exported weights are the trained ones: same embedding as the model in memory
+    state = torch.load(folder / "embedding_model.ckpt")
+    assert torch.equal(state["linear2.weight"], encoder.mods.embedding_model.linear2.weight)
+    _, _, index, labels = encoder.classify_batch(signal.unsqueeze(0))
+    speakers = (folder / "label_encoder.txt").read_text()
+    assert labels[0] in speakers and 0 <= int(index) < 7
+    verifier = SpeakerRecognition.from_hparams(source=str(folder), savedir=str(tmp_path / "b"))
+    score, decision = verifier.verify_files(str(wav), str(wav))
+    assert float(score) == pytest.approx(1.0, abs=1e-4) and bool(decision)
+
+
+def test_training_logs_loss_accuracy_and_entropy(trained):
+    log = (trained / "train_log.txt").read_text().splitlines()
+    assert len(log) == 2 and log[-1].startswith("epoch: 2")
+    for key in ("train loss", "valid loss", "valid accuracy", "entropy_head1", "entropy_head2"):
+        assert key in log[-1]
+    assert "entropy_head3" not in log[-1]
+
+
+def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
+    from speechbrain_mrmha.export import load_encoder
+    from speechbrain_mrmha.extraction import encode_signals, load_audio
+    from speechbrain_mrmha.scoring import EER
+    from speechbrain_mrmha.trials import read_trials
+
+    out = tmp_path / "verification"
+    args = [RECIPE / "speaker_verification_cosine.py", RECIPE / "hparams" / "verification.yaml",
+            f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
+            f"--output_folder={out}"]
+    run(args)
+    metrics = json.loads((out / "metrics.json").read_text())
+    trials = read_trials(tiny_corpus.verification_file)
+    assert metrics["n_trials"] == len(trials) and len(metrics["entropy_per_head"]) == 2
+    lines = (out / "scores.txt").read_text().split("\n")[:-1]
+    assert len(lines) == len(trials)
+    scores = torch.tensor([float(line.split()[2]) for line in lines])
+    labels = torch.tensor([int(line.split()[3]) for line in lines], dtype=torch.bool)
+    assert metrics["EER"] == pytest.approx(100 * EER(scores[labels], scores[~labels])[0], abs=1e-3)
+
+    # the script's embeddings equal EncoderClassifier.encode_batch on each file alone
+    cache = torch.load(out / "embeddings.pt")["embeddings"]
+    encoder = load_encoder(trained / "pretrained", savedir=tmp_path / "enc")
+    for name in list(cache)[:4]:
+        signal = load_audio(Path(tiny_corpus.wav_folder) / name)
+        alone = encoder.encode_batch(signal.unsqueeze(0)).squeeze()
+        assert torch.allclose(cache[name], alone, atol=1e-4), name
+    # ... and whatever batch they are computed in
+    names = list(cache)[:5]
+    signals = [load_audio(Path(tiny_corpus.wav_folder) / n) for n in names]
+    batched, _ = encode_signals(encoder, signals)
+    reversed_batch, _ = encode_signals(encoder, signals[::-1])
+    assert torch.allclose(batched, reversed_batch.flip(0), atol=1e-4)
+    assert torch.allclose(batched, torch.stack([cache[n] for n in names]), atol=1e-4)
+
+    # a rerun reuses the cache (same file content) and gives the same scores
+    before = (out / "scores.txt").read_text()
+    run(args)
+    assert (out / "scores.txt").read_text() == before
+
+
+def test_verification_reports_missing_files_first(trained, tiny_corpus, tmp_path):
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 id99999/nothere/00001.wav id99999/nothere/00002.wav\n")
+    result = run([RECIPE / "speaker_verification_cosine.py", RECIPE / "hparams" / "verification.yaml",
+                  f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
+                  f"--verification_file={trials}", f"--output_folder={tmp_path / 'v'}"], check=False)
+    assert result.returncode != 0
+    assert "2 of 2 trial files cannot be read" in result.stderr
+    assert "id99999/nothere/00001.wav: missing" in result.stderr
+    assert not (tmp_path / "v" / "embeddings.pt").exists()
+
+
+def test_interrupted_training_resumes(tiny_corpus, tmp_path):
+    output = tmp_path / "resume"
+    train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=1)
+    first = (output / "train_log.txt").read_text().splitlines()
+    # "interrupted" after epoch 1 of 2: the same command with the full budget resumes
+    result = train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=2)
+    log = (output / "train_log.txt").read_text().splitlines()
+    assert log[0] == first[0] and len(log) == 2 and log[1].startswith("epoch: 2")
+    assert "Loading a checkpoint" in result.stderr + result.stdout or "Loading" in result.stderr
+    # a finished run reruns as a no-op
+    train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=2)
+    assert (output / "train_log.txt").read_text().splitlines() == log
+
+
+def test_ddp_two_gloo_processes(tiny_corpus, tmp_path):
+    output = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         str(RECIPE / "train_speaker_embeddings.py"), str(RECIPE / "hparams" / "self_attentive.yaml"),
+         f"--data_folder={tiny_corpus.root}", f"--output_folder={output}", "--number_of_epochs=1",
+         "--distributed_backend=gloo", *TINY],
+        cwd=RECIPE, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output / "pretrained" / "embedding_model.ckpt").is_file()
+    assert (output / "train_log.txt").read_text().startswith("epoch: 1")
+
+
+@pytest.mark.parametrize("yaml", sorted(p.name for p in (RECIPE / "hparams").glob("*.yaml")
+                                        if p.name != "common.yaml"))
+def test_every_yaml_key_is_used(yaml):
+    """SpeechBrain's recipe check: each top-level key appears in the script
+    (hparams["key"] / hparams.key) or is referenced as <key> by the yaml."""
+    text = (RECIPE / "hparams" / yaml).read_text()
+    files = [text]
+    script = "speaker_verification_cosine.py" if yaml == "verification.yaml" else "train_speaker_embeddings.py"
+    code = (RECIPE / script).read_text()
+    from dataclasses import fields
+
+    from speechbrain.utils.run_opts import RunOptions
+
+    brain_options = {f.name for f in fields(RunOptions)}  # read by sb.Brain itself
+    if yaml != "verification.yaml":
+        files.append((RECIPE / "hparams" / "common.yaml").read_text())
+    for content in files:
+        for key in re.findall(r"^([A-Za-z_]\w*)\s*:", content, flags=re.MULTILINE):
+            if key.startswith("__") or key == "recipe" or key in brain_options:
+                continue
+            used = (f'"{key}"' in code or f".{key}" in code
+                    or any(f"<{key}>" in c or f"<{key}[" in c for c in files)
+                    or f"<{key}>" in (ROOT / "hparams" / "model.yaml").read_text())
+            assert used, f"{yaml}: key {key} is not used"
+
+
+@pytest.mark.parametrize("yaml", ["mrmha.yaml", "global_multi_head.yaml", "attentive_statistics.yaml",
+                                  "structured_multi_head.yaml", "split_multi_head.yaml",
+                                  "self_attentive.yaml", "statistics.yaml"])
+def test_every_configuration_builds_the_paper_model(yaml, tmp_path):
+    sys.path.insert(0, str(RECIPE))
+    from train_speaker_embeddings import load_hparams
+
+    hparams = load_hparams(RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)})
+    model = hparams["model"]["embedding_model"]
+    assert model.frame_dim == 1024 and model.linear2.out_features == 512
+    assert hparams["model"]["classifier"].weight.shape == (1211, 512)
+    heads = getattr(model.pooling, "num_heads", 1)
+    if yaml in ("mrmha.yaml", "global_multi_head.yaml", "structured_multi_head.yaml"):
+        assert heads == 4 and model.pooling.output_size == 4 * 1024
+    if yaml == "mrmha.yaml":
+        assert model.pooling.temperatures.tolist() == [1.0, 1.0, 5.0, 5.0]
+    assert (hparams["penalty_weight"] > 0) == (yaml == "structured_multi_head.yaml")
