@@ -134,16 +134,18 @@ def _voice_tables(voice):
     return env.astype(np.float32), gains
 
 
-def _draw_channel(rng):
-    """A video's channel: colouring, band limits, noise colour, SNR, level."""
+def _draw_channel(rng, strength=1.0):
+    """A video's channel: colouring, band limits, noise colour, SNR, level.
+    ``strength`` in [0, 1] scales how far it departs from a clean channel."""
     logf = np.log2(np.maximum(_FREQS, 50.0) / 50.0) / np.log2(8000 / 50.0)
-    ripple = sum(rng.normal(0, 3.0) * np.cos(2 * np.pi * j * logf + rng.uniform(0, 6.3))
+    ripple = strength * sum(rng.normal(0, 3.0) * np.cos(2 * np.pi * j * logf + rng.uniform(0, 6.3))
                  for j in range(1, 5))
     f = np.maximum(_FREQS, 1.0)
-    high, low = rng.uniform(60, 300), rng.uniform(3500, 7800)
+    high = 60 + strength * (rng.uniform(60, 300) - 60)
+    low = 7800 - strength * (7800 - rng.uniform(3500, 7800))
     colour = 10 ** (ripple / 20) / np.sqrt(1 + (high / f) ** 4) / np.sqrt(1 + (f / low) ** 8)
     return dict(colour=colour, noise_slope=float(rng.uniform(0.3, 2.0)),
-                snr_db=float(rng.uniform(10, 35)), level_db=float(rng.uniform(-30, -18)))
+                snr_db=float(rng.uniform(10, 35) + 20 * (1 - strength)), level_db=float(rng.uniform(-30, -18)))
 
 
 def _phones(rng, voice, n_samples):
@@ -322,7 +324,7 @@ def _keep_heap():
 
 def _write_speaker(args):
     """Generate and write every utterance of one speaker (pool worker)."""
-    root, seed, s, videos, utterances, min_dur, max_dur = args
+    root, seed, s, videos, utterances, min_dur, max_dur, strength = args
     voice = _draw_voice(np.random.default_rng([seed, 0, s]))
     paths, seen = [], set()
     for v in range(videos):
@@ -331,7 +333,7 @@ def _write_speaker(args):
         while video in seen:
             video = _video_id(vrng)
         seen.add(video)
-        channel = _draw_channel(vrng)
+        channel = _draw_channel(vrng, strength)
         os.makedirs(os.path.join(root, "wav", f"id{10001 + s}", video))
         for u in range(utterances):
             rng = np.random.default_rng([seed, 2, s, v, u])
@@ -344,7 +346,8 @@ def _write_speaker(args):
 
 
 def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_speakers=2,
-                    min_duration=1.0, max_duration=2.0, trials=None, seed=1234, num_workers=None):
+                    min_duration=1.0, max_duration=2.0, trials=None, seed=1234, num_workers=None,
+                    channel_strength=1.0):
     """Generate a synthetic VoxCeleb1-layout corpus (atomic, rerun-safe).
 
     Arguments
@@ -368,6 +371,9 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
         balanced.
     seed : int
         Everything is a function of the seed and the options.
+    channel_strength : float
+        How strongly each video's channel (colouring, band limits, noise)
+        departs from a clean one, 0 to 1 (default 1: hard, VoxCeleb-like).
     num_workers : int, optional
         Processes synthesising speakers (default: the CPU count); the
         output does not depend on it.
@@ -391,6 +397,10 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
                    utterances=int(utterances), test_speakers=int(test_speakers),
                    min_duration=float(min_duration), max_duration=float(max_duration),
                    trials=None if trials is None else int(trials), seed=int(seed))
+    if channel_strength != 1.0:  # recorded only when used: older corpora stay valid
+        options["channel_strength"] = float(channel_strength)
+    if not 0.0 <= channel_strength <= 1.0:
+        raise ValueError(f"need 0 <= channel_strength <= 1, got {channel_strength}")
     if not 2 <= test_speakers < speakers or speakers > 89999:
         raise ValueError(f"need 2 <= test_speakers < speakers <= 89999, got "
                          f"test_speakers={test_speakers}, speakers={speakers}")
@@ -425,7 +435,7 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
                                f"{uuid.uuid4().hex[:8]}")
     os.mkdir(tmp)
     try:
-        jobs = [(tmp, seed, s, videos, utterances, min_duration, max_duration)
+        jobs = [(tmp, seed, s, videos, utterances, min_duration, max_duration, channel_strength)
                 for s in range(speakers)]
         workers = min(num_workers or os.cpu_count() or 1, speakers)
         if "fork" in multiprocessing.get_all_start_methods():
@@ -507,13 +517,16 @@ def main(argv=None):
     parser.add_argument("--min-duration", type=float, default=1.0)
     parser.add_argument("--max-duration", type=float, default=2.0)
     parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--channel-strength", type=float, default=1.0,
+                        help="0..1, how far each video's channel departs from a clean one")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num-workers", type=int, default=None)
     a = parser.parse_args(argv)
     corpus = generate_corpus(a.output_folder, speakers=a.speakers, videos=a.videos,
                              utterances=a.utterances, test_speakers=a.test_speakers,
                              min_duration=a.min_duration, max_duration=a.max_duration,
-                             trials=a.trials, seed=a.seed, num_workers=a.num_workers)
+                             trials=a.trials, seed=a.seed, num_workers=a.num_workers,
+                             channel_strength=a.channel_strength)
     print(f"{'generated' if corpus.generated else 'already up to date'}: {corpus.root}")
     return corpus
 

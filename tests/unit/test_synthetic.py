@@ -205,3 +205,36 @@ def test_command_line(tmp_path, capsys):
     assert "generated" in capsys.readouterr().out
     direct = generate_corpus(str(tmp_path / "direct"), seed=4, **SMALL)
     assert tree_bytes(out) == tree_bytes(direct.root)
+
+
+def test_channel_strength_controls_cross_video_mismatch(tmp_path):
+    """The same speakers through weaker channels: their videos sound more
+    alike (long-term log spectra closer), and the option is recorded."""
+    import json
+
+    import soundfile as sf
+
+    def video_spectra(strength):
+        out = tmp_path / f"s{strength}"
+        generate_corpus(str(out), speakers=3, videos=3, utterances=2, test_speakers=2,
+                        min_duration=1.0, max_duration=1.2, seed=5, num_workers=1,
+                        channel_strength=strength)
+        spread = []
+        for speaker in sorted((out / "wav").iterdir()):
+            spectra = []
+            for video in sorted(speaker.iterdir()):
+                audio = np.concatenate([sf.read(str(w))[0] for w in sorted(video.iterdir())])
+                power = np.abs(np.fft.rfft(audio[: 16000].reshape(-1, 400), axis=1)) ** 2
+                spectra.append(10 * np.log10(power.mean(axis=0) + 1e-10))
+            spectra = np.array(spectra)
+            spectra -= spectra.mean(axis=1, keepdims=True)  # shape, not level
+            spread.append(np.abs(spectra - spectra.mean(axis=0)).mean())
+        return float(np.mean(spread)), out
+
+    strong, strong_dir = video_spectra(1.0)
+    weak, weak_dir = video_spectra(0.0)
+    assert weak < 0.9 * strong
+    assert json.loads((weak_dir / "synthetic_options.json").read_text())["channel_strength"] == 0.0
+    assert "channel_strength" not in json.loads((strong_dir / "synthetic_options.json").read_text())
+    with pytest.raises(ValueError, match="channel_strength"):
+        generate_corpus(str(tmp_path / "bad"), channel_strength=1.5)
