@@ -5,8 +5,9 @@ Models: ResNet-34 + MRMHA (K = 6) at tiny width (8, 16, 32, 64) and paper
 width (64, 128, 256, 512), batch ``--batch`` x ``--seconds`` s crops.
 Measured in the same run:
 
-* steps per second on random features, per width; at paper width also with
-  bf16 autocast and with channels_last (peer: the float32 contiguous step);
+* steps per second on random features, per width; bf16 autocast at tiny
+  width (and at paper width with ``--paper-bf16``), channels_last at paper
+  width (peer: the float32 contiguous step of the same width);
 * the real pipeline: a small synthetic corpus (``generate_corpus``), prepared
   by the recipe's ``prepare_voxceleb1`` and loaded by its ``dataio_prep``
   (``crop`` reads random wav crops) through SpeechBrain's ``make_dataloader``
@@ -16,8 +17,10 @@ Measured in the same run:
 * optionally (``--compile``) ``torch.compile`` of the tiny model in a
   subprocess under a time limit.
 
-Usage: python bench/training.py [--batch 8] [--seconds 2] [--paper-steps 2]
-    [--tiny-steps 5] [--threads 2] [--compile] [--compile-timeout 240]
+Usage: python bench/training.py [--batch 8] [--seconds 2] [--paper-steps 1]
+    [--tiny-steps 5] [--threads 2] [--paper-bf16] [--compile] [--compile-timeout 240]
+
+Every timing is the mean over the given steps after one warm-up step.
 """
 
 import argparse
@@ -71,13 +74,17 @@ class Trainer:
         return loss.item()
 
 
-def time_steps(fn, steps):
-    """Mean seconds per call over ``steps`` calls after one warm-up call."""
+def time_steps(fn, steps, label=None):
+    """Mean seconds per call over ``steps`` calls after one warm-up call;
+    prints it at once (flushed) when ``label`` is given."""
     fn()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - start) / steps
+    seconds = (time.perf_counter() - start) / steps
+    if label:
+        print(f"  measured {label}: {seconds:.3f} s/step", flush=True)
+    return seconds
 
 
 def random_batch(batch, seconds, n_classes):
@@ -173,7 +180,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--paper-steps", type=int, default=2)
+    parser.add_argument("--paper-steps", type=int, default=1)
+    parser.add_argument("--paper-bf16", action="store_true",
+                        help="also time bf16 autocast at paper width (slow without native bf16)")
     parser.add_argument("--tiny-steps", type=int, default=5)
     parser.add_argument("--loader-batches", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
@@ -192,15 +201,20 @@ def main():
 
     tiny = Trainer(TINY, n_classes)
     rows.append(("tiny fp32, random feats", time_steps(lambda: tiny.step(x, lens, y),
-                                                       args.tiny_steps), None))
+                                                       args.tiny_steps, "tiny fp32"), None))
+    tiny16 = Trainer(TINY, n_classes, bf16=True)
+    rows.append(("tiny bf16 autocast, random feats",
+                 time_steps(lambda: tiny16.step(x, lens, y), args.tiny_steps, "tiny bf16"),
+                 "tiny fp32, random feats"))
     paper = {
         "paper fp32, random feats": Trainer(PAPER, n_classes),
-        "paper bf16 autocast, random feats": Trainer(PAPER, n_classes, bf16=True),
         "paper channels_last, random feats": Trainer(PAPER, n_classes, channels_last=True),
     }
+    if args.paper_bf16:  # about 8x slower than float32 on a CPU without native bf16
+        paper["paper bf16 autocast, random feats"] = Trainer(PAPER, n_classes, bf16=True)
     for name, trainer in paper.items():
         rows.append((name, time_steps(functools.partial(trainer.step, x, lens, y),
-                                      args.paper_steps), "paper fp32, random feats"))
+                                      args.paper_steps, name), "paper fp32, random feats"))
 
     per_batch, first = {}, None
     for workers in (0, 2):
@@ -226,7 +240,7 @@ def main():
         sig, sig_lens = batch.sig
         real.step(features(sig, sig_lens), sig_lens, batch.spk_id_encoded[0])
 
-    rows.append(("paper fp32, real pipeline (workers 0)", time_steps(real_step, args.paper_steps),
+    rows.append(("paper fp32, real pipeline (workers 0)", time_steps(real_step, args.paper_steps, "real pipeline"),
                  "paper fp32, random feats"))
 
     times = dict((name, t) for name, t, _ in rows)

@@ -36,10 +36,10 @@ def parse_args(argv):
     parser.add_argument("--test-speakers", type=int, default=16, help="held-out speakers")
     parser.add_argument("--videos", type=int, default=4, help="videos per speaker")
     parser.add_argument("--utterances", type=int, default=6, help="utterances per video")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")
-    parser.add_argument("--channels", default="[16,32,64,128]", help="ResNet stage widths")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--sentence-len", type=float, default=2.0, help="crop, seconds")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs per model")
+    parser.add_argument("--channels", default="[8,16,32,64]", help="ResNet stage widths")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--sentence-len", type=float, default=1.5, help="crop, seconds")
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
@@ -70,7 +70,7 @@ def train_and_score(name, yaml_file, corpus, args, output):
          f"--channels={args.channels}", f"--number_of_epochs={args.epochs}",
          f"--batch_size={args.batch_size}", f"--sentence_len={args.sentence_len}",
          "--num_workers=0", "--device=cpu", f"--seed={args.seed}",
-         "--lr=0.002", "--lr_final=0.0002"],
+         "--emb_dim=128", "--lr=0.003", "--lr_final=0.0003", "--margin=0.1"],
         log,
     )
     run(
