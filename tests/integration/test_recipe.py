@@ -195,3 +195,12 @@ def test_every_configuration_builds_the_paper_model(yaml, tmp_path):
     if yaml == "mrmha.yaml":
         assert model.pooling.temperatures.tolist() == [1.0, 1.0, 5.0, 5.0]
     assert (hparams["penalty_weight"] > 0) == (yaml == "structured_multi_head.yaml")
+
+
+def test_bf16_training_runs_with_float32_attention(tiny_corpus, tmp_path):
+    output = tmp_path / "bf16"
+    train(tiny_corpus, output, epochs=1, extra=["--precision=bf16", "--num_heads=2"])
+    line = (output / "train_log.txt").read_text()
+    loss = float(re.search(r"train loss: ([0-9.e+-]+)", line).group(1))
+    assert loss == loss and loss < 1e4  # finite
+    assert (output / "pretrained" / "embedding_model.ckpt").is_file()
