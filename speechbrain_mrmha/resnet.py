@@ -332,7 +332,9 @@ class ResNet34(nn.Module):
                     f"ResNet34: lengths must have shape ({batch},), got "
                     f"{tuple(lengths.shape)}"
                 )
-            if bool(((lengths <= 0) | (lengths > 1 + 1e-6)).any()):
+            if not torch.compiler.is_compiling() and not bool(
+                ((lengths > 0) & (lengths <= 1 + 1e-6)).all()
+            ):
                 raise ValueError(
                     "ResNet34: relative lengths must lie in (0, 1], got "
                     f"{lengths.tolist()}"

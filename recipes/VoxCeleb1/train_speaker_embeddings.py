@@ -139,6 +139,7 @@ def dataio_prep(hparams):
     folder = Path(hparams["prepare_folder"])
     label_encoder = CategoricalEncoder()
     label_encoder.load(folder / "label_encoder.txt")
+    label_encoder.ignore_len()  # its size is checked against n_classes in main()
     sentence_len, sample_rate = hparams["sentence_len"], hparams["sample_rate"]
     datasets = {}
     for split in ("train", "valid"):
