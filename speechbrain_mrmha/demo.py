@@ -36,7 +36,7 @@ def parse_args(argv):
     parser.add_argument("--test-speakers", type=int, default=16, help="held-out speakers")
     parser.add_argument("--videos", type=int, default=4, help="videos per speaker")
     parser.add_argument("--utterances", type=int, default=6, help="utterances per video")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs per model")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per model")
     parser.add_argument("--channels", default="[8,16,32,64]", help="ResNet stage widths")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--sentence-len", type=float, default=1.5, help="crop, seconds")
