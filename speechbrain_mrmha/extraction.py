@@ -8,6 +8,7 @@ Authors
 """
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -194,13 +195,19 @@ class EmbeddingCache:
     def save(self):
         """Write the cache atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(
-            {"fingerprint": self.fingerprint, "embeddings": self.embeddings,
-             "entropies": self.entropies},
-            tmp,
-        )
-        os.replace(tmp, self.path)
+        handle, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
+                                       dir=self.path.parent)
+        os.close(handle)
+        try:
+            torch.save(
+                {"fingerprint": self.fingerprint, "embeddings": self.embeddings,
+                 "entropies": self.entropies},
+                tmp,
+            )
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def model_fingerprint(folder):

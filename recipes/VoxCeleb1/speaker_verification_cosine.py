@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -93,8 +94,10 @@ def cohort_embeddings(encoder, hparams, cache):
 
 def write_atomic(path, text):
     """Write text to path through a temporary file in the same folder."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text)
+    handle, tmp = tempfile.mkstemp(prefix=Path(path).name + ".", suffix=".tmp",
+                                   dir=Path(path).parent)
+    with os.fdopen(handle, "w") as fout:
+        fout.write(text)
     os.replace(tmp, path)
 
 
