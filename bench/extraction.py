@@ -3,28 +3,33 @@
 A paper-size ResNet-34 (channels 64, 128, 256, 512) with MRMHA pooling
 (K = 6 heads), untrained, is written with ``write_pretrained``, loaded back
 with ``load_encoder`` (SpeechBrain's ``EncoderClassifier``) and run with
-``encode_signals``. Measured in the same run:
+``encode_signals``. Measured in the same run, on two sets of utterances
+(VoxCeleb-like: 4 s minimum, log-normal, mean about 8 s; short: 1-3 s):
 
-* seconds of audio embedded per second, batched by length
-  (``length_batches`` + ``encode_signals``) against one utterance at a time,
-  and the largest difference between the two sets of embeddings;
+* seconds of audio embedded per second for: one utterance at a time (the
+  reference, what calling ``encode_batch`` per file does), batched by length
+  (``length_batches``) with the GPU budget (240 s of padded audio) and with
+  the CPU budget (``default_batch_seconds("cpu")``), each with contiguous and
+  channels-last weights (``load_encoder``'s default, ``use_channels_last``), and bf16 autocast;
+* the largest difference between every fp32 case's embeddings and the
+  reference's (identical up to float rounding), and the smallest cosine
+  similarity for bf16;
 * achieved GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) against a
-  dense float32 matmul of the same process;
-* peak resident memory (``ru_maxrss`` of a fresh subprocess) for one long
-  utterance.
+  dense float32 matmul of the same process; the ratio of the two bounds what
+  any batching can gain;
+* peak resident memory (``VmHWM`` of a fresh subprocess) and time for one
+  long utterance, encoded in windows (``ResNet34.chunk_frames``, the default)
+  and in a single pass (``chunk_frames=None``), with the difference between
+  the two embeddings.
 
-Usage: python bench/extraction.py [--utterances 16] [--min-seconds 4]
-    [--max-seconds 8] [--long-seconds 300] [--repeats 1] [--threads 2]
-
-FLOPs are counted (2 per multiply-add, conv / matmul ops only) by
-``FlopCounterMode`` around the timed passes.
+Usage: python bench/extraction.py [--utterances 32] [--repeats 2]
+    [--long-seconds 300] [--threads 2] [--no-bf16]
 """
 
 import argparse
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from speechbrain_mrmha.cosams import CosineClassifier
 from speechbrain_mrmha.export import load_encoder, write_pretrained
-from speechbrain_mrmha.extraction import encode_signals, length_batches
+from speechbrain_mrmha.extraction import default_batch_seconds, encode_signals, length_batches
 from speechbrain_mrmha.pooling import build_pooling
 from speechbrain_mrmha.resnet import ResNet34
 
@@ -44,6 +49,8 @@ SAMPLE_RATE = 16000
 CHANNELS = [64, 128, 256, 512]
 BLOCKS = [3, 4, 6, 3]
 NUM_HEADS = 6
+GPU_BATCH_SECONDS = default_batch_seconds("cuda")
+CPU_BATCH_SECONDS = default_batch_seconds("cpu")
 
 
 def write_model(folder):
@@ -67,6 +74,19 @@ def signal(seconds, seed):
     return 0.1 * torch.randn(int(seconds * SAMPLE_RATE), generator=generator)
 
 
+def voxceleb_like(count, seed=0):
+    """Durations of ``count`` utterances: log-normal (median 6.5 s, sigma
+    0.5), at least 4 s as in VoxCeleb1, at most 30 s."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.exp(torch.log(torch.tensor(6.5)) + 0.5 * torch.randn(count, generator=generator))
+    return [round(float(v), 2) for v in values.clamp(4.0, 30.0)]
+
+
+def short_set(count):
+    """Durations of ``count`` utterances evenly spread over 1 to 3 s."""
+    return [1.0 + 2.0 * i / max(1, count - 1) for i in range(count)]
+
+
 def matmul_gflops(size, repeats):
     """Best GFLOP/s of a dense float32 ``size`` x ``size`` matmul."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -79,114 +99,165 @@ def matmul_gflops(size, repeats):
     return 2 * size**3 / best / 1e9
 
 
-def child_long(folder, seconds, threads):
+def resident_kib(field):
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def child_long(folder, seconds, threads, chunked):
     """Subprocess body: load the encoder, embed one ``seconds`` utterance,
-    print peak RSS before and after as JSON."""
+    print resident memory before the pass and its peak during the pass
+    (``VmHWM`` reset through ``/proc/self/clear_refs``), time and the
+    embedding as JSON."""
     torch.set_num_threads(threads)
-    encoder = load_encoder(folder, savedir=Path(folder).parent / "sb_cache_long")
+    encoder = load_encoder(folder, savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}")
+    model = encoder.mods.embedding_model
+    if not chunked:
+        model.chunk_frames = None
     encode_signals(encoder, [signal(2.0, 1)])  # warm-up: allocator, lazy init
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wav = signal(seconds, 2)
+    base = resident_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak := current
     start = time.perf_counter()
-    encode_signals(encoder, [wav])
+    embedding = encode_signals(encoder, [wav])[0][0]
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"base_kib": base, "peak_kib": peak, "seconds": elapsed}))
+    peak = resident_kib("VmHWM")
+    print(json.dumps({"base_kib": base, "peak_kib": peak, "seconds": elapsed,
+                      "chunk_frames": model.chunk_frames, "embedding": embedding.tolist()}))
 
 
-def long_utterance(folder, seconds, threads):
+def long_utterance(folder, seconds, threads, chunked):
     """Runs ``child_long`` in a fresh interpreter; returns its JSON result."""
     command = [sys.executable, __file__, "--child-long", str(folder),
                "--long-seconds", str(seconds), "--threads", str(threads)]
+    if not chunked:
+        command.append("--single-pass")
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"long-utterance subprocess failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-    """Runs the benchmark and prints numbers and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--utterances", type=int, default=16)
-    parser.add_argument("--min-seconds", type=float, default=4.0)
-    parser.add_argument("--max-seconds", type=float, default=8.0)
-    parser.add_argument("--batch-seconds", type=float, default=240.0)
-    parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--long-seconds", type=float, default=300.0,
-                        help="length of the memory-test utterance; 0 skips it")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--matmul", type=int, default=2048)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child-long", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child_long:
-        return child_long(args.child_long, args.long_seconds, args.threads)
-    if not 0 < args.min_seconds <= args.max_seconds:
-        parser.error("--min-seconds must be > 0 and <= --max-seconds")
-
-    torch.set_num_threads(args.threads)
-    tmp = tempfile.TemporaryDirectory(prefix="bench_extraction_")
-    folder = write_model(tmp.name)
-    encoder = load_encoder(folder, savedir=Path(tmp.name) / "sb_cache")
-
-    step = (args.max_seconds - args.min_seconds) / max(1, args.utterances - 1)
-    durations = [args.min_seconds + step * i for i in range(args.utterances)]
-    signals = [signal(d, 100 + i) for i, d in enumerate(durations)]
-    batches = length_batches(durations, args.batch_seconds, args.max_batch_size)
-    audio = sum(durations)
-
-    def batched():
+def make_cases(encoders, signals, durations, bf16):
+    """name -> (function returning (n, 512) embeddings, encoder key, batches)."""
+    def run(encoder, batches, precision="fp32"):
         out = torch.empty(len(signals), 512)
         for batch in batches:
-            out[batch] = encode_signals(encoder, [signals[i] for i in batch])[0]
+            out[batch] = encode_signals(encoder, [signals[i] for i in batch], precision)[0]
         return out
 
-    def single():
-        return torch.cat([encode_signals(encoder, [s])[0] for s in signals])
+    singles = [[i] for i in range(len(signals))]
+    gpu = length_batches(durations, GPU_BATCH_SECONDS, 64)
+    cpu = length_batches(durations, CPU_BATCH_SECONDS, 64)
+    cases = {
+        "one-by-one": (functools.partial(run, encoders["nchw"], singles), singles),
+        f"batched {GPU_BATCH_SECONDS:.0f} s": (functools.partial(run, encoders["nchw"], gpu), gpu),
+        f"batched {CPU_BATCH_SECONDS:.0f} s": (functools.partial(run, encoders["nchw"], cpu), cpu),
+        "one-by-one, CL": (functools.partial(run, encoders["cl"], singles), singles),
+        f"batched {CPU_BATCH_SECONDS:.0f} s, CL": (functools.partial(run, encoders["cl"], cpu), cpu),
+    }
+    if bf16:
+        cases[f"batched {CPU_BATCH_SECONDS:.0f} s, CL, bf16"] = (
+            functools.partial(run, encoders["cl"], cpu, "bf16"), cpu)
+    return cases
 
-    cases = {"batched": batched, "one-by-one": single}
-    encode_signals(encoder, [signal(2.0, 1)])  # warm-up: allocator, lazy init
-    best = {name: float("inf") for name in cases}
-    results, flops = {}, {}
-    for _ in range(args.repeats):  # interleaved so load hits both alike
-        for name, fn in cases.items():
+
+def measure(name, encoders, durations, repeats, bf16, peak):
+    """Times every case on one set of utterances and prints a table.
+
+    Each repeat lengthens every utterance by 3 frames, so no case reuses
+    the convolution primitives oneDNN built for an earlier repeat's shapes
+    (in real extraction nearly every file has a length of its own)."""
+    audio = sum(durations)
+    best, results, flops = {}, {}, {}
+    for repeat in range(repeats):  # interleaved so load hits every case alike
+        lengths = [d + 0.03 * repeat for d in durations]
+        signals = [signal(d, 100 + i) for i, d in enumerate(lengths)]
+        cases = make_cases(encoders, signals, lengths, bf16)
+        for case, (fn, _) in cases.items():
             # the counter only inspects op shapes: its overhead is negligible
             # next to the convolutions, so the timed pass also counts FLOPs
             with FlopCounterMode(display=False) as counter:
                 start = time.perf_counter()
-                results[name] = fn()
+                results[case] = fn()
                 elapsed = time.perf_counter() - start
-            flops[name] = counter.get_total_flops()
-            best[name] = min(best[name], elapsed)
-    diff = (results["batched"] - results["one-by-one"]).abs().max().item()
-    scale = results["one-by-one"].abs().max().item()
-    peak = matmul_gflops(args.matmul, repeats=5)
+            flops[case] = counter.get_total_flops()
+            best[case] = min(best.get(case, float("inf")), elapsed)
+    reference = results["one-by-one"]
+    print(f"\n{name}: {len(durations)} utterances {min(durations):.1f}-{max(durations):.1f} s, "
+          f"mean {audio / len(durations):.1f} s ({audio:.0f} s audio), best of {repeats}")
+    print(f"{'case':<26} {'batches':>8} {'s':>7} {'audio s/s':>9} {'GFLOP/s':>8} "
+          f"{'vs matmul':>9} {'vs 1-by-1':>9} {'max |diff|':>10}")
+    for case, (_, batches) in cases.items():
+        rate = flops[case] / best[case] / 1e9
+        if "bf16" in case:
+            cosine = torch.nn.functional.cosine_similarity(results[case], reference).min()
+            diff = f"cos {cosine:.4f}"
+        else:
+            diff = f"{(results[case] - reference).abs().max().item():.1e}"
+        print(f"{case:<26} {len(batches):>8} {best[case]:7.2f} {audio / best[case]:9.1f} "
+              f"{rate:8.1f} {rate / peak:9.2f} {best['one-by-one'] / best[case]:8.2f}x {diff:>10}")
+    rate = flops["one-by-one, CL"] / best["one-by-one, CL"] / 1e9
+    print(f"one-by-one (CL) runs at {rate / peak:.2f} of the matmul rate: no batching can be "
+          f"faster than {peak / rate:.2f}x it unless convolutions beat the matmul")
+    print(f"FLOPs per second of audio (one-by-one): "
+          f"{flops['one-by-one'] / audio / 1e9:.2f} GFLOP; embeddings max |value| "
+          f"{reference.abs().max().item():.1f}")
 
+
+def main():
+    """Runs the benchmark and prints numbers and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--utterances", type=int, default=32)
+    parser.add_argument("--long-seconds", type=float, default=300.0,
+                        help="length of the memory-test utterance; 0 skips it")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--matmul", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 case")
+    parser.add_argument("--child-long", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--single-pass", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_long:
+        return child_long(args.child_long, args.long_seconds, args.threads, not args.single_pass)
+    if args.utterances < 2 or args.repeats < 1:
+        parser.error("--utterances must be >= 2 and --repeats >= 1")
+
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory(prefix="bench_extraction_")
+    folder = write_model(tmp.name)
+    encoders = {"nchw": load_encoder(folder, savedir=Path(tmp.name) / "sb_cache",
+                                     channels_last=False),
+                "cl": load_encoder(folder, savedir=Path(tmp.name) / "sb_cl")}
+    for encoder in encoders.values():  # warm-up: allocator, lazy init
+        encode_signals(encoder, [signal(2.0, 1)])
+    peak = matmul_gflops(args.matmul, repeats=5)
     print(f"Extraction, ResNet-34 {CHANNELS} + MRMHA K={NUM_HEADS}, untrained, "
           f"via write_pretrained/load_encoder/encode_signals; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{args.utterances} utterances {args.min_seconds}-{args.max_seconds} s "
-          f"({audio:.1f} s audio), batches {[len(b) for b in batches]}, best of {args.repeats}")
-    print(f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s")
-    print(f"{'case':<12} {'s':>8} {'audio s/s':>10} {'GFLOP':>8} {'GFLOP/s':>8} {'vs matmul':>9}")
-    for name in cases:
-        rate = flops[name] / best[name] / 1e9
-        print(f"{name:<12} {best[name]:8.2f} {audio / best[name]:10.1f} "
-              f"{flops[name] / 1e9:8.1f} {rate:8.1f} {rate / peak:9.2f}")
-    print(f"batched speed-up over one-by-one: {best['one-by-one'] / best['batched']:.2f}x "
-          f"(target >= 1.5x)")
-    print(f"FLOPs per second of audio (one-by-one): {flops['one-by-one'] / audio / 1e9:.2f} GFLOP")
-    print(f"max |batched - one-by-one| = {diff:.2e} (embedding max |value| {scale:.2f}); "
-          f"{'identical within 1e-4' if diff <= 1e-4 else 'DIFFERENT (> 1e-4)'}")
+    print(f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s. CL = channels-last "
+          f"weights; batched N s = length-sorted batches of at most N s of padded audio")
+    measure("VoxCeleb-like", encoders, voxceleb_like(args.utterances), args.repeats,
+            not args.no_bf16, peak)
+    measure("short", encoders, short_set(args.utterances), args.repeats, not args.no_bf16, peak)
 
     if args.long_seconds > 0:
-        long = long_utterance(folder, args.long_seconds, args.threads)
-        print(f"one {args.long_seconds:.0f} s utterance (fresh subprocess): "
-              f"{long['seconds']:.1f} s ({args.long_seconds / long['seconds']:.1f} audio s/s), "
-              f"peak RSS {long['peak_kib'] / 2**20:.2f} GiB, "
-              f"{(long['peak_kib'] - long['base_kib']) / 2**20:.2f} GiB above the loaded model "
-              f"({long['base_kib'] / 2**20:.2f} GiB)")
+        runs = {chunked: long_utterance(folder, args.long_seconds, args.threads, chunked)
+                for chunked in (True, False)}
+        diff = (torch.tensor(runs[True]["embedding"]) - torch.tensor(runs[False]["embedding"]))
+        print(f"\none {args.long_seconds:.0f} s utterance (fresh subprocess each):")
+        for chunked, run in runs.items():
+            label = f"windows of {run['chunk_frames']} frames" if chunked else "single pass"
+            print(f"  {label:<26} {run['seconds']:6.1f} s ({args.long_seconds / run['seconds']:.1f} "
+                  f"audio s/s), peak RSS {run['peak_kib'] / 2**20:.2f} GiB: "
+                  f"{(run['peak_kib'] - run['base_kib']) / 2**20:.2f} GiB above the "
+                  f"{run['base_kib'] / 2**20:.2f} GiB of the loaded model and input")
+        print(f"  windows vs single pass: {runs[False]['seconds'] / runs[True]['seconds']:.2f}x "
+              f"faster, max |embedding diff| {diff.abs().max().item():.1e}")
     tmp.cleanup()
 
 

@@ -21,6 +21,11 @@ from speechbrain_mrmha.resnet import relative_lengths
 
 HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
 MIN_SECONDS = 0.5
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Padded audio per batch when none is given: on a CPU, batching long padded
+# batches only adds padding and cache misses (docs/BENCHMARKS.md), on a GPU
+# large batches are what fills the device.
+DEFAULT_BATCH_SECONDS = {"cpu": 12.0, "cuda": 240.0}
 
 
 def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS):
@@ -78,7 +83,7 @@ def frame_counts(num_samples, hop=HOP_SAMPLES):
     return 1 + torch.div(num_samples, hop, rounding_mode="floor")
 
 
-def encode_signals(encoder, signals):
+def encode_signals(encoder, signals, precision="fp32"):
     """Embed a list of signals as one zero-padded batch.
 
     The relative lengths passed to the model are frame-exact (valid frames /
@@ -91,6 +96,10 @@ def encode_signals(encoder, signals):
         A loaded pretrained model.
     signals : list of torch.Tensor
         (samples,) waveforms.
+    precision : str
+        "fp32", or "bf16" / "fp16" to run under ``torch.autocast`` (the
+        attention pooling still computes in float32). Fast only on hardware
+        with native support (GPUs; CPUs with AMX for bf16).
 
     Returns
     -------
@@ -106,14 +115,52 @@ def encode_signals(encoder, signals):
         batch[row, : signal.shape[0]] = signal
     frames = frame_counts(lengths)
     rel = relative_lengths(frames, int(frames.max()))
-    with torch.no_grad():
-        embeddings = encoder.encode_batch(batch, rel).squeeze(1).cpu()
+    dtype = _autocast_dtype(precision)
+    device_type = torch.device(encoder.device).type
+    with torch.no_grad(), torch.autocast(device_type, dtype=dtype or torch.float32,
+                                         enabled=dtype is not None):
+        embeddings = encoder.encode_batch(batch, rel).squeeze(1).float().cpu()
     pooling = encoder.mods.embedding_model.pooling
     weights = getattr(pooling, "last_attention", None)
     entropies = None
     if weights is not None:
         entropies = attention_entropy(weights.detach()).cpu()
     return embeddings, entropies
+
+
+def _autocast_dtype(precision):
+    """The autocast dtype of a precision name (None for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def default_batch_seconds(device):
+    """Padded audio per batch for ``device`` ("cpu", "cuda:0", ...).
+
+    Example
+    -------
+    >>> default_batch_seconds("cpu"), default_batch_seconds("cuda:1")
+    (12.0, 240.0)
+    """
+    return DEFAULT_BATCH_SECONDS["cpu" if torch.device(device).type == "cpu" else "cuda"]
+
+
+def use_channels_last(encoder):
+    """Store the encoder's convolution weights channels-last (NHWC), the
+    layout oneDNN and cuDNN convolve fastest; activations follow the
+    weights. Values are unchanged, results equal up to float rounding.
+
+    Arguments
+    ---------
+    encoder : speechbrain.inference.EncoderClassifier
+
+    Returns
+    -------
+    encoder : the same object, converted in place.
+    """
+    encoder.mods.embedding_model.to(memory_format=torch.channels_last)
+    return encoder
 
 
 def length_batches(durations, batch_seconds, max_batch_size):
@@ -216,8 +263,8 @@ def model_fingerprint(folder):
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
-def embed_files(encoder, files, durations, cache, batch_seconds=240.0, max_batch_size=64,
-                sample_rate=16000, progress=True, save_every_seconds=60.0):
+def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_size=64,
+                sample_rate=16000, progress=True, save_every_seconds=60.0, precision="fp32"):
     """Embed every file not yet in ``cache``, batched by length.
 
     Arguments
@@ -229,12 +276,17 @@ def embed_files(encoder, files, durations, cache, batch_seconds=240.0, max_batch
         key -> duration in seconds (from headers).
     cache : EmbeddingCache
         Filled in place and saved every ``save_every_seconds`` and at the end.
-    batch_seconds, max_batch_size : float, int
-        See ``length_batches``.
+    batch_seconds : float or None
+        Padded audio per batch (see ``length_batches``); None picks
+        ``default_batch_seconds`` of the encoder's device.
+    max_batch_size : int
+        Most files per batch.
     sample_rate : int
     progress : bool
         Show a tqdm bar.
     save_every_seconds : float
+    precision : str
+        See ``encode_signals``.
 
     Returns
     -------
@@ -242,6 +294,9 @@ def embed_files(encoder, files, durations, cache, batch_seconds=240.0, max_batch
     """
     from tqdm import tqdm
 
+    _autocast_dtype(precision)  # a bad name fails before any work
+    if batch_seconds is None:
+        batch_seconds = default_batch_seconds(encoder.device)
     todo = [key for key in files if key not in cache]
     batches = length_batches([durations[k] for k in todo], batch_seconds, max_batch_size)
     last_save = time.monotonic()
@@ -249,7 +304,7 @@ def embed_files(encoder, files, durations, cache, batch_seconds=240.0, max_batch
     for batch in batches:
         keys = [todo[i] for i in batch]
         signals = [load_audio(files[k], sample_rate) for k in keys]
-        embeddings, entropies = encode_signals(encoder, signals)
+        embeddings, entropies = encode_signals(encoder, signals, precision)
         for row, key in enumerate(keys):
             cache.put(key, embeddings[row].clone(), None if entropies is None else entropies[row].clone())
         bar.update(len(keys))
@@ -261,5 +316,6 @@ def embed_files(encoder, files, durations, cache, batch_seconds=240.0, max_batch
     return cache
 
 
-__all__ = ["load_audio", "frame_counts", "encode_signals", "length_batches",
-           "EmbeddingCache", "model_fingerprint", "embed_files"]
+__all__ = ["load_audio", "frame_counts", "encode_signals", "default_batch_seconds",
+           "use_channels_last", "length_batches", "EmbeddingCache", "model_fingerprint",
+           "embed_files"]

@@ -185,6 +185,15 @@ class ResNet34(nn.Module):
         means SpeechBrain's StatisticsPooling.
     lin_neurons : int
         Width of Linear1 and of the embedding (Linear2).
+    chunk_frames : int or None
+        In eval mode, inputs longer than this many feature frames are encoded
+        in windows of ``chunk_frames`` frames plus ``context_frames`` of
+        context on each side (the receptive field, rounded up to the total
+        time stride), and the kept frames are concatenated before pooling.
+        The frames equal those of a single pass up to float rounding, while
+        memory stays bounded by the window instead of growing with the input.
+        Shorter inputs, and every input in train mode, take the single pass.
+        Rounded down to a multiple of the time stride; None never chunks.
 
     Example
     -------
@@ -203,6 +212,7 @@ class ResNet34(nn.Module):
         block_counts=[3, 4, 6, 3],
         pooling=None,
         lin_neurons=512,
+        chunk_frames=2048,
     ):
         super().__init__()
         channels, block_counts = list(channels), list(block_counts)
@@ -216,7 +226,12 @@ class ResNet34(nn.Module):
                 f"ResNet34: n_mels ({n_mels}), channels and block_counts must "
                 "be positive"
             )
+        if chunk_frames is not None and chunk_frames < 1:
+            raise ValueError(
+                f"ResNet34: chunk_frames must be None or positive, got {chunk_frames}"
+            )
         self.n_mels = n_mels
+        self.chunk_frames = chunk_frames
         self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels[0])
         self.relu = nn.ReLU(inplace=True)
@@ -234,6 +249,8 @@ class ResNet34(nn.Module):
         )
         self.bn2 = nn.BatchNorm2d(in_ch)
         self.frame_dim = in_ch * ((freq - 1) // 3 + 1)
+        self.time_stride = 2 ** (len(channels) - 1)
+        self.context_frames = self._context_frames()
         self._init_weights()
 
         self.pooling = self._build_pooling(pooling)
@@ -340,6 +357,48 @@ class ResNet34(nn.Module):
                     f"{lengths.tolist()}"
                 )
             counts = valid_frame_counts(lengths.to(feats.device), num_frames)
+        # Without padding every mask is all ones: skip them (x * 1 == x).
+        masks = counts
+        if (
+            counts is not None
+            and not torch.compiler.is_compiling()
+            and bool((counts == num_frames).all())
+        ):
+            masks = None
+        window = self._window()
+        if self.training or window is None or num_frames <= window:
+            frames = self._encode(feats, masks)
+        else:
+            frames = self._encode_chunked(feats, masks, window)
+        if counts is None:
+            return frames, None
+        for _ in range(len(self.stages) - 1):
+            counts = (counts + 1) // 2
+        return frames, relative_lengths(counts, frames.shape[1])
+
+    def _context_frames(self):
+        """Receptive-field radius in input frames of one output frame,
+        rounded up to a multiple of the time stride."""
+        radius, stride = 1, 1  # conv1
+        for stage in self.stages:
+            for block in stage:
+                radius += stride  # conv1 of the block, at its input stride
+                stride *= block.conv1.stride[0]
+                radius += stride  # conv2
+        radius += stride  # conv2 of the network (time stride 1)
+        return -(-radius // self.time_stride) * self.time_stride
+
+    def _window(self):
+        """Chunk length in input frames (a multiple of the time stride), or
+        None when chunking is off."""
+        if not self.chunk_frames:
+            return None
+        return max(self.time_stride, self.chunk_frames // self.time_stride * self.time_stride)
+
+    def _encode(self, feats, counts):
+        """Conv1 .. Conv2 on (batch, time, n_mels) features with absolute
+        valid frame counts (None: no padding); returns (batch, time', d)."""
+        batch, num_frames = feats.shape[0], feats.shape[1]
 
         def time_mask(steps):
             if counts is None:
@@ -359,10 +418,24 @@ class ResNet34(nn.Module):
                     mask = time_mask(num_frames)
                 x = block(x, mask_in, mask)
         x = self.relu(self.bn2(self.conv2(_masked(x, mask))))
-        frames = x.permute(0, 2, 1, 3).reshape(batch, num_frames, -1)
-        if counts is None:
-            return frames, None
-        return frames, relative_lengths(counts, num_frames)
+        return x.permute(0, 2, 1, 3).reshape(batch, num_frames, -1)
+
+    def _encode_chunked(self, feats, counts, window):
+        """``_encode`` over windows of ``window`` frames, each with
+        ``context_frames`` of context on both sides; keeps each window's own
+        output frames. Window starts are multiples of the time stride, so
+        every stage sees the same grid and the same zero padding (padded
+        steps are zeroed through the sliced counts) as the single pass."""
+        num_frames, context = feats.shape[1], self.context_frames
+        pieces = []
+        for start in range(0, num_frames, window):
+            end = min(start + window, num_frames)
+            low, high = max(0, start - context), min(num_frames, end + context)
+            part = None if counts is None else (counts - low).clamp(0, high - low)
+            out = self._encode(feats[:, low:high], part)
+            first = (start - low) // self.time_stride
+            pieces.append(out[:, first : first + -(-(end - start) // self.time_stride)])
+        return torch.cat(pieces, dim=1)
 
     def forward(self, feats, lengths=None):
         """Computes speaker embeddings.

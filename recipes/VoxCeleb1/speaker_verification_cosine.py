@@ -85,7 +85,8 @@ def cohort_embeddings(encoder, hparams, cache):
     files = {f"cohort/{i}": w for items in chosen.values() for i, w, _ in items}
     durations = {f"cohort/{i}": d for items in chosen.values() for i, _, d in items}
     embed_files(encoder, files, durations, cache, hparams["batch_seconds"],
-                hparams["max_batch_size"], hparams["sample_rate"])
+                hparams["max_batch_size"], hparams["sample_rate"],
+                precision=hparams["precision"])
     return torch.stack([
         torch.stack([cache.embeddings[f"cohort/{i}"] for i, _, _ in items]).mean(dim=0)
         for items in chosen.values()
@@ -115,10 +116,17 @@ def main(argv):
     paths, durations = check_files(names, Path(hparams["data_folder"]) / "wav")
 
     encoder = load_encoder(hparams["pretrained_path"], savedir=output / "model",
-                           device=run_opts.get("device", "cpu"))
-    cache = EmbeddingCache(output / "embeddings.pt", model_fingerprint(hparams["pretrained_path"]))
+                           device=run_opts.get("device") or "cpu",
+                           channels_last=hparams["channels_last"])
+    # the cache holds embeddings of one precision: another starts afresh
+    hparams["precision"] = run_opts.get("precision") or "fp32"
+    fingerprint = model_fingerprint(hparams["pretrained_path"])
+    if hparams["precision"] != "fp32":
+        fingerprint += f"-{hparams['precision']}"
+    cache = EmbeddingCache(output / "embeddings.pt", fingerprint)
     embed_files(encoder, paths, durations, cache, hparams["batch_seconds"],
-                hparams["max_batch_size"], hparams["sample_rate"])
+                hparams["max_batch_size"], hparams["sample_rate"],
+                precision=hparams["precision"])
     embeddings = torch.stack([cache.embeddings[n] for n in names])
     scores = cosine_score_trials(embeddings, enrol_index, test_index)
 
@@ -148,6 +156,7 @@ def main(argv):
         "n_target": int(labels.sum()),
         "n_files": len(names),
         "score_norm": hparams["score_norm"],
+        "precision": hparams["precision"],
         "verification_file": str(hparams["verification_file"]),
         "pretrained_path": str(hparams["pretrained_path"]),
     }

@@ -65,6 +65,8 @@ def runs(inputs):
     commands = {
         "embed": ["embed", "--model", inputs.model, *inputs.embed_files, "--out", str(out / "emb.pt")],
         "verify": ["verify", "--model", inputs.model, inputs.first, inputs.second],
+        "embed_bf16": ["embed", "--model", inputs.model, *inputs.embed_files, "--precision",
+                       "bf16", "--batch-seconds", "3", "--out", str(out / "emb_bf16.pt")],
         "attention": ["plot", "attention", "--model", inputs.model, "--wav", inputs.first,
                       "--out", str(out / "attention.png"), "--reference", inputs.reference],
         "det": ["plot", "det", *inputs.scores, "--out", str(out / "det.png"),
@@ -122,6 +124,17 @@ def test_embed_equals_encode_batch_on_each_file_alone(runs, inputs, tiny_encoder
         assert rate == 16000 and signal.ndim == 1
         expected = alone(tiny_encoder, signal)
         assert (embeddings[path] - expected).abs().max() <= 1e-4, path
+
+
+def test_embed_precision_bf16_is_close_to_fp32(runs, inputs):
+    succeeded(runs["embed"])
+    succeeded(runs["embed_bf16"])
+    full = torch.load(inputs.folder / "emb.pt")
+    half = torch.load(inputs.folder / "emb_bf16.pt")
+    assert list(half) == list(full)
+    for path in full:
+        assert not torch.equal(half[path], full[path])  # autocast was on
+        assert torch.nn.functional.cosine_similarity(half[path], full[path], dim=0) > 0.99
 
 
 def test_stereo_8k_file_is_mixed_down_and_resampled(runs, inputs, tiny_encoder):

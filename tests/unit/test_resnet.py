@@ -309,3 +309,100 @@ def test_bad_inputs_raise_clear_errors():
         ResNet34(n_mels=40, channels=TINY, pooling="statistics")
     with pytest.raises(ValueError, match="same length"):
         ResNet34(channels=[4, 8], block_counts=[1, 1, 1])
+
+
+# --- eval-mode chunking of long inputs (ResNet34.chunk_frames) ---------------
+
+
+@pytest.mark.parametrize(
+    "channels,block_counts",
+    [(TINY, [3, 4, 6, 3]), ([4, 4, 4], [1, 1, 1]), (TINY, [1, 2, 1, 1])],
+)
+def test_context_frames_equal_measured_receptive_field(channels, block_counts):
+    """The context added around each window is the receptive-field radius
+    found by autograd (input frames with a non-zero gradient for one output
+    frame), rounded up to the time stride."""
+    torch.manual_seed(0)
+    model = ResNet34(n_mels=24, channels=channels, block_counts=block_counts,
+                     lin_neurons=8, chunk_frames=None).eval()
+    feats = torch.randn(1, 700, 24, requires_grad=True)
+    frames, _ = model.frames(feats)
+    middle = frames.shape[1] // 2
+    frames[0, middle].sum().backward()
+    touched = (feats.grad[0].abs().sum(dim=-1) > 0).nonzero().squeeze(1)
+    centre = middle * model.time_stride
+    radius = max(centre - touched.min().item(), touched.max().item() - centre)
+    assert model.time_stride == 2 ** (len(channels) - 1)
+    assert radius <= model.context_frames < radius + model.time_stride
+
+
+@pytest.mark.parametrize("chunk_frames", [8, 56, 100, 333, 999])
+def test_chunked_encoding_equals_single_pass(chunk_frames):
+    """Windows + context give the frames and embeddings of one pass, for a
+    padded batch (masks sliced per window) and every window size."""
+    model = trained_bn_model(functools.partial(MaskedAttentionPooling), channels=TINY)
+    feats = torch.randn(3, 1000, 24)
+    lengths = torch.tensor([1.0, 0.61, 0.137])
+    with torch.no_grad():
+        model.chunk_frames = None
+        ref_frames, ref_rel = model.frames(feats, lengths)
+        ref_emb = model(feats, lengths)
+        model.chunk_frames = chunk_frames
+        frames, rel = model.frames(feats, lengths)
+        emb = model(feats, lengths)
+    assert frames.shape == ref_frames.shape and torch.equal(rel, ref_rel)
+    counts = torch.round(ref_rel * ref_frames.shape[1]).long()
+    for row, count in enumerate(counts):
+        torch.testing.assert_close(frames[row, :count], ref_frames[row, :count],
+                                   atol=1e-5, rtol=0)
+    torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
+
+
+def test_chunking_needs_the_full_context():
+    """With less context than the receptive field the windows' frames differ
+    (so the equality above is not vacuous)."""
+    model = trained_bn_model(MaskedAttentionPooling)
+    feats = torch.randn(1, 600, 24)
+    with torch.no_grad():
+        model.chunk_frames = None
+        reference, _ = model.frames(feats)
+        model.chunk_frames = 64
+        model.context_frames -= model.time_stride
+        short, _ = model.frames(feats)
+    assert (short - reference).abs().max() > 1e-6
+
+
+def test_inputs_up_to_chunk_frames_take_the_single_pass():
+    model = trained_bn_model(MaskedAttentionPooling)
+    feats = torch.randn(2, 96, 24)
+    with torch.no_grad():
+        model.chunk_frames = None
+        reference = model(feats, torch.tensor([1.0, 0.5]))
+        model.chunk_frames = 96
+        assert torch.equal(model(feats, torch.tensor([1.0, 0.5])), reference)
+
+
+def test_train_mode_never_chunks():
+    """In train mode BatchNorm uses the batch statistics of the whole input,
+    which windows would change: training always takes the single pass."""
+    model = trained_bn_model(MaskedAttentionPooling).train()
+    feats = torch.randn(2, 300, 24)
+    with torch.no_grad():
+        model.chunk_frames = None
+        reference, _ = model.frames(feats)
+        model.chunk_frames = 16
+        frames, _ = model.frames(feats)
+    assert torch.equal(frames, reference)
+
+
+def test_full_lengths_equal_no_lengths_exactly():
+    """Unpadded batches skip the all-ones masks: bit-identical to lengths=None."""
+    model = trained_bn_model(MaskedAttentionPooling)
+    feats = torch.randn(2, 45, 24)
+    with torch.no_grad():
+        assert torch.equal(model.frames(feats, torch.ones(2))[0], model.frames(feats)[0])
+
+
+def test_bad_chunk_frames_raise():
+    with pytest.raises(ValueError, match="chunk_frames must be None or positive"):
+        ResNet34(n_mels=24, channels=TINY, chunk_frames=0)
