@@ -269,6 +269,10 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    if hparams["channels_last"]:
+        # In place, before fit(): compiling, DDP wrapping and checkpoint
+        # recovery (load_state_dict copies into the parameters) keep the layout.
+        brain.modules.embedding_model.to(memory_format=torch.channels_last)
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,

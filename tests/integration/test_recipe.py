@@ -1,6 +1,7 @@
 """End-to-end: prepare -> train a tiny ResNet -> pretrained folder ->
 EncoderClassifier / SpeakerRecognition -> verification script; resuming an
-interrupted training; DDP with two gloo processes; yaml keys all used."""
+interrupted training; DDP with two gloo processes; yaml keys all used; the
+speed switches (bf16, fp16, channels_last, torch.compile)."""
 
 import json
 import os
@@ -27,10 +28,10 @@ def run(args, check=True, timeout=600):
     return result
 
 
-def train(corpus, output, yaml="mrmha.yaml", epochs=2, extra=()):
+def train(corpus, output, yaml="mrmha.yaml", epochs=2, extra=(), check=True):
     return run([RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml,
                 f"--data_folder={corpus.root}", f"--output_folder={output}",
-                f"--number_of_epochs={epochs}", *TINY, *extra])
+                f"--number_of_epochs={epochs}", *TINY, *extra], check=check)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,85 @@ def test_bf16_training_runs_with_float32_attention(tiny_corpus, tmp_path):
     loss = float(re.search(r"train loss: ([0-9.e+-]+)", line).group(1))
     assert loss == loss and loss < 1e4  # finite
     assert (output / "pretrained" / "embedding_model.ckpt").is_file()
+
+
+def log_numbers(line):
+    """The ``name: value`` numbers of one train_log.txt line."""
+    items = (item.split(": ") for item in re.split(r", | - ", line.strip()))
+    return {name: float(value) for name, value in items}
+
+
+def assert_same_log(line, reference):
+    """Same keys and, up to float rounding, the same values."""
+    numbers, expected = log_numbers(line), log_numbers(reference)
+    assert numbers.keys() == expected.keys()
+    for key, value in expected.items():
+        assert numbers[key] == pytest.approx(value, rel=1e-2, abs=1e-3), key
+
+
+def test_channels_last_trains_resumes_and_exports(trained, tiny_corpus, tmp_path):
+    """--channels_last=True is a layout switch: the weights stay NHWC through
+    checkpoint recovery, training matches the contiguous run, and the exported
+    folder gives the same embedding as the same weights in contiguous layout."""
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    from speechbrain_mrmha.extraction import load_audio
+    from speechbrain_mrmha.trials import read_trials
+
+    output = tmp_path / "channels_last"
+    extra = ["--num_heads=2", "--channels_last=True"]
+    train(tiny_corpus, output, epochs=1, extra=extra)
+    result = train(tiny_corpus, output, epochs=2, extra=extra)  # resumes after epoch 1
+    assert "Loading a checkpoint" in result.stderr + result.stdout
+    log = (output / "train_log.txt").read_text().splitlines()
+    assert len(log) == 2
+    assert_same_log(log[0], (trained / "train_log.txt").read_text().splitlines()[0])
+
+    def nhwc(path):  # a convolution with 4 input channels, where the layouts differ
+        weight = torch.load(path)["stages.0.0.conv1.weight"]
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    saved = sorted((output / "save").glob("CKPT*/embedding_model.ckpt"))
+    assert len(saved) == 2  # epoch 1, and epoch 2 saved after the recovery
+    assert all(nhwc(path) for path in saved + [output / "pretrained" / "embedding_model.ckpt"])
+
+    encoder = EncoderClassifier.from_hparams(source=str(output / "pretrained"),
+                                             savedir=str(tmp_path / "enc"))
+    model = encoder.mods.embedding_model
+    assert model.stages[0][0].conv1.weight.is_contiguous()  # loads into a contiguous model
+    wav = Path(tiny_corpus.wav_folder) / read_trials(tiny_corpus.verification_file)[0].enrol
+    signal = load_audio(wav).unsqueeze(0)
+    contiguous = encoder.encode_batch(signal)
+    model.to(memory_format=torch.channels_last)
+    assert not model.stages[0][0].conv1.weight.is_contiguous()
+    assert torch.allclose(encoder.encode_batch(signal), contiguous, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_run_option_trains_like_eager(trained, tiny_corpus, tmp_path):
+    """SpeechBrain's --compile (torch.compile of every module, inductor on
+    CPU) gives the eager run's losses and weights up to float rounding, and
+    the checkpoints keep the plain parameter names (no ``_orig_mod.``).
+    About 50 s on a cold inductor cache, 8 s on a warm one."""
+    output = tmp_path / "compiled"
+    train(tiny_corpus, output, extra=["--num_heads=2", "--compile"])
+    log = (output / "train_log.txt").read_text().splitlines()
+    reference = (trained / "train_log.txt").read_text().splitlines()
+    assert len(log) == len(reference) == 2
+    for line, expected in zip(log, reference):
+        assert_same_log(line, expected)
+    for name in ("embedding_model.ckpt", "classifier.ckpt"):
+        state = torch.load(output / "pretrained" / name)
+        eager = torch.load(trained / "pretrained" / name)
+        assert state.keys() == eager.keys(), name
+        for key, value in eager.items():
+            assert torch.allclose(state[key].float(), value.float(), rtol=1e-3, atol=1e-4), key
+
+
+def test_fp16_precision_is_refused_on_cpu(tiny_corpus, tmp_path):
+    """SpeechBrain refuses --precision=fp16 on CPU with a clear error (bf16 runs)."""
+    result = train(tiny_corpus, tmp_path / "fp16", epochs=1, extra=["--precision=fp16"],
+                   check=False)
+    assert result.returncode != 0
+    assert "fp16. This option is not yet supported on CPU" in result.stdout + result.stderr
+    assert not (tmp_path / "fp16" / "train_log.txt").exists()
