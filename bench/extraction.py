@@ -20,7 +20,10 @@ with ``load_encoder`` (SpeechBrain's ``EncoderClassifier``) and run with
 * peak resident memory (``VmHWM`` of a fresh subprocess) and time for one
   long utterance, encoded in windows (``ResNet34.chunk_frames``, the default)
   and in a single pass (``chunk_frames=None``), with the difference between
-  the two embeddings.
+  the two embeddings;
+* at VoxCeleb1 size, the bookkeeping around the model (``length_batches`` of
+  153,516 durations, an ``EmbeddingCache`` of the 4,874 Vox1-O files) and the
+  projected Vox1-O extraction time at the measured rates.
 
 Usage: python bench/extraction.py [--utterances 32] [--repeats 2]
     [--long-seconds 300] [--threads 2] [--no-bf16]
@@ -206,6 +209,39 @@ def measure(name, encoders, durations, repeats, bf16, peak):
     print(f"FLOPs per second of audio (one-by-one): "
           f"{flops['one-by-one'] / audio / 1e9:.2f} GFLOP; embeddings max |value| "
           f"{reference.abs().max().item():.1f}")
+    return {case: audio / seconds for case, seconds in best.items()}
+
+
+def scale(audio_per_second):
+    """VoxCeleb1 sizes for the bookkeeping around the model: batching the
+    153,516 durations, a cache of the 4,874 Vox1-O test embeddings (put,
+    atomic save, load); projects the Vox1-O extraction time."""
+    from speechbrain_mrmha.extraction import EmbeddingCache
+
+    durations = voxceleb_like(153_516, seed=1)
+    start = time.perf_counter()
+    batches = length_batches(durations, CPU_BATCH_SECONDS, 64)
+    batching = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="bench_cache_") as folder:
+        cache = EmbeddingCache(Path(folder) / "embeddings.pt", "model")
+        start = time.perf_counter()
+        for i in range(4_874):
+            cache.put(f"id{i // 122:05d}/video/{i:05d}.wav", torch.randn(512), torch.rand(6))
+        cache.save()
+        saved = time.perf_counter() - start
+        size = (Path(folder) / "embeddings.pt").stat().st_size
+        start = time.perf_counter()
+        loaded = EmbeddingCache(Path(folder) / "embeddings.pt", "model")
+        reload = time.perf_counter() - start
+        assert len(loaded.embeddings) == 4_874
+    vox1_test_audio = 4_874 * 8.2  # seconds: VoxCeleb1 test, mean 8.2 s
+    print(f"\nscale: length_batches of 153,516 durations ({CPU_BATCH_SECONDS:.0f} s budget): "
+          f"{batching:.2f} s, {len(batches)} batches; cache of 4,874 embeddings + entropies: "
+          f"put + atomic save {saved:.2f} s, {size / 2**20:.1f} MiB, load {reload:.2f} s")
+    for name, rate in audio_per_second.items():
+        print(f"  projected Vox1-O extraction (4,874 files, about {vox1_test_audio / 3600:.1f} h "
+              f"of audio) at the measured {name} rate {rate:.1f} audio s/s: "
+              f"{vox1_test_audio / rate / 60:.0f} min on this machine")
 
 
 def main():
@@ -241,8 +277,8 @@ def main():
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s. CL = channels-last "
           f"weights; batched N s = length-sorted batches of at most N s of padded audio")
-    measure("VoxCeleb-like", encoders, voxceleb_like(args.utterances), args.repeats,
-            not args.no_bf16, peak)
+    rates = measure("VoxCeleb-like", encoders, voxceleb_like(args.utterances), args.repeats,
+                    not args.no_bf16, peak)
     measure("short", encoders, short_set(args.utterances), args.repeats, not args.no_bf16, peak)
 
     if args.long_seconds > 0:
@@ -258,6 +294,9 @@ def main():
                   f"{run['base_kib'] / 2**20:.2f} GiB of the loaded model and input")
         print(f"  windows vs single pass: {runs[False]['seconds'] / runs[True]['seconds']:.2f}x "
               f"faster, max |embedding diff| {diff.abs().max().item():.1e}")
+    ours = f"batched {CPU_BATCH_SECONDS:.0f} s, CL"
+    scale({case: rate for case, rate in rates.items() if case in ("one-by-one", ours)
+           or "bf16" in case})
     tmp.cleanup()
 
 

@@ -6,8 +6,9 @@ width (64, 128, 256, 512), batch ``--batch`` x ``--seconds`` s crops.
 Measured in the same run:
 
 * steps per second on random features, per width; bf16 autocast at tiny
-  width (and at paper width with ``--paper-bf16``), channels_last at paper
-  width (peer: the float32 contiguous step of the same width);
+  width (and at paper width, alone and with channels_last, with
+  ``--paper-bf16``), channels_last at paper width (peer: the float32
+  contiguous step of the same width);
 * the real pipeline: a small synthetic corpus (``generate_corpus``), prepared
   by the recipe's ``prepare_voxceleb1`` and loaded by its ``dataio_prep``
   (``crop`` reads random wav crops) through SpeechBrain's ``make_dataloader``
@@ -210,8 +211,10 @@ def main():
         "paper fp32, random feats": Trainer(PAPER, n_classes),
         "paper channels_last, random feats": Trainer(PAPER, n_classes, channels_last=True),
     }
-    if args.paper_bf16:  # about 8x slower than float32 on a CPU without native bf16
+    if args.paper_bf16:  # fast with AMX, about 8x slower than float32 without native bf16
         paper["paper bf16 autocast, random feats"] = Trainer(PAPER, n_classes, bf16=True)
+        paper["paper bf16 + channels_last, random feats"] = Trainer(
+            PAPER, n_classes, bf16=True, channels_last=True)
     for name, trainer in paper.items():
         rows.append((name, time_steps(functools.partial(trainer.step, x, lens, y),
                                       args.paper_steps, name), "paper fp32, random feats"))
