@@ -113,6 +113,17 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     run(args)
     assert (out / "scores.txt").read_text() == before
 
+    # --precision=bf16 embeds afresh (the cache is per precision), close to fp32
+    run(args + ["--precision=bf16"])
+    metrics16 = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == "fp32" and metrics16["precision"] == "bf16"
+    cache16 = torch.load(out / "embeddings.pt")
+    assert cache16["fingerprint"].endswith("-bf16") and cache16["embeddings"].keys() == cache.keys()
+    for name, embedding in cache.items():
+        assert not torch.equal(cache16["embeddings"][name], embedding), name
+        assert torch.nn.functional.cosine_similarity(
+            cache16["embeddings"][name], embedding, dim=0) > 0.99, name
+
 
 def test_verification_reports_missing_files_first(trained, tiny_corpus, tmp_path):
     trials = tmp_path / "trials.txt"
