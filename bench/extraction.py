@@ -26,7 +26,11 @@ with ``load_encoder`` (SpeechBrain's ``EncoderClassifier``) and run with
   projected Vox1-O extraction time at the measured rates.
 
 Usage: python bench/extraction.py [--utterances 32] [--repeats 2]
-    [--long-seconds 300] [--threads 2] [--no-bf16]
+    [--long-seconds 300] [--threads 2] [--no-bf16] [--device cpu|cuda:N]
+
+On a GPU (``--device cuda:0``, not run by us: no GPU here) the same cases
+run there; "batched 240 s" is then the default budget
+(``default_batch_seconds``), and memory is the CUDA allocator's peak.
 """
 
 import argparse
@@ -90,14 +94,23 @@ def short_set(count):
     return [1.0 + 2.0 * i / max(1, count - 1) for i in range(count)]
 
 
-def matmul_gflops(size, repeats):
+def synchronize(device):
+    """Waits for queued GPU work (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(size, repeats, device="cpu"):
     """Best GFLOP/s of a dense float32 ``size`` x ``size`` matmul."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
     torch.mm(a, b)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -110,32 +123,38 @@ def resident_kib(field):
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def child_long(folder, seconds, threads, chunked):
+def child_long(folder, seconds, threads, chunked, device):
     """Subprocess body: load the encoder, embed one ``seconds`` utterance,
-    print resident memory before the pass and its peak during the pass
-    (``VmHWM`` reset through ``/proc/self/clear_refs``), time and the
-    embedding as JSON."""
+    print memory before the pass and its peak during the pass (on CPU the
+    resident set, ``VmHWM`` reset through ``/proc/self/clear_refs``; on a GPU
+    the CUDA allocator's peak), time and the embedding as JSON."""
     torch.set_num_threads(threads)
-    encoder = load_encoder(folder, savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}")
+    encoder = load_encoder(folder, savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}",
+                           device=device)
+    cuda = torch.device(device).type == "cuda"
     model = encoder.mods.embedding_model
     if not chunked:
         model.chunk_frames = None
     encode_signals(encoder, [signal(2.0, 1)])  # warm-up: allocator, lazy init
     wav = signal(seconds, 2)
-    base = resident_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak := current
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) // 1024
+    else:
+        base = resident_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # peak := current
     start = time.perf_counter()
-    embedding = encode_signals(encoder, [wav])[0][0]
+    embedding = encode_signals(encoder, [wav])[0][0]  # returns on the CPU: synchronised
     elapsed = time.perf_counter() - start
-    peak = resident_kib("VmHWM")
+    peak = torch.cuda.max_memory_allocated(device) // 1024 if cuda else resident_kib("VmHWM")
     print(json.dumps({"base_kib": base, "peak_kib": peak, "seconds": elapsed,
                       "chunk_frames": model.chunk_frames, "embedding": embedding.tolist()}))
 
 
-def long_utterance(folder, seconds, threads, chunked):
+def long_utterance(folder, seconds, threads, chunked, device):
     """Runs ``child_long`` in a fresh interpreter; returns its JSON result."""
     command = [sys.executable, __file__, "--child-long", str(folder),
-               "--long-seconds", str(seconds), "--threads", str(threads)]
+               "--long-seconds", str(seconds), "--threads", str(threads), "--device", device]
     if not chunked:
         command.append("--single-pass")
     out = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -254,11 +273,14 @@ def main():
     parser.add_argument("--matmul", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 case")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda:N; memory is then the CUDA allocator's peak")
     parser.add_argument("--child-long", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--single-pass", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_long:
-        return child_long(args.child_long, args.long_seconds, args.threads, not args.single_pass)
+        return child_long(args.child_long, args.long_seconds, args.threads, not args.single_pass,
+                          args.device)
     if args.utterances < 2 or args.repeats < 1:
         parser.error("--utterances must be >= 2 and --repeats >= 1")
 
@@ -266,14 +288,14 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="bench_extraction_")
     folder = write_model(tmp.name)
     encoders = {"nchw": load_encoder(folder, savedir=Path(tmp.name) / "sb_cache",
-                                     channels_last=False),
-                "cl": load_encoder(folder, savedir=Path(tmp.name) / "sb_cl")}
+                                     device=args.device, channels_last=False),
+                "cl": load_encoder(folder, savedir=Path(tmp.name) / "sb_cl", device=args.device)}
     for encoder in encoders.values():  # warm-up: allocator, lazy init
         encode_signals(encoder, [signal(2.0, 1)])
-    peak = matmul_gflops(args.matmul, repeats=5)
+    peak = matmul_gflops(args.matmul, repeats=5, device=args.device)
     print(f"Extraction, ResNet-34 {CHANNELS} + MRMHA K={NUM_HEADS}, untrained, "
-          f"via write_pretrained/load_encoder/encode_signals; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average "
+          f"via write_pretrained/load_encoder/encode_signals on {args.device}; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s. CL = channels-last "
           f"weights; batched N s = length-sorted batches of at most N s of padded audio")
@@ -282,14 +304,16 @@ def main():
     measure("short", encoders, short_set(args.utterances), args.repeats, not args.no_bf16, peak)
 
     if args.long_seconds > 0:
-        runs = {chunked: long_utterance(folder, args.long_seconds, args.threads, chunked)
+        runs = {chunked: long_utterance(folder, args.long_seconds, args.threads, chunked,
+                                        args.device)
                 for chunked in (True, False)}
         diff = (torch.tensor(runs[True]["embedding"]) - torch.tensor(runs[False]["embedding"]))
+        memory = "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
         print(f"\none {args.long_seconds:.0f} s utterance (fresh subprocess each):")
         for chunked, run in runs.items():
             label = f"windows of {run['chunk_frames']} frames" if chunked else "single pass"
             print(f"  {label:<26} {run['seconds']:6.1f} s ({args.long_seconds / run['seconds']:.1f} "
-                  f"audio s/s), peak RSS {run['peak_kib'] / 2**20:.2f} GiB: "
+                  f"audio s/s), peak {memory} {run['peak_kib'] / 2**20:.2f} GiB: "
                   f"{(run['peak_kib'] - run['base_kib']) / 2**20:.2f} GiB above the "
                   f"{run['base_kib'] / 2**20:.2f} GiB of the loaded model and input")
         print(f"  windows vs single pass: {runs[False]['seconds'] / runs[True]['seconds']:.2f}x "
