@@ -203,6 +203,16 @@ class ResNet34(nn.Module):
     >>> feats = torch.rand(3, 101, 40)
     >>> model(feats, torch.tensor([1.0, 0.8, 0.5])).shape
     torch.Size([3, 1, 16])
+
+    A long input in eval mode, in windows of 256 frames and in one pass:
+
+    >>> model = model.eval()
+    >>> model.chunk_frames = 256  # context: the receptive field, model.context_frames
+    >>> long = torch.rand(1, 1000, 40)
+    >>> windowed = model(long)
+    >>> model.chunk_frames = None
+    >>> torch.allclose(windowed, model(long), atol=1e-5)
+    True
     """
 
     def __init__(
