@@ -2,7 +2,9 @@
 ``EncoderClassifier.from_hparams`` and ``SpeakerRecognition.from_hparams``
 load with no network:
 
-<folder>/hyperparams.yaml       sizes + pooling settings, hparams/model.yaml, hparams/pretrained_interface.yaml
+<folder>/hyperparams.yaml       the training configuration's model entries
+                                (``config.model_definition``), then the
+                                interface template shipped in this package
 <folder>/embedding_model.ckpt   ResNet-34 + pooling + Linear1/Linear2
 <folder>/classifier.ckpt        CosAMS cosine classifier
 <folder>/label_encoder.txt      training speakers (also as label_encoder.ckpt,
@@ -12,107 +14,100 @@ Authors
  * speechbrain-mrmha developers
 """
 
-import inspect
-import json
-import os
 import shutil
-import tempfile
+from importlib import resources
 from pathlib import Path
 
 import torch
 
 from speechbrain_mrmha.extraction import use_channels_last
+from speechbrain_mrmha.io import replace_folder
 
-INTERFACE_DIR = Path(__file__).resolve().parents[1] / "hparams"
-MODEL_FILE = INTERFACE_DIR / "model.yaml"
-INTERFACE_FILE = INTERFACE_DIR / "pretrained_interface.yaml"
-SIZE_KEYS = ("n_mels", "channels", "block_counts", "emb_dim", "n_classes")
-FOLDER_FILES = ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt", "label_encoder.txt")
-
-
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    return value
+INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
+FOLDER_FILES = (
+    "hyperparams.yaml",
+    "embedding_model.ckpt",
+    "classifier.ckpt",
+    "label_encoder.txt",
+)
 
 
-def pooling_settings(pooling):
-    """The plain settings that ``speechbrain_mrmha.pooling.build_pooling``
-    (and so hparams/model.yaml) needs to rebuild a pooling module.
-
-    Arguments
-    ---------
-    pooling : torch.nn.Module
-        A class of ``POOLINGS`` or SpeechBrain's ``StatisticsPooling``.
+def interface_template():
+    """The interface part of a pretrained folder's ``hyperparams.yaml``
+    (package data: it ships inside the wheel).
 
     Returns
     -------
-    settings : dict
-        ``pooling`` (registry name), ``num_heads``, ``temperatures``,
-        ``learnable_temperatures``, ``attention_std``, ``attention_hidden``,
-        ``attention_activation``.
+    text : str
 
     Example
     -------
-    >>> from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
-    >>> settings = pooling_settings(MultiResolutionMultiHeadAttentionPooling(input_size=4, num_heads=2))
-    >>> settings["pooling"], settings["num_heads"], settings["temperatures"]
-    ('mrmha', 2, [1.0, 1.0])
+    >>> "pretrainer" in interface_template()
+    True
     """
-    from speechbrain.nnet.pooling import StatisticsPooling
-
-    from speechbrain_mrmha.pooling import POOLINGS
-
-    names = {cls: name for name, cls in POOLINGS.items()}
-    settings = {"pooling": None, "num_heads": None, "temperatures": None,
-                "learnable_temperatures": False, "attention_std": False,
-                "attention_hidden": None, "attention_activation": "tanh"}
-    if type(pooling) is StatisticsPooling:
-        if not (pooling.return_mean and pooling.return_std):
-            raise ValueError("cannot export a StatisticsPooling without both mean and std")
-        settings["pooling"] = "statistics"
-        return settings
-    if type(pooling) not in names:
-        raise ValueError(
-            f"cannot export pooling {type(pooling).__name__}: not in "
-            "speechbrain_mrmha.pooling.POOLINGS"
-        )
-    settings["pooling"] = names[type(pooling)]
-    accepted = inspect.signature(type(pooling).__init__).parameters
-    attributes = {"num_heads": "num_heads", "temperatures": "temperatures",
-                  "learnable_temperatures": "learnable_temperatures", "std": "attention_std",
-                  "hidden_size": "attention_hidden", "activation": "attention_activation"}
-    for argument, key in attributes.items():
-        if argument in accepted:
-            settings[key] = _plain(getattr(pooling, argument))
-    return settings
+    package = resources.files("speechbrain_mrmha")
+    return package.joinpath(INTERFACE_TEMPLATE).read_text(encoding="utf-8")
 
 
-def write_pretrained(
-    folder,
-    embedding_model,
-    classifier,
-    label_encoder,
-    sizes,
-    model_file=MODEL_FILE,
-    interface_file=INTERFACE_FILE,
-):
+def _shapes(module):
+    """Parameter and buffer names -> shapes of a module's state dict."""
+    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
+def check_definition(text, embedding_model, classifier):
+    """Build the modules that ``text`` defines and raise a ValueError unless
+    their parameters have the names and shapes of the given modules (so the
+    folder loads the checkpoints into the very same architecture).
+
+    Arguments
+    ---------
+    text : str
+        A pretrained folder's ``hyperparams.yaml``.
+    embedding_model, classifier : torch.nn.Module
+        The trained modules.
+
+    Example
+    -------
+    >>> check_definition("embedding_model: !new:torch.nn.Linear [2, 3]\\n"
+    ...                  "classifier: !new:torch.nn.Linear [3, 2]\\n",
+    ...                  torch.nn.Linear(2, 4), torch.nn.Linear(3, 2))
+    Traceback (most recent call last):
+    ...
+    ValueError: the model definition does not build the trained embedding_model: weight: (3, 2) defined, (4, 2) trained; bias: (3,) defined, (4,) trained
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    built = load_hyperpyyaml(text)
+    for name, trained in (("embedding_model", embedding_model),
+                          ("classifier", classifier)):
+        want, have = _shapes(trained), _shapes(built[name])
+        problems = [f"{key}: {have.get(key, 'absent')} defined, "
+                    f"{want.get(key, 'absent')} trained"
+                    for key in dict.fromkeys([*want, *have])
+                    if want.get(key) != have.get(key)]
+        if problems:
+            raise ValueError(
+                f"the model definition does not build the trained {name}: "
+                + "; ".join(problems)
+            )
+
+
+def write_pretrained(folder, model_yaml, embedding_model, classifier, label_encoder):
     """Write a pretrained-model folder atomically (a rerun replaces it whole).
 
     Arguments
     ---------
     folder : str or Path
         Where the folder goes.
+    model_yaml : str
+        The model entries of the training configuration, from
+        ``speechbrain_mrmha.config.model_definition``.
     embedding_model : speechbrain_mrmha.resnet.ResNet34
-        Trained embedding model (its ``pooling`` is exported too).
+        Trained embedding model.
     classifier : torch.nn.Module
         Trained cosine classifier.
     label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
         The training speakers.
-    sizes : dict
-        ``n_mels``, ``channels``, ``block_counts``, ``emb_dim``, ``n_classes``.
-    model_file, interface_file : str or Path
-        The model definition and the interface tail (top-level ``hparams/``).
 
     Returns
     -------
@@ -120,50 +115,38 @@ def write_pretrained(
 
     Example
     -------
+    >>> import tempfile
+    >>> from hyperpyyaml import load_hyperpyyaml
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> from speechbrain_mrmha.resnet import ResNet34
-    >>> from speechbrain_mrmha.cosams import CosineClassifier
-    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
+    >>> model_yaml = (
+    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
+    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
+    ...     "embedding_model: !new:speechbrain_mrmha.resnet.ResNet34\\n"
+    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
+    ...     "    lin_neurons: 4\\n"
+    ...     "classifier: !new:speechbrain_mrmha.cosams.CosineClassifier [4, 2]\\n")
+    >>> model = load_hyperpyyaml(model_yaml)
     >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["a", "b"])
-    >>> sizes = dict(n_mels=40, channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1],
-    ...              emb_dim=4, n_classes=2)
-    >>> out = write_pretrained(tempfile.mkdtemp() + "/model", model,
-    ...                        CosineClassifier(4, 2), encoder, sizes)
+    >>> out = write_pretrained(tempfile.mkdtemp() + "/model", model_yaml,
+    ...     model["embedding_model"], model["classifier"], encoder)
     >>> sorted(p.name for p in out.iterdir())[:3]
     ['classifier.ckpt', 'embedding_model.ckpt', 'hyperparams.yaml']
     """
-    folder = Path(folder)
-    missing = [key for key in SIZE_KEYS if key not in sizes]
-    if missing:
-        raise ValueError(f"write_pretrained: sizes lacks {missing}")
-    header = [
-        "# Generated by speechbrain_mrmha.export.write_pretrained: model sizes,",
-        f"# then {Path(model_file).name}, then {Path(interface_file).name}.",
-    ]
-    values = {**{key: sizes[key] for key in SIZE_KEYS}, **pooling_settings(embedding_model.pooling)}
-    header += [f"{key}: {json.dumps(_plain(value))}" for key, value in values.items()]
-    text = "\n".join(header) + "\n\n"
-    text += Path(model_file).read_text() + "\n" + Path(interface_file).read_text()
+    header = (
+        "# Generated by speechbrain_mrmha.export.write_pretrained: the model\n"
+        "# entries of the training configuration, then the interface template.\n\n"
+    )
+    text = header + model_yaml.rstrip() + "\n\n" + interface_template()
+    check_definition(text, embedding_model, classifier)
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    try:
-        (staging / "hyperparams.yaml").write_text(text)
+    def fill(staging):
+        (staging / "hyperparams.yaml").write_text(text, encoding="utf-8")
         torch.save(embedding_model.state_dict(), staging / "embedding_model.ckpt")
         torch.save(classifier.state_dict(), staging / "classifier.ckpt")
         label_encoder.save(staging / "label_encoder.txt")
         shutil.copyfile(staging / "label_encoder.txt", staging / "label_encoder.ckpt")
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=folder.name + ".old-", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return folder
+
+    return replace_folder(folder, fill)
 
 
 def check_pretrained(folder):

@@ -15,11 +15,8 @@ Authors
  * speechbrain-mrmha developers
 """
 
-import csv
 import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,8 +25,10 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_mrmha.annotation import read_annotation
 from speechbrain_mrmha.export import load_encoder
 from speechbrain_mrmha.extraction import EmbeddingCache, embed_files, model_fingerprint
+from speechbrain_mrmha.io import write_text_atomic
 from speechbrain_mrmha.scoring import (
     EER,
     cohort_statistics,
@@ -41,79 +40,92 @@ from speechbrain_mrmha.scoring import (
 from speechbrain_mrmha.trials import read_trials
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
+SHOWN = 20
 
 
-def check_files(names, wav_folder):
-    """Paths and header durations of every trial file; one error listing all
-    missing or unreadable files before any embedding work starts."""
-    paths, durations, problems = {}, {}, []
-    for name in names:
-        path = wav_folder / name
-        try:
-            info = soundfile.info(str(path))
-            paths[name], durations[name] = str(path), info.frames / info.samplerate
-        except Exception as error:  # missing file or unreadable header
-            reason = "missing" if not path.exists() else f"unreadable ({error})"
-            problems.append(f"  {path}: {reason}")
+def candidates(entry, data_folder):
+    """Where a trial entry may be: under data_folder or data_folder/wav,
+    as written or with ".wav" added."""
+    names = [entry] if entry.endswith(".wav") else [entry, entry + ".wav"]
+    return [folder / name for folder in (data_folder, data_folder / "wav") for name in names]
+
+
+def resolve_entries(entries, data_folder, annotation=None):
+    """Audio path and header duration of each trial entry; one error lists
+    every entry that is missing, ambiguous or unreadable."""
+    rows = None
+    if annotation is not None:
+        rows = read_annotation(annotation, data_folder, columns=("ID", "duration", "wav"))
+    found, problems = {}, []
+    for entry in dict.fromkeys(entries):
+        if rows is not None:
+            key = entry if entry in rows else entry.removesuffix(".wav")
+            if key not in rows:
+                problems.append(f"{entry}: no ID {key!r} in {annotation}")
+                continue
+            found[entry] = (rows[key]["wav"], rows[key]["duration"])
+            continue
+        paths = [p for p in candidates(entry, Path(data_folder)) if p.is_file()]
+        if not paths:
+            problems.append(f"{entry}: missing (looked for "
+                            f"{', '.join(map(str, candidates(entry, Path(data_folder))))})")
+        elif len({p.resolve() for p in paths}) > 1:
+            problems.append(f"{entry}: ambiguous ({', '.join(map(str, paths))})")
+        else:
+            try:
+                info = soundfile.info(str(paths[0]))
+                found[entry] = (str(paths[0]), info.frames / info.samplerate)
+            except Exception as error:  # soundfile raises several types
+                problems.append(f"{paths[0]}: unreadable ({error})")
     if problems:
-        shown = "\n".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
         raise FileNotFoundError(
-            f"{len(problems)} of {len(names)} trial files cannot be read:\n{shown}{more}"
-        )
-    return paths, durations
-
-
-def cohort_files(cohort_csv, per_speaker):
-    """Up to ``per_speaker`` utterances of each training speaker (first rows)."""
-    if not Path(cohort_csv).is_file():
-        raise FileNotFoundError(
-            f"cohort_csv {cohort_csv} does not exist (score_norm needs the "
-            "train.csv written by train_speaker_embeddings.py)"
-        )
-    chosen = defaultdict(list)
-    with open(cohort_csv, newline="") as fin:
-        for row in csv.DictReader(fin):
-            if len(chosen[row["spk_id"]]) < per_speaker:
-                chosen[row["spk_id"]].append((row["ID"], row["wav"], float(row["duration"])))
-    return chosen
+            f"{len(problems)} trial entries cannot be read:\n{shown}{more}")
+    return found
 
 
 def cohort_embeddings(encoder, hparams, cache):
     """Mean embedding of each cohort speaker, (speakers, emb_dim)."""
-    chosen = cohort_files(hparams["cohort_csv"], hparams["cohort_utterances_per_speaker"])
-    files = {f"cohort/{i}": w for items in chosen.values() for i, w, _ in items}
-    durations = {f"cohort/{i}": d for items in chosen.values() for i, _, d in items}
+    rows = read_annotation(hparams["cohort_data"], hparams["data_folder"])
+    chosen = defaultdict(list)
+    for row in rows.values():
+        if len(chosen[row["spk_id"]]) < hparams["cohort_utterances_per_speaker"]:
+            chosen[row["spk_id"]].append(row)
+    files = {row["wav"]: row["wav"] for group in chosen.values() for row in group}
+    durations = {row["wav"]: row["duration"] for group in chosen.values() for row in group}
     embed_files(encoder, files, durations, cache, hparams["batch_seconds"],
                 hparams["max_batch_size"], hparams["sample_rate"],
                 precision=hparams["precision"])
     return torch.stack([
-        torch.stack([cache.embeddings[f"cohort/{i}"] for i, _, _ in items]).mean(dim=0)
-        for items in chosen.values()
+        torch.stack([cache.embeddings[row["wav"]] for row in group]).mean(dim=0)
+        for group in chosen.values()
     ])
 
 
-def write_atomic(path, text):
-    """Write text to path through a temporary file in the same folder."""
-    handle, tmp = tempfile.mkstemp(prefix=Path(path).name + ".", suffix=".tmp",
-                                   dir=Path(path).parent)
-    with os.fdopen(handle, "w") as fout:
-        fout.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv):
+    """Embed every trial file once, score the trials, report EER / minDCF."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     if hparams["score_norm"] not in SCORE_NORMS:
-        raise ValueError(f"score_norm must be one of {SCORE_NORMS}, got {hparams['score_norm']!r}")
+        raise ValueError(
+            f"score_norm must be one of {SCORE_NORMS}, got {hparams['score_norm']!r}")
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
     output = Path(hparams["output_folder"])
-    output.mkdir(parents=True, exist_ok=True)
 
     trials = read_trials(hparams["verification_file"])
-    names, enrol_index, test_index = index_trials([t.enrol for t in trials], [t.test for t in trials])
-    paths, durations = check_files(names, Path(hparams["data_folder"]) / "wav")
+    enrol = resolve_entries([t.enrol for t in trials], hparams["data_folder"],
+                            hparams["enrol_data"])
+    test = resolve_entries([t.test for t in trials], hparams["data_folder"],
+                           hparams["test_data"])
+    names, enrol_index, test_index = index_trials(
+        [enrol[t.enrol][0] for t in trials], [test[t.test][0] for t in trials])
+    durations = {path: duration for path, duration in [*enrol.values(), *test.values()]}
 
     encoder = load_encoder(hparams["pretrained_path"], savedir=output / "model",
                            device=run_opts.get("device") or "cpu",
@@ -124,7 +136,7 @@ def main(argv):
     if hparams["precision"] != "fp32":
         fingerprint += f"-{hparams['precision']}"
     cache = EmbeddingCache(output / "embeddings.pt", fingerprint)
-    embed_files(encoder, paths, durations, cache, hparams["batch_seconds"],
+    embed_files(encoder, {n: n for n in names}, durations, cache, hparams["batch_seconds"],
                 hparams["max_batch_size"], hparams["sample_rate"],
                 precision=hparams["precision"])
     embeddings = torch.stack([cache.embeddings[n] for n in names])
@@ -138,6 +150,16 @@ def main(argv):
         mean, std = cohort_statistics(embeddings, cohort, top_k=top_k)
         scores = normalize_scores(scores, enrol_index, test_index, mean, std)
 
+    metrics = report(hparams, trials, scores, names, cache)
+    lines = [f"{t.enrol} {t.test} {float(s):.6f} {t.label}" for t, s in zip(trials, scores)]
+    write_text_atomic(output / "scores.txt", "\n".join(lines) + "\n")
+    write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def report(hparams, trials, scores, names, cache):
+    """EER, normalised minDCF and the run's settings as a dict."""
     labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
     positive, negative = scores[labels], scores[~labels]
     eer, threshold = EER(positive, negative)
@@ -163,11 +185,6 @@ def main(argv):
     if cache.entropies:
         entropy = torch.stack([cache.entropies[n] for n in names]).mean(dim=0)
         metrics["entropy_per_head"] = [round(float(e), 4) for e in entropy]
-
-    lines = [f"{t.enrol} {t.test} {float(s):.6f} {t.label}" for t, s in zip(trials, scores)]
-    write_atomic(output / "scores.txt", "\n".join(lines) + "\n")
-    write_atomic(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
     return metrics
 
 

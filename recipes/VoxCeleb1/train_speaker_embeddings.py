@@ -4,38 +4,46 @@ as in Wang et al., "Multi-Resolution Multi-Head Attention in Deep Speaker
 Embedding", ICASSP 2020.
 
 To run:
-    python train_speaker_embeddings.py hparams/mrmha.yaml --data_folder=/path/to/VoxCeleb1
-    torchrun --nproc_per_node=4 train_speaker_embeddings.py hparams/mrmha.yaml --data_folder=...
+    python train_speaker_embeddings.py hparams/mrmha.yaml --data_folder=DIR
+    torchrun --nproc_per_node=4 train_speaker_embeddings.py \\
+        hparams/mrmha.yaml --data_folder=DIR
 
-Rerunning an interrupted command resumes from its newest checkpoint. At the
-end, <output_folder>/pretrained/ holds a folder that
-speechbrain.inference.EncoderClassifier.from_hparams loads.
+With --skip_prep=True it trains on the annotation CSVs given by
+--train_annotation and --valid_annotation (columns ID, duration, wav,
+spk_id) instead of preparing VoxCeleb1. Rerunning an interrupted command
+resumes from its newest checkpoint. At the end, <output_folder>/pretrained/
+holds a folder that speechbrain.inference.EncoderClassifier.from_hparams
+loads.
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import logging
 import random
-import re
 import sys
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-import yaml
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.distributed import run_on_main
+from voxceleb1_prepare import prepare_voxceleb1
 
+from speechbrain_mrmha.annotation import read_annotation
+from speechbrain_mrmha.config import (
+    model_definition,
+    parse_overrides,
+    plain_values,
+    save_resolved,
+)
 from speechbrain_mrmha.export import write_pretrained
+from speechbrain_mrmha.io import load_audio, write_text_atomic
 from speechbrain_mrmha.pooling import attention_entropy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from voxceleb1_prepare import prepare_voxceleb1  # noqa: E402
-
-INTERFACE_DIR = Path(__file__).resolve().parents[2] / "hparams"
+logger = logging.getLogger(__name__)
 
 
 class SpeakerBrain(sb.core.Brain):
@@ -58,11 +66,12 @@ class SpeakerBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN and self.hparams.augment is not None:
             spk_id = self.hparams.augment.replicate_labels(spk_id)
         loss = self.hparams.compute_cost(predictions, spk_id)
-        weights = getattr(self.pooling, "last_attention", None)
         if self.hparams.penalty_weight > 0:
             loss = loss + self.hparams.penalty_weight * self.pooling.penalty()
+        weights = getattr(self.pooling, "last_attention", None)
         if weights is not None:
-            self.entropy_sum += attention_entropy(weights.detach()).sum(dim=0).cpu()
+            entropy = attention_entropy(weights.detach()).sum(dim=0).cpu()
+            self.entropy_sum += entropy
             self.entropy_count += weights.shape[0]
         if stage != sb.Stage.TRAIN:
             self.error_metrics.append(batch.id, predictions, spk_id)
@@ -82,7 +91,7 @@ class SpeakerBrain(sb.core.Brain):
     @property
     def pooling(self):
         """The pooling module, also when the model is wrapped by DDP."""
-        return self.hparams.model["embedding_model"].pooling
+        return self.hparams.embedding_model.pooling
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the per-stage statistics."""
@@ -91,10 +100,11 @@ class SpeakerBrain(sb.core.Brain):
             self.error_metrics = self.hparams.error_stats()
 
     def _entropies(self):
+        """Mean attention entropy of each head over the stage."""
         if not self.entropy_count:
             return {}
         mean = (self.entropy_sum / self.entropy_count).tolist()
-        return {f"entropy_head{i + 1}": round(value, 4) for i, value in enumerate(mean)}
+        return {f"entropy_head{i + 1}": round(v, 4) for i, v in enumerate(mean)}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log loss, accuracy and per-head attention entropy; anneal; checkpoint."""
@@ -118,58 +128,69 @@ class SpeakerBrain(sb.core.Brain):
 
 
 def crop(wav, duration, sentence_len, sample_rate, start=None):
-    """Read ``sentence_len`` seconds of ``wav`` from ``start`` (random if None);
-    a shorter file is repeated to the length."""
+    """Read ``sentence_len`` seconds of ``wav`` from ``start`` samples
+    (random if None); a shorter file is repeated to the length."""
     length = int(round(sentence_len * sample_rate))
     total = int(duration * sample_rate)
     if total <= length:
-        sig = read_audio(wav)
-        repeats = -(-length // sig.shape[0])
+        sig = load_audio(wav, sample_rate, min_seconds=0)
+        repeats = -(-length // max(1, sig.shape[0]))
         return sig.repeat(repeats)[:length]
     if start is None:
         start = random.randint(0, total - length)
-    sig = read_audio({"file": wav, "start": start, "stop": start + length})
+    sig = load_audio(wav, sample_rate, min_seconds=0, offset=start, num_samples=length)
     if sig.shape[0] < length:  # header duration rounded up: pad by repeating
-        sig = torch.cat([sig, sig[: length - sig.shape[0]]])
+        sig = sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
     return sig
 
 
-def dataio_prep(hparams):
+def speakers_of(hparams):
+    """Annotation rows of train / valid and the sorted training speakers;
+    every problem of a CSV is reported in one error."""
+    train = read_annotation(hparams["train_annotation"], hparams["data_folder"])
+    valid = read_annotation(hparams["valid_annotation"], hparams["data_folder"])
+    speakers = sorted({row["spk_id"] for row in train.values()})
+    unknown = sorted({row["spk_id"] for row in valid.values()} - set(speakers))
+    if unknown:
+        raise ValueError(
+            f"valid_annotation {hparams['valid_annotation']}: speakers absent from "
+            f"train_annotation {hparams['train_annotation']}: {', '.join(unknown[:20])}"
+        )
+    return train, valid, speakers
+
+
+def dataio_prep(hparams, train_rows, valid_rows, speakers):
     """Train / valid DynamicItemDatasets with crops and encoded speaker ids."""
-    folder = Path(hparams["prepare_folder"])
     label_encoder = CategoricalEncoder()
-    label_encoder.load(folder / "label_encoder.txt")
-    label_encoder.ignore_len()  # its size is checked against n_classes in main()
+    label_encoder.update_from_iterable(speakers)
     sentence_len, sample_rate = hparams["sentence_len"], hparams["sample_rate"]
-    datasets = {}
-    for split in ("train", "valid"):
-        data = DynamicItemDataset.from_csv(csv_path=folder / f"{split}.csv")
-        if split == "train":
 
-            @sb.utils.data_pipeline.takes("wav", "duration")
-            @sb.utils.data_pipeline.provides("sig")
-            def audio_pipeline(wav, duration):
-                return crop(wav, float(duration), sentence_len, sample_rate)
+    @sb.utils.data_pipeline.takes("wav", "duration")
+    @sb.utils.data_pipeline.provides("sig")
+    def train_audio(wav, duration):
+        return crop(wav, duration, sentence_len, sample_rate)
 
-        else:
+    @sb.utils.data_pipeline.takes("wav", "duration")
+    @sb.utils.data_pipeline.provides("sig")
+    def valid_audio(wav, duration):
+        start = int(max(0.0, duration - sentence_len) / 2 * sample_rate)
+        return crop(wav, duration, sentence_len, sample_rate, start=start)
 
-            @sb.utils.data_pipeline.takes("wav", "duration")
-            @sb.utils.data_pipeline.provides("sig")
-            def audio_pipeline(wav, duration):
-                extra = max(0.0, float(duration) - sentence_len)
-                start = int(extra / 2 * sample_rate)
-                return crop(wav, float(duration), sentence_len, sample_rate, start=start)
+    @sb.utils.data_pipeline.takes("spk_id")
+    @sb.utils.data_pipeline.provides("spk_id_encoded")
+    def label_pipeline(spk_id):
+        return torch.LongTensor([label_encoder.encode_label(spk_id)])
 
-        @sb.utils.data_pipeline.takes("spk_id")
-        @sb.utils.data_pipeline.provides("spk_id_encoded")
-        def label_pipeline(spk_id):
-            return torch.LongTensor([label_encoder.encode_label(spk_id)])
-
-        data.add_dynamic_item(audio_pipeline)
-        data.add_dynamic_item(label_pipeline)
-        data.set_output_keys(["id", "sig", "spk_id_encoded"])
-        datasets[split] = data
-    return datasets["train"], datasets["valid"], label_encoder
+    datasets = []
+    for rows, audio in ((train_rows, train_audio), (valid_rows, valid_audio)):
+        data = DynamicItemDataset(
+            {key: {k: row[k] for k in ("wav", "duration", "spk_id")}
+             for key, row in rows.items()},
+            dynamic_items=[audio, label_pipeline],
+            output_keys=["id", "sig", "spk_id_encoded"],
+        )
+        datasets.append(data)
+    return datasets[0], datasets[1], label_encoder
 
 
 def build_augmentation(hparams):
@@ -187,9 +208,10 @@ def build_augmentation(hparams):
         files = sorted(Path(folder).rglob("*.wav"))
         if not files:
             raise FileNotFoundError(f"{kind}_folder {folder}: no .wav files found")
-        csv = Path(hparams["prepare_folder"]) / f"{kind}.csv"
+        csv = Path(hparams["save_folder"]) / f"{kind}.csv"
         rows = [f"{kind}{i},0,{path},wav," for i, path in enumerate(files)]
-        csv.write_text("ID,duration,wav,wav_format,wav_opts\n" + "\n".join(rows) + "\n")
+        run_on_main(write_text_atomic, args=[
+            csv, "ID,duration,wav,wav_format,wav_opts\n" + "\n".join(rows) + "\n"])
         if kind == "noise":
             augmentations.append(AddNoise(csv_file=str(csv), snr_low=0, snr_high=15))
         else:
@@ -204,59 +226,53 @@ def build_augmentation(hparams):
     )
 
 
-def route_overrides(hparams_file, overrides):
-    """Send command-line overrides of keys that live in the shared
-    common.yaml (e.g. --margin, --seed, --num_workers) into the ``recipe``
-    block; keys of the configuration file itself stay at the top."""
-    overrides = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
-    overrides = dict(overrides or {})
-    text = Path(hparams_file).read_text(encoding="utf-8")
-    top_level = set(re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE))
-    routed = {key: value for key, value in overrides.items() if key in top_level}
-    nested = {key: value for key, value in overrides.items() if key not in top_level}
-    if nested:
-        routed["recipe"] = nested
-    return routed
-
-
-def load_hparams(hparams_file, overrides):
-    """Load a configuration and merge its shared ``recipe`` block to the top."""
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, route_overrides(hparams_file, overrides))
-    return {**hparams, **hparams.pop("recipe")}
+def class_count_overrides(settings, overrides, speakers):
+    """The overrides with ``n_classes`` set to the number of training
+    speakers, or unchanged when they agree; an explicit --n_classes that
+    disagrees with the data is an error."""
+    overrides = parse_overrides(overrides)
+    if len(speakers) == settings["n_classes"]:
+        return overrides, False
+    if "n_classes" in overrides:
+        raise ValueError(
+            f"--n_classes={overrides['n_classes']} but train_annotation "
+            f"{settings['train_annotation']} has {len(speakers)} speakers"
+        )
+    logger.info("n_classes: %d training speakers (the yaml says %d)",
+                len(speakers), settings["n_classes"])
+    overrides["n_classes"] = len(speakers)
+    return overrides, True
 
 
 def main(argv):
+    """Prepare, build the model once with the right class count, train, export."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # plain values only: a mistyped override stops here, before any work
+    settings = plain_values(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = load_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
+        experiment_directory=settings["output_folder"],
         hyperparams_to_save=hparams_file,
-        overrides=route_overrides(hparams_file, overrides),
+        overrides=overrides,
     )
-    run_on_main(
-        prepare_voxceleb1,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prepare_folder"],
-            "verification_file": hparams["verification_file"],
-            "valid_utterances_per_speaker": hparams["valid_utterances_per_speaker"],
-            "seed": hparams["seed"],
-            "num_workers": hparams["prepare_workers"],
-        },
-    )
-    train_data, valid_data, label_encoder = dataio_prep(hparams)
-    if len(label_encoder) != hparams["n_classes"]:
-        overrides = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
-        overrides = dict(overrides or {})
-        if "n_classes" in overrides:
-            raise ValueError(
-                f"--n_classes={hparams['n_classes']} but the training data has "
-                f"{len(label_encoder)} speakers"
-            )
-        overrides["n_classes"] = len(label_encoder)
-        hparams = load_hparams(hparams_file, overrides)
+    if not settings["skip_prep"]:
+        run_on_main(prepare_voxceleb1, kwargs={
+            "data_folder": settings["data_folder"],
+            "save_folder": settings["prepare_folder"],
+            "verification_file": settings["verification_file"],
+            "valid_utterances_per_speaker": settings["valid_utterances_per_speaker"],
+            "seed": settings["seed"],
+            "num_workers": settings["prepare_workers"],
+        })
+    train_rows, valid_rows, speakers = speakers_of(settings)
+    overrides, changed = class_count_overrides(settings, overrides, speakers)
+    if changed:  # the saved hyperparams.yaml records the model actually built
+        run_on_main(save_resolved, args=[
+            hparams_file, overrides, Path(settings["output_folder"]) / "hyperparams.yaml"])
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    train_data, valid_data, label_encoder = dataio_prep(
+        hparams, train_rows, valid_rows, speakers)
     hparams["augment"] = build_augmentation(hparams)
 
     if str(run_opts.get("device", "cpu")).startswith("cuda"):
@@ -280,19 +296,13 @@ def main(argv):
         train_loader_kwargs=hparams["dataloader_options"],
         valid_loader_kwargs=hparams["valid_dataloader_options"],
     )
-    sizes = {key: hparams[key] for key in ("n_mels", "channels", "block_counts", "emb_dim", "n_classes")}
-    run_on_main(
-        write_pretrained,
-        kwargs={
-            "folder": hparams["pretrained_folder"],
-            "embedding_model": hparams["model"]["embedding_model"],
-            "classifier": hparams["model"]["classifier"],
-            "label_encoder": label_encoder,
-            "sizes": sizes,
-            "model_file": INTERFACE_DIR / "model.yaml",
-            "interface_file": INTERFACE_DIR / "pretrained_interface.yaml",
-        },
-    )
+    run_on_main(write_pretrained, kwargs={
+        "folder": hparams["pretrained_folder"],
+        "model_yaml": model_definition(hparams_file, overrides),
+        "embedding_model": hparams["embedding_model"],
+        "classifier": hparams["classifier"],
+        "label_encoder": label_encoder,
+    })
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ list (the 1,211 VoxCeleb1 dev speakers for veri_test2.txt). A seeded
 ``valid_utterances_per_speaker`` utterances per training speaker are held out
 for validation. Written into ``save_folder`` (each file atomically):
 
-* ``train.csv``, ``valid.csv``: ``ID,duration,wav,spk_id`` (SpeechBrain CSV)
-* ``label_encoder.txt``: training speakers, by SpeechBrain's CategoricalEncoder
+* ``train.csv``, ``valid.csv``: ``ID,duration,wav,spk_id`` (SpeechBrain CSV;
+  the training script derives its speaker labels from train.csv)
 * a copy of the trial list and ``trials_files.csv`` (``ID,duration,wav``,
   every file of the trial list once)
 * ``prepare_options.json``: written last; a rerun with the same options
@@ -44,11 +44,12 @@ import struct
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import NamedTuple
 
+from speechbrain_mrmha.io import atomic_write, write_text_atomic
 from speechbrain_mrmha.trials import read_trials, trial_files
 
 logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_options.json"
-_VERSION = 1
+_VERSION = 2  # 2: no label_encoder.txt (the training script makes it)
 _BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
 
 
@@ -57,7 +58,7 @@ class PrepareResult(NamedTuple):
 
     Arguments
     ---------
-    train_csv, valid_csv, label_encoder, verification_file, trials_csv : str
+    train_csv, valid_csv, verification_file, trials_csv : str
         Paths of the outputs in ``save_folder``.
     skipped : bool
         True when the outputs were up to date and nothing was done.
@@ -65,7 +66,6 @@ class PrepareResult(NamedTuple):
 
     train_csv: str
     valid_csv: str
-    label_encoder: str
     verification_file: str
     trials_csv: str
     skipped: bool
@@ -207,29 +207,12 @@ def _examples(items):
     return f"{len(items)}, e.g. " + ", ".join(repr(x) for x in items[:5])
 
 
-def _write_atomic(path, write):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_csv(path, header, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            w.writerows(rows)
-
-    _write_atomic(path, write)
-
-
-def _write_json(path, obj):
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
+    """Write a CSV atomically."""
+    with atomic_write(path) as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def _utt_id(rel):
@@ -298,10 +281,10 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
                    verification_sha1=trials_sha1, seed=int(seed),
                    valid_utterances_per_speaker=int(valid_utterances_per_speaker))
     out = PrepareResult(*(os.path.join(save_folder, name) for name in (
-        "train.csv", "valid.csv", "label_encoder.txt", os.path.basename(verification_file),
+        "train.csv", "valid.csv", os.path.basename(verification_file),
         "trials_files.csv")), skipped=False)
     options_path = os.path.join(save_folder, OPTIONS_FILE)
-    if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:5]):
+    if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:4]):
         with open(options_path) as fh:
             if json.load(fh) == options:
                 logger.info("VoxCeleb1 preparation up to date in %s, skipping", save_folder)
@@ -352,14 +335,9 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
     _write_csv(out.valid_csv, ["ID", "duration", "wav", "spk_id"],
                rows([f for f in train_files if f in valid]))
     _write_csv(out.trials_csv, ["ID", "duration", "wav"], rows(needed, with_speaker=False))
-    _write_atomic(out.verification_file, lambda tmp: shutil.copyfile(verification_file, tmp))
-
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(sorted(by_speaker))
-    _write_atomic(out.label_encoder, encoder.save)
-    _write_atomic(options_path, lambda tmp: _write_json(tmp, options))
+    with open(verification_file, "rb") as fin, atomic_write(out.verification_file, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    write_text_atomic(options_path, json.dumps(options, indent=1))
     logger.info("VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, %d trial files",
                 save_folder, len(by_speaker), len(train_files) - len(valid), len(valid),
                 len(needed))

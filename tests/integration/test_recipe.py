@@ -164,43 +164,118 @@ def test_ddp_two_gloo_processes(tiny_corpus, tmp_path):
     assert (output / "train_log.txt").read_text().startswith("epoch: 1")
 
 
-@pytest.mark.parametrize("yaml", sorted(p.name for p in (RECIPE / "hparams").glob("*.yaml")
-                                        if p.name != "common.yaml"))
+TRAINING_YAMLS = sorted(p.name for p in (RECIPE / "hparams").glob("*.yaml")
+                        if p.name != "verification.yaml")
+
+
+@pytest.mark.parametrize("yaml", TRAINING_YAMLS + ["verification.yaml"])
 def test_every_yaml_key_is_used(yaml):
     """SpeechBrain's recipe check: each top-level key appears in the script
-    (hparams["key"] / hparams.key) or is referenced as <key> by the yaml."""
-    text = (RECIPE / "hparams" / yaml).read_text()
-    files = [text]
-    script = "speaker_verification_cosine.py" if yaml == "verification.yaml" else "train_speaker_embeddings.py"
-    code = (RECIPE / script).read_text()
+    (hparams["key"] / hparams.key) or is referenced as <key> in the yaml."""
     from dataclasses import fields
 
     from speechbrain.utils.run_opts import RunOptions
 
+    text = (RECIPE / "hparams" / yaml).read_text()
+    script = ("speaker_verification_cosine.py" if yaml == "verification.yaml"
+              else "train_speaker_embeddings.py")
+    code = (RECIPE / script).read_text()
     brain_options = {f.name for f in fields(RunOptions)}  # read by sb.Brain itself
-    if yaml != "verification.yaml":
-        files.append((RECIPE / "hparams" / "common.yaml").read_text())
-    for content in files:
-        for key in re.findall(r"^([A-Za-z_]\w*)\s*:", content, flags=re.MULTILINE):
-            if key.startswith("__") or key == "recipe" or key in brain_options:
-                continue
-            used = (f'"{key}"' in code or f".{key}" in code
-                    or any(f"<{key}>" in c or f"<{key}[" in c for c in files)
-                    or f"<{key}>" in (ROOT / "hparams" / "model.yaml").read_text())
-            assert used, f"{yaml}: key {key} is not used"
+    unused = []
+    for key in re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE):
+        if key.startswith("__") or key in brain_options:
+            continue
+        if not (f'"{key}"' in code or f".{key}" in code
+                or f"<{key}>" in text or f"<{key}[" in text):
+            unused.append(key)
+    assert not unused, f"{yaml}: keys not used: {unused}"
 
 
-@pytest.mark.parametrize("yaml", ["mrmha.yaml", "global_multi_head.yaml", "attentive_statistics.yaml",
-                                  "structured_multi_head.yaml", "split_multi_head.yaml",
-                                  "self_attentive.yaml", "statistics.yaml"])
+DOCUMENTED_OVERRIDES = ("data_folder", "verification_file", "output_folder",
+                        "number_of_epochs", "batch_size", "sentence_len", "channels",
+                        "emb_dim", "lr", "margin", "scale", "seed", "num_workers")
+
+
+@pytest.mark.parametrize("yaml", TRAINING_YAMLS)
+def test_documented_overrides_exist_and_typos_stop_before_any_work(yaml, tmp_path):
+    from speechbrain_mrmha.config import plain_values
+
+    values = plain_values(RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)})
+    assert set(DOCUMENTED_OVERRIDES) <= set(values)
+    if yaml in ("mrmha.yaml", "global_multi_head.yaml", "structured_multi_head.yaml",
+                "split_multi_head.yaml"):
+        assert "num_heads" in values
+    if yaml == "mrmha.yaml":
+        assert "temperatures" in values
+    for typo in ("numheads", "margn"):
+        result = run([RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml,
+                      f"--data_folder={tmp_path}", f"--output_folder={tmp_path / 'out'}",
+                      f"--{typo}=3"], check=False)
+        assert result.returncode != 0
+        assert f"Override '{typo}' not found" in result.stderr
+        assert not (tmp_path / "out").exists()  # stopped before any work
+
+
+def _canonical(node):
+    """A resolved yaml tree as plain data, tags kept as ('!tag', value);
+    the ResNet's pooling argument is left out (compared on its own)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, CommentedMap):
+        value = {k: _canonical(v) for k, v in node.items()
+                 if not (k == "pooling" and tag and tag.endswith("ResNet34"))}
+    elif isinstance(node, CommentedSeq):
+        value = [_canonical(v) for v in node]
+    elif isinstance(node, TaggedScalar):
+        value = node.value
+    else:
+        value = node
+    return (tag, value) if tag and tag.startswith("!") else value
+
+
+def _resolved(yaml, output):
+    from ruamel.yaml import YAML
+
+    from speechbrain_mrmha.config import resolve_config
+
+    text = resolve_config(RECIPE / "hparams" / yaml,
+                          {"data_folder": "/data", "output_folder": output})
+    return {k: _canonical(v) for k, v in YAML(typ="rt").load(text).items()}
+
+
+def test_configurations_differ_only_in_the_pooling():
+    """The model cannot drift: with one output folder, every configuration
+    resolves to mrmha.yaml's values except the pooling entry, the keys only
+    the pooling uses, and the embedding model's pooling argument."""
+    reference = _resolved("mrmha.yaml", "/out")
+    for yaml in TRAINING_YAMLS:
+        config = _resolved(yaml, "/out")
+        pooling_keys = {"penalty_weight"}
+        for name in (yaml, "mrmha.yaml"):
+            text = (RECIPE / "hparams" / name).read_text()
+            block = re.search(r"^pooling: .*?(?=^\S)", text, flags=re.MULTILINE | re.DOTALL)
+            pooling_keys |= set(re.findall(r"<(\w+)>", block.group(0)))
+        differing = {k for k in reference.keys() | config.keys()
+                     if reference.get(k) != config.get(k)}
+        assert differing <= {"pooling"} | pooling_keys, (yaml, differing - pooling_keys)
+        # the pooling's keys are used by the pooling only (and the folder name)
+        lines = [line for line in (RECIPE / "hparams" / yaml).read_text().splitlines()
+                 if not line.startswith("output_folder:")]
+        for key in pooling_keys - {"penalty_weight"}:
+            assert sum(f"<{key}>" in line for line in lines) <= 1, (yaml, key)
+
+
+@pytest.mark.parametrize("yaml", TRAINING_YAMLS)
 def test_every_configuration_builds_the_paper_model(yaml, tmp_path):
-    sys.path.insert(0, str(RECIPE))
-    from train_speaker_embeddings import load_hparams
+    from hyperpyyaml import load_hyperpyyaml
 
-    hparams = load_hparams(RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)})
-    model = hparams["model"]["embedding_model"]
+    with open(RECIPE / "hparams" / yaml) as fin:
+        hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path)})
+    model = hparams["embedding_model"]
     assert model.frame_dim == 1024 and model.linear2.out_features == 512
-    assert hparams["model"]["classifier"].weight.shape == (1211, 512)
+    assert hparams["classifier"].weight.shape == (1211, 512)
+    assert hparams["modules"]["embedding_model"] is model
     heads = getattr(model.pooling, "num_heads", 1)
     if yaml in ("mrmha.yaml", "global_multi_head.yaml", "structured_multi_head.yaml"):
         assert heads == 4 and model.pooling.output_size == 4 * 1024

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_mrmha.synthetic import generate_corpus
 from speechbrain_mrmha.trials import read_trials, trial_files
@@ -79,12 +78,7 @@ def test_durations_equal_soundfile(prepared):
             assert float(r["duration"]) == sf.info(r["wav"]).duration, r["wav"]
 
 
-def test_label_encoder_and_trial_outputs(prepared, corpus):
-    encoder = CategoricalEncoder()
-    encoder.load(prepared.label_encoder)
-    speakers = sorted({r["spk_id"] for r in rows(prepared.train_csv)})
-    assert sorted(encoder.lab2ind) == speakers
-    assert sorted(encoder.lab2ind.values()) == list(range(len(speakers)))
+def test_trial_outputs(prepared, corpus):
     copied = Path(prepared.verification_file).read_bytes()
     assert copied == Path(corpus.verification_file).read_bytes()
     trial_rows = rows(prepared.trials_csv)
@@ -113,7 +107,7 @@ def test_rerun_skips_and_changed_options_redo(corpus, tmp_path):
     assert not first.skipped
     n_valid = len(rows(first.valid_csv))
     stamps = {p.name: p.stat().st_mtime_ns for p in save.iterdir()}
-    assert set(stamps) == {"train.csv", "valid.csv", "label_encoder.txt", "veri_test2.txt",
+    assert set(stamps) == {"train.csv", "valid.csv", "veri_test2.txt",
                            "trials_files.csv", prep.OPTIONS_FILE}
     second = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, seed=1, num_workers=2)
     assert second.skipped
@@ -264,10 +258,10 @@ def test_command_line(corpus, tmp_path):
     assert "prepared" in done.stdout
     direct = prep.prepare_voxceleb1(corpus.root, str(tmp_path / "direct"),
                                     corpus.verification_file, valid_utterances_per_speaker=1)
-    for name in ("train.csv", "valid.csv", "trials_files.csv", "label_encoder.txt"):
+    for name in ("train.csv", "valid.csv", "trials_files.csv"):
         assert (save / name).read_bytes() == Path(getattr(direct, {
-            "train.csv": "train_csv", "valid.csv": "valid_csv", "trials_files.csv": "trials_csv",
-            "label_encoder.txt": "label_encoder"}[name])).read_bytes()
+            "train.csv": "train_csv", "valid.csv": "valid_csv",
+            "trials_files.csv": "trials_csv"}[name])).read_bytes()
     bad = subprocess.run(cmd[:2] + ["--data_folder", str(tmp_path / "none"), "--save_folder",
                                     str(save), "--verification_file", corpus.verification_file],
                          capture_output=True, text=True, timeout=120)
