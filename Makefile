@@ -1,12 +1,13 @@
 # Two entry points, each sets itself up on first use:
 #   make demo   -> virtual environment + demo on the built-in synthetic corpus
 #   make test   -> virtual environment + the whole test suite (what CI runs)
+#   make lint   -> ruff format --check and ruff check (SpeechBrain's style)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) bench/pooling.py

@@ -373,3 +373,45 @@ def test_fp16_precision_is_refused_on_cpu(tiny_corpus, tmp_path):
     assert result.returncode != 0
     assert "fp16. This option is not yet supported on CPU" in result.stdout + result.stderr
     assert not (tmp_path / "fp16" / "train_log.txt").exists()
+
+
+def test_model_is_built_once_with_the_data_class_count(tiny_corpus, tmp_path, monkeypatch):
+    """n_classes comes from the training data before the model is built: one
+    ResNet-34 is built for training, and the experiment's hyperparams.yaml
+    records the class count the classifier has (2 training speakers here,
+    1211 in the yaml)."""
+    import yaml as pyyaml
+
+    monkeypatch.syspath_prepend(str(RECIPE))
+    import train_speaker_embeddings as recipe
+
+    from speechbrain_mrmha import resnet
+
+    builds, at_export = [], []
+    original = resnet.ResNet34.__init__
+
+    def counting(self, *args, **kwargs):
+        builds.append(1)
+        original(self, *args, **kwargs)
+
+    def export(**kwargs):
+        at_export.append(len(builds))  # write_pretrained then checks its yaml
+        return write(**kwargs)
+
+    write = recipe.write_pretrained
+    monkeypatch.setattr(resnet.ResNet34, "__init__", counting)
+    monkeypatch.setattr(recipe, "write_pretrained", export)
+    output = tmp_path / "once"
+    recipe.main([str(RECIPE / "hparams" / "mrmha.yaml"), f"--data_folder={tiny_corpus.root}",
+                 f"--output_folder={output}", "--number_of_epochs=1", "--num_heads=2", *TINY])
+    assert at_export == [1]
+    text = (output / "hyperparams.yaml").read_text()
+    saved = pyyaml.load(text, Loader=pyyaml.BaseLoader)  # plain values, tags as text
+    classifier = torch.load(output / "pretrained" / "classifier.ckpt")
+    assert int(saved["n_classes"]) == 2 == classifier["weight"].shape[0]
+    assert "out_neurons: 2" in (output / "pretrained" / "hyperparams.yaml").read_text()
+    # an explicit --n_classes that disagrees with the data is an error
+    result = train(tiny_corpus, tmp_path / "bad", epochs=1, extra=["--n_classes=5"],
+                   check=False)
+    assert result.returncode != 0
+    assert "--n_classes=5 but train_annotation" in result.stderr
