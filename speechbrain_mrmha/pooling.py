@@ -419,6 +419,7 @@ class AttentionPooling(nn.Module):
         return orthogonality_penalty(self.last_attention)
 
     def extra_repr(self):
+        """The settings shown in ``print(module)``."""
         return (
             f"input_size={self.input_size}, num_heads={self.num_heads}, scorer={self.scorer}, "
             f"hidden_size={self.hidden_size}, activation={self.activation}, std={self.std}, "

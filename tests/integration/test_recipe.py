@@ -132,7 +132,7 @@ def test_verification_reports_missing_files_first(trained, tiny_corpus, tmp_path
                   f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
                   f"--verification_file={trials}", f"--output_folder={tmp_path / 'v'}"], check=False)
     assert result.returncode != 0
-    assert "2 of 2 trial files cannot be read" in result.stderr
+    assert "2 trial entries cannot be read" in result.stderr
     assert "id99999/nothere/00001.wav: missing" in result.stderr
     assert not (tmp_path / "v" / "embeddings.pt").exists()
 
@@ -415,3 +415,41 @@ def test_model_is_built_once_with_the_data_class_count(tiny_corpus, tmp_path, mo
                    check=False)
     assert result.returncode != 0
     assert "--n_classes=5 but train_annotation" in result.stderr
+
+
+def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(tmp_path, monkeypatch):
+    """VoxCeleb entries (id/video/00001.wav under wav/) and SpeechBrain's
+    sample entries (spk1_snt1, spk1_snt1.wav under data_folder) resolve to
+    the same files; enrol / test CSVs map IDs; problems are listed together."""
+    import soundfile
+
+    monkeypatch.syspath_prepend(str(RECIPE))
+    from speaker_verification_cosine import resolve_entries
+
+    data = tmp_path / "data"
+    vox = data / "wav" / "id1" / "v" / "00001.wav"
+    sample = data / "spk1_snt1.wav"
+    for path, seconds in ((vox, 1.0), (sample, 1.5)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, torch.zeros(int(seconds * 16000)).numpy(), 16000)
+    found = resolve_entries(["id1/v/00001.wav", "id1/v/00001", "spk1_snt1", "spk1_snt1.wav"],
+                            data)
+    assert found["id1/v/00001.wav"] == found["id1/v/00001"] == (str(vox), 1.0)
+    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
+
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_entries(["id1/v/00002.wav", "nothere", "spk1_snt1"], data)
+    assert "2 trial entries cannot be read" in str(error.value)
+    assert "id1/v/00002.wav: missing" in str(error.value) and "nothere: missing" in str(error.value)
+
+    (data / "id1" / "v").mkdir(parents=True)
+    soundfile.write(data / "id1" / "v" / "00001.wav", torch.zeros(800).numpy(), 16000)
+    with pytest.raises(FileNotFoundError, match="ambiguous"):
+        resolve_entries(["id1/v/00001.wav"], data)
+
+    enrol = tmp_path / "enrol.csv"
+    enrol.write_text("ID, duration,wav,spk_id\nspk1_snt1,1.5,$data_root/spk1_snt1.wav,spk1\n")
+    found = resolve_entries(["spk1_snt1", "spk1_snt1.wav"], data, enrol)
+    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
+    with pytest.raises(FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"):
+        resolve_entries(["spk2"], data, enrol)
