@@ -46,33 +46,34 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from speechbrain_mrmha.cosams import CosineClassifier
 from speechbrain_mrmha.export import load_encoder, write_pretrained
 from speechbrain_mrmha.extraction import default_batch_seconds, encode_signals, length_batches
-from speechbrain_mrmha.pooling import build_pooling
-from speechbrain_mrmha.resnet import ResNet34
 
 SAMPLE_RATE = 16000
 CHANNELS = [64, 128, 256, 512]
 BLOCKS = [3, 4, 6, 3]
 NUM_HEADS = 6
+CONFIG = Path(__file__).resolve().parents[1] / "recipes/VoxCeleb1/hparams/mrmha.yaml"
 GPU_BATCH_SECONDS = default_batch_seconds("cuda")
 CPU_BATCH_SECONDS = default_batch_seconds("cpu")
 
 
 def write_model(folder):
     """Writes an untrained paper-size ResNet-34 + MRMHA (K = 6) pretrained
-    folder and returns its path."""
+    folder from the recipe's mrmha.yaml and returns its path."""
+    from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    torch.manual_seed(0)
-    pooling = functools.partial(build_pooling, name="mrmha", num_heads=NUM_HEADS)
-    model = ResNet34(n_mels=40, channels=CHANNELS, block_counts=BLOCKS,
-                     pooling=pooling, lin_neurons=512).eval()
+    from speechbrain_mrmha.config import model_definition
+
+    overrides = {"data_folder": str(folder), "num_heads": NUM_HEADS, "n_classes": 2,
+                 "seed": 0}
+    with open(CONFIG) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
     labels = CategoricalEncoder()
     labels.update_from_iterable(["spk1", "spk2"])
-    sizes = dict(n_mels=40, channels=CHANNELS, block_counts=BLOCKS, emb_dim=512, n_classes=2)
-    return write_pretrained(Path(folder) / "model", model, CosineClassifier(512, 2), labels, sizes)
+    return write_pretrained(Path(folder) / "model", model_definition(CONFIG, overrides),
+                            hparams["embedding_model"].eval(), hparams["classifier"], labels)
 
 
 def signal(seconds, seed):

@@ -20,7 +20,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import soundfile
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -28,7 +27,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_mrmha.annotation import read_annotation
 from speechbrain_mrmha.export import load_encoder
 from speechbrain_mrmha.extraction import EmbeddingCache, embed_files, model_fingerprint
-from speechbrain_mrmha.io import write_text_atomic
+from speechbrain_mrmha.io import audio_info, write_text_atomic
 from speechbrain_mrmha.scoring import (
     EER,
     cohort_statistics,
@@ -37,7 +36,7 @@ from speechbrain_mrmha.scoring import (
     minDCF,
     normalize_scores,
 )
-from speechbrain_mrmha.trials import read_trials
+from speechbrain_mrmha.trials import read_trials, write_scores
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
 SHOWN = 20
@@ -53,6 +52,23 @@ def candidates(entry, data_folder):
 def resolve_entries(entries, data_folder, annotation=None):
     """Audio path and header duration of each trial entry; one error lists
     every entry that is missing, ambiguous or unreadable."""
+    found, problems = lookup(entries, data_folder, annotation)
+    raise_problems(problems)
+    return found
+
+
+def raise_problems(problems):
+    """One error listing every trial entry that cannot be read."""
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise FileNotFoundError(
+            f"{len(problems)} trial entries cannot be read:\n{shown}{more}")
+
+
+def lookup(entries, data_folder, annotation=None):
+    """Entry -> (audio path, duration) for the entries found, and the
+    problems of the others."""
     rows = None
     if annotation is not None:
         rows = read_annotation(annotation, data_folder, columns=("ID", "duration", "wav"))
@@ -73,16 +89,11 @@ def resolve_entries(entries, data_folder, annotation=None):
             problems.append(f"{entry}: ambiguous ({', '.join(map(str, paths))})")
         else:
             try:
-                info = soundfile.info(str(paths[0]))
-                found[entry] = (str(paths[0]), info.frames / info.samplerate)
-            except Exception as error:  # soundfile raises several types
-                problems.append(f"{paths[0]}: unreadable ({error})")
-    if problems:
-        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
-        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        raise FileNotFoundError(
-            f"{len(problems)} trial entries cannot be read:\n{shown}{more}")
-    return found
+                frames, rate = audio_info(paths[0])
+                found[entry] = (str(paths[0]), frames / rate)
+            except ValueError as error:  # names the file
+                problems.append(str(error))
+    return found, problems
 
 
 def cohort_embeddings(encoder, hparams, cache):
@@ -119,10 +130,11 @@ def main(argv):
     output = Path(hparams["output_folder"])
 
     trials = read_trials(hparams["verification_file"])
-    enrol = resolve_entries([t.enrol for t in trials], hparams["data_folder"],
-                            hparams["enrol_data"])
-    test = resolve_entries([t.test for t in trials], hparams["data_folder"],
-                           hparams["test_data"])
+    enrol, bad_enrol = lookup([t.enrol for t in trials], hparams["data_folder"],
+                              hparams["enrol_data"])
+    test, bad_test = lookup([t.test for t in trials], hparams["data_folder"],
+                            hparams["test_data"])
+    raise_problems(list(dict.fromkeys(bad_enrol + bad_test)))
     names, enrol_index, test_index = index_trials(
         [enrol[t.enrol][0] for t in trials], [test[t.test][0] for t in trials])
     durations = {path: duration for path, duration in [*enrol.values(), *test.values()]}
@@ -151,8 +163,7 @@ def main(argv):
         scores = normalize_scores(scores, enrol_index, test_index, mean, std)
 
     metrics = report(hparams, trials, scores, names, cache)
-    lines = [f"{t.enrol} {t.test} {float(s):.6f} {t.label}" for t, s in zip(trials, scores)]
-    write_text_atomic(output / "scores.txt", "\n".join(lines) + "\n")
+    write_scores(output / "scores.txt", trials, scores)
     write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     return metrics

@@ -75,7 +75,8 @@ def test_training_logs_loss_accuracy_and_entropy(trained):
 
 def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     from speechbrain_mrmha.export import load_encoder
-    from speechbrain_mrmha.extraction import encode_signals, load_audio
+    from speechbrain_mrmha.extraction import encode_signals
+    from speechbrain_mrmha.io import load_audio
     from speechbrain_mrmha.scoring import EER
     from speechbrain_mrmha.trials import read_trials
 
@@ -132,8 +133,10 @@ def test_verification_reports_missing_files_first(trained, tiny_corpus, tmp_path
                   f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
                   f"--verification_file={trials}", f"--output_folder={tmp_path / 'v'}"], check=False)
     assert result.returncode != 0
-    assert "2 trial entries cannot be read" in result.stderr
-    assert "id99999/nothere/00001.wav: missing" in result.stderr
+    output = result.stdout + result.stderr  # SpeechBrain logs uncaught errors
+    assert "2 trial entries cannot be read" in output
+    assert "id99999/nothere/00001.wav: missing" in output
+    assert "2 trial entries cannot be read" in (tmp_path / "v" / "log.txt").read_text()
     assert not (tmp_path / "v" / "embeddings.pt").exists()
 
 
@@ -313,7 +316,7 @@ def test_channels_last_trains_resumes_and_exports(trained, tiny_corpus, tmp_path
     folder gives the same embedding as the same weights in contiguous layout."""
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    from speechbrain_mrmha.extraction import load_audio
+    from speechbrain_mrmha.io import load_audio
     from speechbrain_mrmha.trials import read_trials
 
     output = tmp_path / "channels_last"
@@ -414,7 +417,7 @@ def test_model_is_built_once_with_the_data_class_count(tiny_corpus, tmp_path, mo
     result = train(tiny_corpus, tmp_path / "bad", epochs=1, extra=["--n_classes=5"],
                    check=False)
     assert result.returncode != 0
-    assert "--n_classes=5 but train_annotation" in result.stderr
+    assert "--n_classes=5 but train_annotation" in result.stdout + result.stderr
 
 
 def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(tmp_path, monkeypatch):
