@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speechbrain_mrmha.synthetic import make_trials
+from speechbrain_mrmha.app.synthetic import make_trials
 from speechbrain_mrmha.trials import write_trials
 
 HERE = Path(__file__).resolve().parent

@@ -105,7 +105,7 @@ def build_pipeline(root, batch, seconds):
     from train_speaker_embeddings import dataio_prep
     from voxceleb1_prepare import prepare_voxceleb1
 
-    from speechbrain_mrmha.synthetic import generate_corpus
+    from speechbrain_mrmha.app.synthetic import generate_corpus
 
     corpus = generate_corpus(os.path.join(root, "vox"), speakers=6, videos=2, utterances=4,
                              min_duration=seconds + 1.0, max_duration=seconds + 3.0,

@@ -1,86 +1,25 @@
-"""Embedding extraction with a pretrained ``EncoderClassifier``: audio
-loading with clear errors, batches of similar length, frame-exact lengths so
-that an utterance's embedding does not depend on its batch, and a resumable
-on-disk cache.
+"""Embedding extraction with a pretrained ``EncoderClassifier``: batches of
+similar length, frame-exact lengths so that an utterance's embedding does not
+depend on its batch, and a resumable cache (on disk, or in memory).
 
 Authors
  * speechbrain-mrmha developers
 """
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
-import soundfile
 import torch
-import torchaudio
 
+from speechbrain_mrmha.io import atomic_write, load_audio
+from speechbrain_mrmha.lengths import frame_counts, relative_lengths
 from speechbrain_mrmha.pooling import attention_entropy
-from speechbrain_mrmha.resnet import relative_lengths
 
-HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
-MIN_SECONDS = 0.5
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Padded audio per batch when none is given: on a CPU, batching long padded
 # batches only adds padding and cache misses (docs/BENCHMARKS.md), on a GPU
 # large batches are what fills the device.
 DEFAULT_BATCH_SECONDS = {"cpu": 12.0, "cuda": 240.0}
-
-
-def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS):
-    """Read a file as mono float32 at ``sample_rate``.
-
-    Stereo is mixed down, other sample rates are resampled.
-
-    Arguments
-    ---------
-    path : str or Path
-        An audio file soundfile can read.
-    sample_rate : int
-        The model's sample rate.
-    min_seconds : float
-        Shorter audio is refused (too few frames for a ResNet embedding).
-
-    Returns
-    -------
-    signal : torch.Tensor
-        (samples,) float32.
-
-    Example
-    -------
-    >>> load_audio("/nonexistent.wav")
-    Traceback (most recent call last):
-    ...
-    ValueError: /nonexistent.wav: cannot read audio (file does not exist)
-    """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: cannot read audio (file does not exist)")
-    try:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises several types
-        raise ValueError(f"{path}: cannot read audio ({error})") from None
-    signal = torch.from_numpy(data).mean(dim=1)
-    if rate != sample_rate:
-        signal = torchaudio.functional.resample(signal, rate, sample_rate)
-    if signal.shape[0] < min_seconds * sample_rate:
-        raise ValueError(
-            f"{path}: audio too short ({signal.shape[0] / sample_rate:.2f} s, "
-            f"need at least {min_seconds} s)"
-        )
-    return signal
-
-
-def frame_counts(num_samples, hop=HOP_SAMPLES):
-    """Feature frames of a centred STFT: 1 + samples // hop.
-
-    Example
-    -------
-    >>> frame_counts(torch.tensor([16000, 16159]))
-    tensor([101, 101])
-    """
-    return 1 + torch.div(num_samples, hop, rounding_mode="floor")
 
 
 def encode_signals(encoder, signals, precision="fp32"):
@@ -207,8 +146,9 @@ class EmbeddingCache:
 
     Arguments
     ---------
-    path : str or Path
-        The cache file.
+    path : str or Path or None
+        The cache file; None keeps the cache in memory only (nothing is read,
+        ``save`` does nothing).
     fingerprint : str
         Identifies the model (e.g. checkpoint size and mtime).
 
@@ -219,13 +159,17 @@ class EmbeddingCache:
     >>> cache.put("a.wav", torch.ones(4), None); cache.save()
     >>> "a.wav" in EmbeddingCache(cache.path, "model-1"), "a.wav" in EmbeddingCache(cache.path, "m2")
     (True, False)
+    >>> memory = EmbeddingCache(None, "model-1")
+    >>> memory.put("a.wav", torch.ones(4), None); memory.save()
+    >>> memory.path, "a.wav" in memory
+    (None, True)
     """
 
     def __init__(self, path, fingerprint):
-        self.path = Path(path)
+        self.path = None if path is None else Path(path)
         self.fingerprint = fingerprint
         self.embeddings, self.entropies = {}, {}
-        if self.path.is_file():
+        if self.path is not None and self.path.is_file():
             stored = torch.load(self.path, map_location="cpu")
             if stored.get("fingerprint") == fingerprint:
                 self.embeddings, self.entropies = stored["embeddings"], stored["entropies"]
@@ -234,31 +178,68 @@ class EmbeddingCache:
         return key in self.embeddings
 
     def put(self, key, embedding, entropy):
-        """Store one file's embedding and entropy (or None)."""
+        """Store one file's embedding and entropy (or None).
+
+        Arguments
+        ---------
+        key : str
+        embedding : torch.Tensor
+            (emb_dim,)
+        entropy : torch.Tensor or None
+            (heads,) attention entropy.
+
+        Example
+        -------
+        >>> cache = EmbeddingCache(None, "m")
+        >>> cache.put("a.wav", torch.zeros(3), torch.ones(2))
+        >>> cache.entropies["a.wav"]
+        tensor([1., 1.])
+        """
         self.embeddings[key] = embedding
         if entropy is not None:
             self.entropies[key] = entropy
 
     def save(self):
-        """Write the cache atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
-                                       dir=self.path.parent)
-        os.close(handle)
-        try:
+        """Write the cache atomically (nothing for an in-memory cache).
+
+        Example
+        -------
+        >>> import tempfile
+        >>> cache = EmbeddingCache(Path(tempfile.mkdtemp()) / "sub" / "emb.pt", "m")
+        >>> cache.save(); cache.path.is_file()
+        True
+        """
+        if self.path is None:
+            return
+        with atomic_write(self.path, "wb") as handle:
             torch.save(
                 {"fingerprint": self.fingerprint, "embeddings": self.embeddings,
                  "entropies": self.entropies},
-                tmp,
+                handle,
             )
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def model_fingerprint(folder):
-    """A string that changes whenever the folder's checkpoint changes."""
+    """A string that changes whenever the folder's checkpoint changes.
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained-model folder holding ``embedding_model.ckpt``.
+
+    Returns
+    -------
+    fingerprint : str
+        The checkpoint's size and modification time.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1234")
+    >>> model_fingerprint(folder).startswith("4-")
+    True
+    """
     stat = (Path(folder) / "embedding_model.ckpt").stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
@@ -275,7 +256,8 @@ def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_
     durations : dict
         key -> duration in seconds (from headers).
     cache : EmbeddingCache
-        Filled in place and saved every ``save_every_seconds`` and at the end.
+        Filled in place and saved every ``save_every_seconds`` and at the end
+        (an in-memory cache, ``path=None``, is never written).
     batch_seconds : float or None
         Padded audio per batch (see ``length_batches``); None picks
         ``default_batch_seconds`` of the encoder's device.
@@ -316,6 +298,5 @@ def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_
     return cache
 
 
-__all__ = ["load_audio", "frame_counts", "encode_signals", "default_batch_seconds",
-           "use_channels_last", "length_batches", "EmbeddingCache", "model_fingerprint",
-           "embed_files"]
+__all__ = ["encode_signals", "default_batch_seconds", "use_channels_last", "length_batches",
+           "EmbeddingCache", "model_fingerprint", "embed_files"]

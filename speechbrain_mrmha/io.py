@@ -1,5 +1,6 @@
-"""File services shared by the plugin, the CLI and the recipe: atomic writes
-whose files follow the umask.
+"""File services shared by the plugin, the CLI and the recipe: audio reading
+(whole files or crops, mono, resampled) with errors that name the file, and
+atomic writes whose files follow the umask.
 
 A writer never leaves a half-written file under the final name: it writes a
 fresh temporary file in the destination folder, then renames it into place
@@ -12,13 +13,154 @@ Authors
  * speechbrain-mrmha developers
 """
 
+import math
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text_atomic", "replace_folder"]
+import soundfile
+import torch
+import torchaudio
+
+__all__ = ["MIN_SECONDS", "audio_info", "load_audio", "atomic_write", "write_text_atomic",
+           "replace_folder"]
+
+MIN_SECONDS = 0.5  # shortest audio load_audio accepts by default
+# Extra native-rate context read around a crop before resampling, in units of
+# the longer sample period: torchaudio's default sinc filter reaches 6 zero
+# crossings of the lower rate (lowpass_filter_width=6, rolloff 0.99).
+_RESAMPLE_ZEROS = 8
+
+
+def audio_info(path):
+    """Frames and sample rate of an audio file, from its header.
+
+    Arguments
+    ---------
+    path : str or Path
+        An audio file soundfile can read.
+
+    Returns
+    -------
+    frames : int
+        Samples per channel.
+    sample_rate : int
+
+    Example
+    -------
+    >>> import tempfile
+    >>> wav = Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav, torch.zeros(8000, 2).numpy(), 8000)
+    >>> audio_info(wav)
+    (8000, 8000)
+    >>> audio_info("/nonexistent.wav")
+    Traceback (most recent call last):
+    ...
+    ValueError: /nonexistent.wav: cannot read audio header (file does not exist)
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: cannot read audio header (file does not exist)")
+    try:
+        info = soundfile.info(path)
+    except Exception as error:  # soundfile raises several types
+        raise ValueError(f"{path}: cannot read audio header ({error})") from None
+    return int(info.frames), int(info.samplerate)
+
+
+def _native_span(offset, num_samples, rate, sample_rate, frames):
+    """The native-rate frames [start, stop) to read for target samples
+    [offset, offset + num_samples), and the index of ``offset`` in the
+    resampled read. With resampling, the read starts on a sample that falls
+    on the target grid and carries enough context for the sinc filter, so the
+    crop equals the same slice of the resampled whole file."""
+    end = None if num_samples is None else offset + num_samples
+    if rate == sample_rate:
+        return offset, frames if end is None else min(end, frames), 0
+    common = math.gcd(rate, sample_rate)
+    up, down = rate // common, sample_rate // common  # one period: up native, down target
+    margin = up + math.ceil(_RESAMPLE_ZEROS * up / min(up, down))
+    start = max(0, (offset * up // down - margin) // up * up)
+    stop = frames if end is None else min(frames, -(-end * up // down) + margin)
+    return start, stop, offset - start // up * down
+
+
+def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_samples=None):
+    """Read a file, or a crop of it, as mono float32 at ``sample_rate``.
+
+    Channels are averaged, other sample rates are resampled. A crop reads
+    only the frames it needs (plus a little context when resampling) and
+    equals the same slice of the whole file's result (exactly at the file's
+    own rate, up to float rounding when resampling).
+
+    Arguments
+    ---------
+    path : str or Path
+        An audio file soundfile can read.
+    sample_rate : int
+        The model's sample rate.
+    min_seconds : float
+        Shorter results are refused (too few frames for a ResNet embedding).
+    offset : int
+        First sample of the crop, counted at ``sample_rate``.
+    num_samples : int or None
+        Samples of the crop at ``sample_rate`` (fewer when the file ends
+        first); None reads to the end.
+
+    Returns
+    -------
+    signal : torch.Tensor
+        (samples,) float32.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> wav = Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav, torch.rand(16000).numpy() - 0.5, 16000, subtype="FLOAT")
+    >>> whole = load_audio(wav)
+    >>> crop = load_audio(wav, min_seconds=0, offset=100, num_samples=400)
+    >>> crop.shape, torch.equal(crop, whole[100:500])
+    (torch.Size([400]), True)
+    >>> load_audio("/nonexistent.wav")
+    Traceback (most recent call last):
+    ...
+    ValueError: /nonexistent.wav: cannot read audio (file does not exist)
+    """
+    path = str(path)
+    if offset < 0 or (num_samples is not None and num_samples < 1):
+        raise ValueError(f"{path}: a crop needs offset >= 0 and num_samples >= 1, got "
+                         f"offset={offset}, num_samples={num_samples}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: cannot read audio (file does not exist)")
+    try:
+        audio = soundfile.SoundFile(path)
+    except Exception as error:  # soundfile raises several types
+        raise ValueError(f"{path}: cannot read audio ({error})") from None
+    with audio:
+        rate, frames = audio.samplerate, audio.frames
+        available = -(-frames * sample_rate // rate)  # samples at sample_rate
+        if offset and offset >= available:
+            raise ValueError(f"{path}: crop offset {offset} is past the end of the audio "
+                             f"({available} samples at {sample_rate} Hz)")
+        start, stop, skip = _native_span(offset, num_samples, rate, sample_rate, frames)
+        try:
+            audio.seek(start)
+            data = audio.read(-1 if num_samples is None else stop - start, dtype="float32",
+                              always_2d=True)
+        except Exception as error:
+            raise ValueError(f"{path}: cannot read audio ({error})") from None
+    signal = torch.from_numpy(data).mean(dim=1)
+    if rate != sample_rate:
+        signal = torchaudio.functional.resample(signal, rate, sample_rate)
+    signal = signal[skip:] if num_samples is None else signal[skip:skip + num_samples]
+    if signal.shape[0] < min_seconds * sample_rate:
+        raise ValueError(
+            f"{path}: audio too short ({signal.shape[0] / sample_rate:.2f} s, "
+            f"need at least {min_seconds} s)"
+        )
+    return signal
 
 
 def _temporary_name(path):

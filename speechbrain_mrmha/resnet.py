@@ -14,63 +14,10 @@ import torch
 from torch import nn
 from speechbrain.nnet.pooling import StatisticsPooling
 
-__all__ = ["BasicBlock", "ResNet34", "valid_frame_counts", "relative_lengths"]
+from speechbrain_mrmha.lengths import relative_lengths, valid_frame_counts
+from speechbrain_mrmha.windowing import encode_windowed, receptive_field_frames, window_frames
 
-
-def valid_frame_counts(lengths, num_frames):
-    """Converts SpeechBrain relative lengths into absolute valid frame counts.
-
-    Arguments
-    ---------
-    lengths : torch.Tensor
-        Relative lengths in (0, 1], shape (batch,).
-    num_frames : int
-        Padded number of frames of the batch.
-
-    Returns
-    -------
-    counts : torch.Tensor
-        round(lengths * num_frames) as int64, clamped to [1, num_frames].
-
-    Example
-    -------
-    >>> valid_frame_counts(torch.tensor([1.0, 0.5, 0.3]), 10)
-    tensor([10,  5,  3])
-    """
-    counts = torch.round(lengths * num_frames).long()
-    return counts.clamp(min=1, max=num_frames)
-
-
-def relative_lengths(counts, num_frames):
-    """Converts valid frame counts back into relative lengths that every mask
-    convention recovers exactly: ``round(rel * T) == count`` and also
-    ``arange(T) < rel * T`` (SpeechBrain's ``length_to_mask``) selects exactly
-    ``count`` frames. The plain float32 quotient ``count / T`` often has
-    ``(count / T) * T`` one ulp above ``count``, which would let the float
-    comparison admit one padded frame; such values are moved down one ulp.
-
-    Arguments
-    ---------
-    counts : torch.Tensor
-        Valid frame counts, shape (batch,).
-    num_frames : int
-        Padded number of frames.
-
-    Returns
-    -------
-    lengths : torch.Tensor
-        Relative lengths (float32), shape (batch,).
-
-    Example
-    -------
-    >>> rel = relative_lengths(torch.tensor([3, 7]), 7)
-    >>> torch.round(rel * 7).long(), rel[1].item()
-    (tensor([3, 7]), 1.0)
-    """
-    target = counts.float()
-    rel = target / num_frames
-    above = rel * num_frames > target
-    return torch.where(above, torch.nextafter(rel, torch.zeros_like(rel)), rel)
+__all__ = ["BasicBlock", "ResNet34"]
 
 
 def _masked(x, mask):
@@ -194,6 +141,7 @@ class ResNet34(nn.Module):
         memory stays bounded by the window instead of growing with the input.
         Shorter inputs, and every input in train mode, take the single pass.
         Rounded down to a multiple of the time stride; None never chunks.
+        The windowing itself lives in ``speechbrain_mrmha.windowing``.
 
     Example
     -------
@@ -260,7 +208,7 @@ class ResNet34(nn.Module):
         self.bn2 = nn.BatchNorm2d(in_ch)
         self.frame_dim = in_ch * ((freq - 1) // 3 + 1)
         self.time_stride = 2 ** (len(channels) - 1)
-        self.context_frames = self._context_frames()
+        self.context_frames = receptive_field_frames(self)
         self._init_weights()
 
         self.pooling = self._build_pooling(pooling)
@@ -375,39 +323,41 @@ class ResNet34(nn.Module):
             and bool((counts == num_frames).all())
         ):
             masks = None
-        window = self._window()
+        window = window_frames(self)
         if self.training or window is None or num_frames <= window:
-            frames = self._encode(feats, masks)
+            frames = self.encode(feats, masks)
         else:
-            frames = self._encode_chunked(feats, masks, window)
+            frames = encode_windowed(self, feats, masks, window)
         if counts is None:
             return frames, None
         for _ in range(len(self.stages) - 1):
             counts = (counts + 1) // 2
         return frames, relative_lengths(counts, frames.shape[1])
 
-    def _context_frames(self):
-        """Receptive-field radius in input frames of one output frame,
-        rounded up to a multiple of the time stride."""
-        radius, stride = 1, 1  # conv1
-        for stage in self.stages:
-            for block in stage:
-                radius += stride  # conv1 of the block, at its input stride
-                stride *= block.conv1.stride[0]
-                radius += stride  # conv2
-        radius += stride  # conv2 of the network (time stride 1)
-        return -(-radius // self.time_stride) * self.time_stride
+    def encode(self, feats, counts=None):
+        """Conv1 .. Conv2 in one pass, padded steps zeroed before every
+        convolution (``frames`` calls it for inputs up to ``chunk_frames``,
+        ``windowing.encode_windowed`` for each window of longer ones).
 
-    def _window(self):
-        """Chunk length in input frames (a multiple of the time stride), or
-        None when chunking is off."""
-        if not self.chunk_frames:
-            return None
-        return max(self.time_stride, self.chunk_frames // self.time_stride * self.time_stride)
+        Arguments
+        ---------
+        feats : torch.Tensor
+            (batch, time, n_mels) features.
+        counts : torch.Tensor or None
+            Absolute valid frames of each row, shape (batch,); None: no
+            padding (no mask is built).
 
-    def _encode(self, feats, counts):
-        """Conv1 .. Conv2 on (batch, time, n_mels) features with absolute
-        valid frame counts (None: no padding); returns (batch, time', d)."""
+        Returns
+        -------
+        frames : torch.Tensor
+            (batch, time', frame_dim); steps past a row's count are padding.
+
+        Example
+        -------
+        >>> model = ResNet34(n_mels=24, channels=[4, 4, 8, 8], lin_neurons=8)
+        >>> model.encode(torch.rand(2, 37, 24), torch.tensor([37, 20])).shape
+        torch.Size([2, 5, 8])
+        """
         batch, num_frames = feats.shape[0], feats.shape[1]
 
         def time_mask(steps):
@@ -429,23 +379,6 @@ class ResNet34(nn.Module):
                 x = block(x, mask_in, mask)
         x = self.relu(self.bn2(self.conv2(_masked(x, mask))))
         return x.permute(0, 2, 1, 3).reshape(batch, num_frames, -1)
-
-    def _encode_chunked(self, feats, counts, window):
-        """``_encode`` over windows of ``window`` frames, each with
-        ``context_frames`` of context on both sides; keeps each window's own
-        output frames. Window starts are multiples of the time stride, so
-        every stage sees the same grid and the same zero padding (padded
-        steps are zeroed through the sliced counts) as the single pass."""
-        num_frames, context = feats.shape[1], self.context_frames
-        pieces = []
-        for start in range(0, num_frames, window):
-            end = min(start + window, num_frames)
-            low, high = max(0, start - context), min(num_frames, end + context)
-            part = None if counts is None else (counts - low).clamp(0, high - low)
-            out = self._encode(feats[:, low:high], part)
-            first = (start - low) // self.time_stride
-            pieces.append(out[:, first : first + -(-(end - start) // self.time_stride)])
-        return torch.cat(pieces, dim=1)
 
     def forward(self, feats, lengths=None):
         """Computes speaker embeddings.

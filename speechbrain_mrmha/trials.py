@@ -1,4 +1,4 @@
-"""Reading and writing speaker-verification trial lists.
+"""Reading and writing speaker-verification trial lists and score files.
 
 The official VoxCeleb trial lists (``veri_test.txt``, ``veri_test2.txt`` and
 the VoxCeleb1-E / VoxCeleb1-H lists ``list_test_all2.txt`` /
@@ -10,14 +10,30 @@ with ``label`` 1 (target: same speaker) or 0 (non-target) and ``enrol`` /
 ``test`` paths relative to the ``wav`` folder, e.g.
 ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``.
 
+A score file (``scores.txt`` of the verification recipe) holds one scored
+trial per line::
+
+    enrol test score label
+
+Both parsers accept a UTF-8 byte-order mark at the start of the file (as
+some Windows editors write) and report bad lines by file and line number;
+both writers replace the file atomically (``io.write_text_atomic``).
+
 Authors
  * speechbrain_mrmha contributors
 """
 
+import math
 import os
+from pathlib import Path
 from typing import List, NamedTuple
 
-__all__ = ["Trial", "read_trials", "write_trials", "trial_files"]
+import torch
+
+from speechbrain_mrmha.io import write_text_atomic
+
+__all__ = ["Trial", "read_trials", "write_trials", "trial_files", "TrialScores",
+           "read_scores", "write_scores"]
 
 
 class Trial(NamedTuple):
@@ -83,7 +99,7 @@ def read_trials(path) -> List[Trial]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"trial list {path!r} does not exist")
     trials = []
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, "r", encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:
@@ -128,12 +144,8 @@ def write_trials(path, trials):
     >>> read_trials(f)[0].label
     0
     """
-    path = os.fspath(path)
     lines = [f"{int(t.label)} {t.enrol} {t.test}\n" for t in trials]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(lines)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(lines))
     return len(lines)
 
 
@@ -162,3 +174,132 @@ def trial_files(trials) -> List[str]:
         seen.setdefault(t.enrol, None)
         seen.setdefault(t.test, None)
     return list(seen)
+
+
+class TrialScores(NamedTuple):
+    """Scores of target and non-target trials.
+
+    Arguments
+    ---------
+    positive : torch.Tensor
+        1-D float64 scores of target (same-speaker) trials.
+    negative : torch.Tensor
+        1-D float64 scores of non-target trials.
+
+    Example
+    -------
+    >>> TrialScores(torch.tensor([0.9]), torch.tensor([0.1, 0.2])).negative.shape
+    torch.Size([2])
+    """
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+
+def read_scores(path):
+    """Read a score file of ``enrol test score label`` lines.
+
+    ``label`` is 1 for a target (same speaker) trial and 0 otherwise, as
+    written by ``write_scores``. Blank lines are ignored.
+
+    Arguments
+    ---------
+    path : str or Path
+        The score file.
+
+    Returns
+    -------
+    scores : TrialScores
+        ``positive`` (target) and ``negative`` (non-target) float64 scores.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If a line does not have four fields, a score is not a finite number,
+        a label is not 0 or 1, or either kind of trial is missing; the
+        message names the file (and the line).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "scores.txt"
+    >>> _ = path.write_text("a.wav b.wav 0.8 1\\na.wav c.wav 0.1 0\\nb.wav c.wav 0.3 0\\n")
+    >>> read_scores(path).negative
+    tensor([0.1000, 0.3000], dtype=torch.float64)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score file {path} does not exist")
+    positive, negative = [], []
+    with open(path, encoding="utf-8-sig") as fin:
+        for number, line in enumerate(fin, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}, line {number}"
+            if len(fields) != 4:
+                raise ValueError(
+                    f"{where}: expected 4 fields 'enrol test score label', got {len(fields)}"
+                )
+            try:
+                score = float(fields[2])
+            except ValueError:
+                raise ValueError(f"{where}: score {fields[2]!r} is not a number") from None
+            if not math.isfinite(score):
+                raise ValueError(f"{where}: score {fields[2]!r} is not finite")
+            if fields[3] not in ("0", "1"):
+                raise ValueError(f"{where}: label {fields[3]!r} must be 1 (target) or 0")
+            (positive if fields[3] == "1" else negative).append(score)
+    if not positive or not negative:
+        raise ValueError(
+            f"{path}: needs both target (label 1) and non-target (label 0) trials, "
+            f"got {len(positive)} and {len(negative)}"
+        )
+    return TrialScores(torch.tensor(positive, dtype=torch.float64),
+                       torch.tensor(negative, dtype=torch.float64))
+
+
+def write_scores(path, trials, scores):
+    """Write scored trials as ``enrol test score label`` lines (score with
+    six decimals), atomically.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Destination file.
+    trials : sequence of Trial
+        The trials, in the order of ``scores``.
+    scores : sequence of float or torch.Tensor
+        One finite score per trial.
+
+    Returns
+    -------
+    int
+        The number of lines written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "scores.txt")
+    >>> trials = [Trial(1, "s1/a/1.wav", "s1/b/2.wav"), Trial(0, "s1/a/1.wav", "s2/c/1.wav")]
+    >>> write_scores(f, trials, torch.tensor([0.75, -0.125]))
+    2
+    >>> open(f).readline()
+    's1/a/1.wav s1/b/2.wav 0.750000 1\\n'
+    >>> read_scores(f).negative
+    tensor([-0.1250], dtype=torch.float64)
+    """
+    trials = list(trials)
+    scores = [float(s) for s in scores]
+    if len(scores) != len(trials):
+        raise ValueError(f"{os.fspath(path)}: {len(scores)} scores for {len(trials)} trials")
+    lines = []
+    for t, score in zip(trials, scores):
+        if not math.isfinite(score):
+            raise ValueError(f"{os.fspath(path)}: score {score} of trial "
+                             f"{t.enrol} {t.test} is not finite")
+        lines.append(f"{t.enrol} {t.test} {score:.6f} {int(t.label)}\n")
+    write_text_atomic(path, "".join(lines))
+    return len(lines)

@@ -11,11 +11,12 @@ with SpeechBrain's EncoderClassifier.
 """
 
 import csv
-from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 
+RECIPE_HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1" / "hparams"
 TINY_CHANNELS = [4, 8, 16, 32]
 TINY_BLOCKS = [1, 1, 1, 1]
 TINY_EMB_DIM = 16
@@ -28,31 +29,39 @@ def _training_speakers(corpus):
     return [row["VoxCeleb1 ID"] for row in rows if row["Set"] == "dev"]
 
 
-def _write_tiny_pretrained(folder, corpus, pooling, seed):
-    """An untrained tiny model written with ``export.write_pretrained``."""
+def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
+    """An untrained tiny model of a recipe configuration, written with
+    ``export.write_pretrained`` from the configuration's model entries."""
+    import random
+
+    import numpy
+    from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_mrmha.cosams import CosineClassifier
+    from speechbrain_mrmha.config import model_definition
     from speechbrain_mrmha.export import write_pretrained
-    from speechbrain_mrmha.resnet import ResNet34
 
     speakers = _training_speakers(corpus)
     labels = CategoricalEncoder()
     labels.update_from_iterable(speakers)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = ResNet34(channels=TINY_CHANNELS, block_counts=TINY_BLOCKS,
-                         lin_neurons=TINY_EMB_DIM, pooling=pooling)
-        classifier = CosineClassifier(TINY_EMB_DIM, len(speakers))
-    sizes = dict(n_mels=40, channels=TINY_CHANNELS, block_counts=TINY_BLOCKS,
-                 emb_dim=TINY_EMB_DIM, n_classes=len(speakers))
-    return write_pretrained(folder, model.eval(), classifier, labels, sizes)
+    hparams_file = RECIPE_HPARAMS / yaml
+    overrides = dict(data_folder=str(corpus.root), channels=TINY_CHANNELS,
+                     block_counts=TINY_BLOCKS, emb_dim=TINY_EMB_DIM,
+                     n_classes=len(speakers), seed=seed, **overrides)
+    # the yaml seeds every generator: keep the tests' own streams untouched
+    states = random.getstate(), numpy.random.get_state()
+    with torch.random.fork_rng(), open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    random.setstate(states[0])
+    numpy.random.set_state(states[1])
+    return write_pretrained(folder, model_definition(hparams_file, overrides),
+                            hparams["embedding_model"].eval(), hparams["classifier"], labels)
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A tiny synthetic corpus (about a second to make)."""
-    from speechbrain_mrmha.synthetic import generate_corpus
+    from speechbrain_mrmha.app.synthetic import generate_corpus
 
     return generate_corpus(str(tmp_path_factory.mktemp("tiny_corpus") / "voxceleb1"),
                            speakers=4, videos=2, utterances=2, test_speakers=2,
@@ -65,21 +74,16 @@ def tiny_pretrained(tmp_path_factory, tiny_corpus):
 
     Its parent folder holds nothing else (no ``verification/metrics.json``).
     """
-    from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
-
-    pooling = partial(MultiResolutionMultiHeadAttentionPooling, num_heads=2)
     return _write_tiny_pretrained(tmp_path_factory.mktemp("tiny_mrmha") / "pretrained",
-                                  tiny_corpus, pooling, seed=1)
+                                  tiny_corpus, "mrmha.yaml", seed=1, num_heads=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_pretrained_selfattentive(tmp_path_factory, tiny_corpus):
     """Pretrained folder of an untrained tiny ResNet34 + self-attentive pooling."""
-    from speechbrain_mrmha.pooling import SelfAttentivePooling
-
     return _write_tiny_pretrained(
         tmp_path_factory.mktemp("tiny_selfattentive") / "pretrained",
-        tiny_corpus, SelfAttentivePooling, seed=2)
+        tiny_corpus, "self_attentive.yaml", seed=2)
 
 
 @pytest.fixture(scope="session")

@@ -257,7 +257,7 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
     Example
     -------
     >>> import tempfile
-    >>> from speechbrain_mrmha.synthetic import generate_corpus
+    >>> from speechbrain_mrmha.app.synthetic import generate_corpus
     >>> tmp = tempfile.mkdtemp()
     >>> c = generate_corpus(os.path.join(tmp, "vox"), speakers=4, videos=2,
     ...                     utterances=2, min_duration=0.5, max_duration=0.6)

@@ -1,15 +1,17 @@
-"""Command line of speechbrain_mrmha: ``python -m speechbrain_mrmha <command>``.
+"""Command line of speechbrain_mrmha: ``python -m speechbrain_mrmha <command>``
+(``speechbrain_mrmha/__main__.py`` calls ``main`` here).
 
 Commands (``--help`` on each):
 
 * ``verify --model DIR a.wav b.wav [--threshold T]``: cosine score of two
   files and a same / different speaker decision.
 * ``embed --model DIR FILES... --out FILE``: embeddings of many files,
-  batched by length; ``.pt`` ({path: tensor}), ``.npy`` (rows in the order
-  given) or ``.npz`` (``paths`` and ``embeddings``).
+  batched by length (``extraction.embed_files``); ``.pt`` ({path: tensor}),
+  ``.npy`` (one row per file given, in order) or ``.npz`` (``paths`` and
+  ``embeddings``, one row per file given).
 * ``plot attention --model DIR --wav FILE --out PNG [--reference DIR]``,
   ``plot det SCORES... --out PNG``, ``plot hist SCORES --out PNG``.
-* ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.demo``).
+* ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.app.demo``).
 
 Audio at another sample rate is resampled and stereo is mixed down. Bad
 input (an unreadable or too short file, a missing model folder, ...) prints
@@ -25,12 +27,11 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 PROG = "python -m speechbrain_mrmha"
 DEFAULT_THRESHOLD = 0.5
-SAMPLE_RATE = 16000  # of every model here (Fbank and extraction.HOP_SAMPLES)
+SAMPLE_RATE = 16000  # of every model here (Fbank and lengths.HOP_SAMPLES)
 EMBEDDING_FORMATS = (".pt", ".npy", ".npz")
 
 
@@ -80,16 +81,20 @@ def default_threshold(model):
     return threshold, f"EER threshold from {metrics_file}"
 
 
-def write_embeddings(embeddings, out):
-    """Write {path: embedding} atomically; the format follows the extension.
+def write_embeddings(paths, embeddings, out):
+    """Write the embeddings of ``paths`` atomically; the format follows the
+    extension.
 
-    ``.pt``: the dict itself (``torch.load``); ``.npy``: an (N, dim) array,
-    rows in the dict's order; ``.npz``: arrays ``paths`` and ``embeddings``.
+    ``.pt``: {path: embedding} (``torch.load``), each path once; ``.npy``: an
+    (N, dim) array, one row per entry of ``paths`` in order (repeats
+    included); ``.npz``: arrays ``paths`` and ``embeddings`` of those rows.
 
     Arguments
     ---------
+    paths : list of str
+        The files as given, possibly repeated.
     embeddings : dict
-        File path -> (dim,) tensor.
+        File path -> (dim,) tensor, for every path.
     out : str or Path
         Output file ending in .pt, .npy or .npz.
 
@@ -101,31 +106,26 @@ def write_embeddings(embeddings, out):
     -------
     >>> import numpy, torch
     >>> out = Path(tempfile.mkdtemp()) / "emb.npz"
-    >>> _ = write_embeddings({"a.wav": torch.ones(3), "b.wav": torch.zeros(3)}, out)
+    >>> vectors = {"a.wav": torch.ones(3), "b.wav": torch.zeros(3)}
+    >>> _ = write_embeddings(["a.wav", "b.wav", "a.wav"], vectors, out)
     >>> numpy.load(out)["embeddings"].shape
-    (2, 3)
+    (3, 3)
     """
     import numpy
     import torch
 
-    out = Path(out)
-    check_embedding_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fout:
-            if out.suffix == ".pt":
-                torch.save({key: value.clone() for key, value in embeddings.items()}, fout)
+    from speechbrain_mrmha.io import atomic_write
+
+    out = check_embedding_path(out)
+    with atomic_write(out, "wb") as fout:
+        if out.suffix == ".pt":
+            torch.save({path: embeddings[path].clone() for path in dict.fromkeys(paths)}, fout)
+        else:
+            matrix = torch.stack([embeddings[path] for path in paths]).numpy()
+            if out.suffix == ".npy":
+                numpy.save(fout, matrix)
             else:
-                matrix = torch.stack(list(embeddings.values())).numpy()
-                if out.suffix == ".npy":
-                    numpy.save(fout, matrix)
-                else:
-                    numpy.savez(fout, paths=numpy.array(list(embeddings)), embeddings=matrix)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+                numpy.savez(fout, paths=numpy.array(list(paths)), embeddings=matrix)
     return out
 
 
@@ -168,7 +168,8 @@ def _run_verify(args, stack):
     """``verify``: cosine score of two files and a decision."""
     import torch
 
-    from speechbrain_mrmha.extraction import encode_signals, load_audio
+    from speechbrain_mrmha.extraction import encode_signals
+    from speechbrain_mrmha.io import load_audio
 
     if args.threshold is None:
         threshold, source = default_threshold(args.model)
@@ -187,35 +188,33 @@ def _run_verify(args, stack):
 
 def _run_embed(args, stack):
     """``embed``: embeddings of many files, batched by length."""
-    from speechbrain_mrmha.extraction import (default_batch_seconds, encode_signals,
-                                              length_batches, load_audio)
+    from speechbrain_mrmha.extraction import EmbeddingCache, default_batch_seconds, embed_files
+    from speechbrain_mrmha.io import audio_info
 
     check_embedding_path(args.out)
     if args.batch_seconds is None:
         args.batch_seconds = default_batch_seconds(args.device)
     if args.batch_seconds <= 0 or args.max_batch_size < 1:
         raise ValueError("--batch-seconds must be > 0 and --max-batch-size >= 1")
-    files = list(dict.fromkeys(args.files))
-    # read every file once up front: bad input fails before the model loads
-    durations = [load_audio(path, SAMPLE_RATE).shape[0] / SAMPLE_RATE for path in files]
+    files = {path: path for path in args.files}  # each file once
+    durations = {}
+    for path in files:  # every header up front: unreadable files fail before the model loads
+        frames, rate = audio_info(path)
+        durations[path] = frames / rate
     encoder = _load_model(stack, args.model, args.device)
-    results = {}
-    for batch in length_batches(durations, args.batch_seconds, args.max_batch_size):
-        signals = [load_audio(files[i], SAMPLE_RATE) for i in batch]
-        embeddings, _ = encode_signals(encoder, signals, args.precision)
-        for row, index in enumerate(batch):
-            results[files[index]] = embeddings[row]
-    ordered = {path: results[path] for path in files}
-    out = write_embeddings(ordered, args.out)
-    dim = next(iter(ordered.values())).shape[0]
-    print(f"{len(ordered)} embeddings of dim {dim} -> {out}")
+    cache = embed_files(encoder, files, durations, EmbeddingCache(None, None),
+                        batch_seconds=args.batch_seconds, max_batch_size=args.max_batch_size,
+                        sample_rate=SAMPLE_RATE, progress=False, precision=args.precision)
+    out = write_embeddings(args.files, cache.embeddings, args.out)
+    dim = next(iter(cache.embeddings.values())).shape[0]
+    print(f"{len(args.files)} embeddings of dim {dim} -> {out}")
     return 0
 
 
 def _run_plot_attention(args, stack):
     """``plot attention``: per-head weights and entropies of one file."""
-    from speechbrain_mrmha.extraction import load_audio
-    from speechbrain_mrmha.plotting import _matplotlib, plot_attention, utterance_attention
+    from speechbrain_mrmha.app.plotting import _matplotlib, plot_attention, utterance_attention
+    from speechbrain_mrmha.io import load_audio
 
     _matplotlib()  # fail early with the install hint
     signal = load_audio(args.wav, SAMPLE_RATE)
@@ -243,7 +242,7 @@ def _run_plot_attention(args, stack):
 
 def _run_plot_det(args, stack):
     """``plot det``: DET curves of score files."""
-    from speechbrain_mrmha.plotting import plot_det
+    from speechbrain_mrmha.app.plotting import plot_det
 
     if args.labels is not None and len(args.labels) != len(args.scores):
         raise ValueError(f"--labels: {len(args.labels)} labels for {len(args.scores)} score files")
@@ -253,7 +252,7 @@ def _run_plot_det(args, stack):
 
 def _run_plot_hist(args, stack):
     """``plot hist``: target / non-target score histograms."""
-    from speechbrain_mrmha.plotting import plot_score_histograms
+    from speechbrain_mrmha.app.plotting import plot_score_histograms
 
     out = plot_score_histograms(args.scores, args.out, bins=args.bins)
     print(f"score histograms -> {out}")
@@ -302,7 +301,7 @@ def build_parser():
     embed = commands.add_parser(
         "embed", help="embeddings of many audio files",
         description="Embed audio files in batches of similar length and save them: .pt "
-        "({path: tensor}), .npy ((N, dim), rows in the order given) or .npz (paths, "
+        "({path: tensor}), .npy ((N, dim), one row per file given, in order) or .npz (paths, "
         "embeddings).")
     _model_options(embed)
     embed.add_argument("files", nargs="+", metavar="FILE")
@@ -376,8 +375,7 @@ def main(argv=None):
         import importlib
 
         # lazily: the demo drives the recipe and is only needed here
-        importlib.import_module("speechbrain_mrmha.demo").main(argv[1:])
-        return 0
+        return importlib.import_module("speechbrain_mrmha.app.demo").main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         with contextlib.ExitStack() as stack:

@@ -2,7 +2,8 @@
 the attentive-statistics baseline with a small ResNet on the CPU, score the
 trials, draw the figures and print a comparison table.
 
-Run from a clone of the repository (it drives the VoxCeleb1 recipe):
+Run from a clone of the repository (it drives the VoxCeleb1 recipe, which
+is not installed with the package):
     python -m speechbrain_mrmha demo --output demo_output
 A rerun reuses the corpus, finished trainings and cached embeddings.
 
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
 MODELS = (
     ("mrmha", "MRMHA K=4", "mrmha.yaml"),
     ("attentive_statistics", "attentive statistics", "attentive_statistics.yaml"),
@@ -85,14 +86,14 @@ def train_and_score(name, yaml_file, corpus, args, output):
 
 def figures(corpus, output):
     """Attention (MRMHA vs single head), DET curves, score histograms."""
-    from speechbrain_mrmha.export import load_encoder
-    from speechbrain_mrmha.extraction import load_audio
-    from speechbrain_mrmha.plotting import (
+    from speechbrain_mrmha.app.plotting import (
         plot_attention,
         plot_det,
         plot_score_histograms,
         utterance_attention,
     )
+    from speechbrain_mrmha.export import load_encoder
+    from speechbrain_mrmha.io import load_audio
     from speechbrain_mrmha.trials import read_trials
 
     figure_folder = output / "figures"
@@ -122,15 +123,45 @@ def figures(corpus, output):
     return paths
 
 
+def recipe_missing():
+    """The one-line error when the recipe is not next to the package (an
+    installed wheel), else None.
+
+    Returns
+    -------
+    message : str or None
+
+    Example
+    -------
+    >>> recipe_missing() is None or recipe_missing().startswith("demo: needs a clone")
+    True
+    """
+    if (RECIPE / "train_speaker_embeddings.py").is_file():
+        return None
+    return ("demo: needs a clone of the speechbrain-mrmha repository (the VoxCeleb1 recipe "
+            f"is not installed with the package); no recipe at {RECIPE}: clone the "
+            "repository, pip install -e it and run the demo from there")
+
+
 def main(argv=None):
-    """Run the whole demo; return the metrics of each model."""
+    """Run the whole demo.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    code : int
+        0, or 2 (one line on stderr) when the recipe is not there.
+    """
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not (RECIPE / "train_speaker_embeddings.py").is_file():
-        raise SystemExit(
-            f"demo: the VoxCeleb1 recipe is not at {RECIPE}; run the demo from a clone "
-            "of the speechbrain-mrmha repository"
-        )
-    from speechbrain_mrmha.synthetic import generate_corpus
+    problem = recipe_missing()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    from speechbrain_mrmha.app.synthetic import generate_corpus
 
     start = time.monotonic()
     output = Path(args.output).resolve()
@@ -167,8 +198,8 @@ def main(argv=None):
     print(f"  encoder = EncoderClassifier.from_hparams(source='{output / 'mrmha' / 'pretrained'}', savedir='/tmp/mrmha')")
     print("  embedding = encoder.encode_batch(encoder.load_audio('some.wav').unsqueeze(0))")
     print(f"\nDemo finished in {(time.monotonic() - start) / 60:.1f} minutes.")
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,8 +4,8 @@ histograms.
 
 matplotlib is an optional extra (``pip install speechbrain-mrmha[plot]``); it
 is imported inside the functions and drives the Agg canvas directly (no
-pyplot, no display needed). Every figure is written atomically: a temporary
-file in the output folder, then ``os.replace``.
+pyplot, no display needed). Every figure is written atomically
+(``io.atomic_write``). Score files are read by ``trials.read_scores``.
 
 Reference
 ---------
@@ -17,40 +17,21 @@ Authors
 """
 
 import os
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from speechbrain_mrmha.io import atomic_write
 from speechbrain_mrmha.pooling import attention_entropy
 from speechbrain_mrmha.scoring import EER
+from speechbrain_mrmha.trials import TrialScores, read_scores
 
-__all__ = ["TrialScores", "DetCurve", "read_scores", "det_curve", "utterance_attention",
-           "plot_attention", "plot_det", "plot_score_histograms"]
+__all__ = ["DetCurve", "det_curve", "utterance_attention", "plot_attention", "plot_det",
+           "plot_score_histograms"]
 
 _DET_TICKS = (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4,
               0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999)
-
-
-class TrialScores(NamedTuple):
-    """Scores of target and non-target trials.
-
-    Arguments
-    ---------
-    positive : torch.Tensor
-        1-D float64 scores of target (same-speaker) trials.
-    negative : torch.Tensor
-        1-D float64 scores of non-target trials.
-
-    Example
-    -------
-    >>> TrialScores(torch.tensor([0.9]), torch.tensor([0.1, 0.2])).negative.shape
-    torch.Size([2])
-    """
-
-    positive: torch.Tensor
-    negative: torch.Tensor
 
 
 class DetCurve(NamedTuple):
@@ -88,7 +69,7 @@ def _matplotlib():
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            "speechbrain_mrmha.plotting needs matplotlib, an optional extra: "
+            "speechbrain_mrmha.app.plotting needs matplotlib, an optional extra: "
             f"pip install speechbrain-mrmha[plot] ({error})"
         ) from None
     return Figure, FigureCanvasAgg
@@ -111,74 +92,9 @@ def _save(figure, out_path, dpi=120):
             f"{out_path}: unsupported figure extension {out_path.suffix or '(none)'!r}; "
             f"use one of {', '.join('.' + k for k in sorted(supported))}"
         )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name (not mkstemp, whose files are private 0600): usual permissions
-    tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        figure.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out_path, "wb") as handle:
+        figure.savefig(handle, format=fmt, dpi=dpi)
     return out_path
-
-
-def read_scores(path):
-    """Read a ``scores.txt`` of ``enrol test score label`` lines.
-
-    ``label`` is 1 for a target (same speaker) trial and 0 otherwise, as
-    written by ``recipes/VoxCeleb1/speaker_verification_cosine.py``. Blank
-    lines are ignored.
-
-    Arguments
-    ---------
-    path : str or Path
-        The score file.
-
-    Returns
-    -------
-    scores : TrialScores
-        ``positive`` (target) and ``negative`` (non-target) float64 scores.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> path = Path(folder) / "scores.txt"
-    >>> _ = path.write_text("a.wav b.wav 0.8 1\\na.wav c.wav 0.1 0\\nb.wav c.wav 0.3 0\\n")
-    >>> read_scores(path).negative
-    tensor([0.1000, 0.3000], dtype=torch.float64)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"score file {path} does not exist")
-    positive, negative = [], []
-    with open(path, encoding="utf-8") as fin:
-        for number, line in enumerate(fin, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}, line {number}"
-            if len(fields) != 4:
-                raise ValueError(
-                    f"{where}: expected 4 fields 'enrol test score label', got {len(fields)}"
-                )
-            try:
-                score = float(fields[2])
-            except ValueError:
-                raise ValueError(f"{where}: score {fields[2]!r} is not a number") from None
-            if score != score or score in (float("inf"), float("-inf")):
-                raise ValueError(f"{where}: score {fields[2]!r} is not finite")
-            if fields[3] not in ("0", "1"):
-                raise ValueError(f"{where}: label {fields[3]!r} must be 1 (target) or 0")
-            (positive if fields[3] == "1" else negative).append(score)
-    if not positive or not negative:
-        raise ValueError(
-            f"{path}: needs both target (label 1) and non-target (label 0) trials, "
-            f"got {len(positive)} and {len(negative)}"
-        )
-    return TrialScores(torch.tensor(positive, dtype=torch.float64),
-                       torch.tensor(negative, dtype=torch.float64))
 
 
 def _as_scores(item, name):
@@ -280,7 +196,7 @@ def plot_det(score_files_or_arrays, out_png, labels=None, title="DET curve"):
     Arguments
     ---------
     score_files_or_arrays : path, pair, or list of them
-        Score files (``enrol test score label``, see ``read_scores``) and/or
+        Score files (``enrol test score label``, see ``trials.read_scores``) and/or
         ``(positive, negative)`` pairs of 1-D score arrays.
     out_png : str or Path
         Output figure (the extension sets the format).
@@ -348,7 +264,7 @@ def plot_score_histograms(score_file_or_arrays, out_png, bins=50, title=None):
     Arguments
     ---------
     score_file_or_arrays : str, Path or pair
-        A score file (see ``read_scores``) or a ``(positive, negative)`` pair.
+        A score file (see ``trials.read_scores``) or a ``(positive, negative)`` pair.
     out_png : str or Path
         Output figure.
     bins : int
@@ -508,18 +424,24 @@ def utterance_attention(encoder, signal):
     Example
     -------
     >>> import tempfile
-    >>> from functools import partial
+    >>> from hyperpyyaml import load_hyperpyyaml
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> from speechbrain_mrmha.cosams import CosineClassifier
     >>> from speechbrain_mrmha.export import load_encoder, write_pretrained
-    >>> from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
-    >>> from speechbrain_mrmha.resnet import ResNet34
-    >>> pool = partial(MultiResolutionMultiHeadAttentionPooling, num_heads=2)
-    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], pooling=pool, lin_neurons=4)
+    >>> model_yaml = (
+    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
+    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
+    ...     "    norm_type: sentence\\n    std_norm: False\\n"
+    ...     "embedding_model: !new:speechbrain_mrmha.resnet.ResNet34\\n"
+    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
+    ...     "    lin_neurons: 4\\n"
+    ...     "    pooling: !name:speechbrain_mrmha.pooling.MultiResolutionMultiHeadAttentionPooling\\n"
+    ...     "        num_heads: 2\\n"
+    ...     "classifier: !new:speechbrain_mrmha.cosams.CosineClassifier [4, 2]\\n")
+    >>> model = load_hyperpyyaml(model_yaml)
     >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
-    >>> sizes = dict(n_mels=40, channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], emb_dim=4, n_classes=2)
     >>> root = Path(tempfile.mkdtemp())
-    >>> folder = write_pretrained(root / "model", model, CosineClassifier(4, 2), labels, sizes)
+    >>> folder = write_pretrained(root / "model", model_yaml, model["embedding_model"],
+    ...                           model["classifier"], labels)
     >>> encoder = load_encoder(folder, savedir=root / "cache")
     >>> utterance_attention(encoder, torch.randn(16000)).shape
     torch.Size([2, 13])

@@ -23,7 +23,7 @@ The last ``test_speakers`` speakers form the test set: they are the only
 speakers in the trial list and are marked ``test`` in vox1_meta.csv. As in
 the official iden_split.txt, every file of every speaker is listed there.
 
-Run as ``python -m speechbrain_mrmha.synthetic OUT --speakers 8 ...``.
+Run as ``python -m speechbrain_mrmha.app.synthetic OUT --speakers 8 ...``.
 
 Authors
  * speechbrain_mrmha contributors
@@ -33,13 +33,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
-import uuid
 from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 
+from speechbrain_mrmha.io import replace_folder
 from speechbrain_mrmha.trials import Trial, write_trials
 
 __all__ = ["SAMPLE_RATE", "SyntheticCorpus", "generate_corpus", "make_trials"]
@@ -429,14 +428,11 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
                              f"options (existing, requested): {diff}; delete it or use "
                              "another folder")
         return result._replace(generated=False)
-    parent = os.path.dirname(output_folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(output_folder)}.tmp-{os.getpid()}-"
-                               f"{uuid.uuid4().hex[:8]}")
-    os.mkdir(tmp)
-    try:
-        jobs = [(tmp, seed, s, videos, utterances, min_duration, max_duration, channel_strength)
-                for s in range(speakers)]
+
+    def fill(staging):
+        staging = str(staging)
+        jobs = [(staging, seed, s, videos, utterances, min_duration, max_duration,
+                 channel_strength) for s in range(speakers)]
         workers = min(num_workers or os.cpu_count() or 1, speakers)
         if "fork" in multiprocessing.get_all_start_methods():
             # forked workers (even one) keep the caller's heap settings untouched
@@ -444,15 +440,13 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
                 done = pool.map(_write_speaker, jobs, chunksize=1)
         else:
             done = [_write_speaker(job) for job in jobs]
-        _write_meta(tmp, done, speakers - test_speakers, trials, seed)
-        with open(os.path.join(tmp, OPTIONS_FILE), "w") as fh:
+        _write_meta(staging, done, speakers - test_speakers, trials, seed)
+        with open(os.path.join(staging, OPTIONS_FILE), "w") as fh:
             json.dump(options, fh, indent=1)
-        if os.path.isdir(output_folder):
-            os.rmdir(output_folder)  # empty
-        os.rename(tmp, output_folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    # built under a temporary name and renamed into place (an empty folder
+    # there is replaced); on any error nothing is left behind
+    replace_folder(output_folder, fill)
     return result
 
 
@@ -487,7 +481,7 @@ def _write_meta(root, done, n_dev, n_trials, seed):
 
 
 def main(argv=None):
-    """Command line: ``python -m speechbrain_mrmha.synthetic OUT [options]``.
+    """Command line: ``python -m speechbrain_mrmha.app.synthetic OUT [options]``.
 
     Arguments
     ---------

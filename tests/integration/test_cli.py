@@ -16,7 +16,7 @@ import torch
 import torchaudio
 from matplotlib.image import imread
 
-from speechbrain_mrmha.__main__ import default_threshold, main, write_embeddings
+from speechbrain_mrmha.app.cli import default_threshold, main, write_embeddings
 from speechbrain_mrmha.trials import read_trials
 
 COMMAND = [sys.executable, "-m", "speechbrain_mrmha"]
@@ -64,6 +64,8 @@ def runs(inputs):
     out = inputs.folder
     commands = {
         "embed": ["embed", "--model", inputs.model, *inputs.embed_files, "--out", str(out / "emb.pt")],
+        "embed_repeats": ["embed", "--model", inputs.model, inputs.second, inputs.first,
+                          inputs.second, "--max-batch-size", "1", "--out", str(out / "rep.npy")],
         "verify": ["verify", "--model", inputs.model, inputs.first, inputs.second],
         "embed_bf16": ["embed", "--model", inputs.model, *inputs.embed_files, "--precision",
                        "bf16", "--batch-seconds", "3", "--out", str(out / "emb_bf16.pt")],
@@ -124,6 +126,41 @@ def test_embed_equals_encode_batch_on_each_file_alone(runs, inputs, tiny_encoder
         assert rate == 16000 and signal.ndim == 1
         expected = alone(tiny_encoder, signal)
         assert (embeddings[path] - expected).abs().max() <= 1e-4, path
+
+
+def test_embed_writes_one_row_per_file_given_in_order(runs, inputs):
+    """Repeated files: one row per input in input order, the repeat embedded
+    once (so its rows are identical), each file's row its embedding."""
+    assert succeeded(runs["embed_repeats"]).startswith("3 embeddings of dim 16 -> ")
+    rows = np.load(inputs.folder / "rep.npy")
+    succeeded(runs["embed"])
+    embeddings = torch.load(inputs.folder / "emb.pt")
+    assert rows.shape == (3, 16)
+    np.testing.assert_array_equal(rows[0], rows[2])
+    for row, path in zip(rows, [inputs.second, inputs.first, inputs.second]):
+        assert np.abs(row - embeddings[path].numpy()).max() <= 1e-4, path
+    assert np.abs(rows[0] - rows[1]).max() > 1e-3
+
+
+def test_embed_uses_the_extraction_loop(inputs, tmp_path, monkeypatch):
+    """``embed`` goes through extraction.embed_files (the verification
+    recipe's loop) with an in-memory cache and each file once."""
+    from speechbrain_mrmha import extraction
+
+    calls = []
+    real = extraction.embed_files
+
+    def recording(encoder, files, durations, cache, **kwargs):
+        calls.append((dict(files), cache.path))
+        return real(encoder, files, durations, cache, **kwargs)
+
+    monkeypatch.setattr(extraction, "embed_files", recording)
+    files = [inputs.first, inputs.second, inputs.first]
+    assert main(["embed", "--model", inputs.model, *files, "--out", str(tmp_path / "e.npz")]) == 0
+    assert calls == [({inputs.first: inputs.first, inputs.second: inputs.second}, None)]
+    with np.load(tmp_path / "e.npz") as data:
+        assert data["paths"].tolist() == files and data["embeddings"].shape == (3, 16)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npz"]
 
 
 def test_embed_precision_bf16_is_close_to_fp32(runs, inputs):
@@ -210,18 +247,19 @@ def test_default_threshold_reads_the_verification_metrics(tmp_path):
 @pytest.mark.parametrize("suffix", [".pt", ".npy", ".npz"])
 def test_write_embeddings_formats_round_trip(tmp_path, suffix):
     embeddings = {f"dir/{i}.wav": torch.randn(5) for i in range(3)}
-    out = write_embeddings(embeddings, tmp_path / f"emb{suffix}")
+    paths = ["dir/2.wav", "dir/0.wav", "dir/1.wav", "dir/0.wav"]
+    out = write_embeddings(paths, embeddings, tmp_path / f"emb{suffix}")
     assert [p.name for p in tmp_path.iterdir()] == [f"emb{suffix}"]
-    matrix = torch.stack(list(embeddings.values())).numpy()
+    matrix = torch.stack([embeddings[p] for p in paths]).numpy()
     if suffix == ".pt":
         loaded = torch.load(out)
-        assert list(loaded) == list(embeddings)
+        assert list(loaded) == ["dir/2.wav", "dir/0.wav", "dir/1.wav"]
         assert all(torch.equal(loaded[k], embeddings[k]) for k in embeddings)
     elif suffix == ".npy":
         np.testing.assert_array_equal(np.load(out), matrix)
     else:
         with np.load(out) as data:
-            assert data["paths"].tolist() == list(embeddings)
+            assert data["paths"].tolist() == paths
             np.testing.assert_array_equal(data["embeddings"], matrix)
 
 
@@ -242,8 +280,25 @@ def test_cli_errors_in_process(tmp_path, inputs, capsys):
 
 def test_demo_is_dispatched_with_its_arguments(monkeypatch):
     received = []
-    fake = types.ModuleType("speechbrain_mrmha.demo")
-    fake.main = received.append
-    monkeypatch.setitem(sys.modules, "speechbrain_mrmha.demo", fake)
+    fake = types.ModuleType("speechbrain_mrmha.app.demo")
+    fake.main = lambda argv: received.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "speechbrain_mrmha.app.demo", fake)
     assert main(["demo", "--output", "somewhere", "--epochs", "1"]) == 0
     assert received == [["--output", "somewhere", "--epochs", "1"]]
+
+
+def test_demo_without_the_recipe_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    """As after a plain (non-editable) pip install: no recipe next to the
+    package. One line on stderr, exit code 2, nothing created."""
+    from speechbrain_mrmha.app import demo
+
+    monkeypatch.setattr(demo, "RECIPE", tmp_path / "missing" / "recipes" / "VoxCeleb1")
+    assert main(["demo", "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1
+    assert lines[0].startswith(
+        "demo: needs a clone of the speechbrain-mrmha repository (the VoxCeleb1 recipe is "
+        "not installed with the package); ")
+    assert str(tmp_path / "missing") in lines[0]
+    assert not (tmp_path / "out").exists()

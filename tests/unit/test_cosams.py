@@ -1,5 +1,6 @@
 """Tests of the CosAMS cosine classifier and loss (speechbrain_mrmha/cosams.py)
-against the formula of PAPER.md computed directly."""
+against the formula of docs/EQUATIONS.md, section "CosAMS loss", computed
+directly."""
 
 import math
 

@@ -1,6 +1,7 @@
 """Tests of the extraction helpers (speechbrain_mrmha/extraction.py) that
 need no training: channels-last weights, autocast precision, CPU batch
-budget, and windowed encoding of long inputs through ``encode_signals``."""
+budget, windowed encoding of long inputs through ``encode_signals``, and the
+embedding cache on disk and in memory."""
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ from speechbrain_mrmha.extraction import (
     embed_files,
     encode_signals,
     length_batches,
-    load_audio,
 )
+from speechbrain_mrmha.io import load_audio
 
 
 def noise(seconds, seed):
@@ -102,3 +103,30 @@ def test_embed_files_default_budget_matches_encode_alone(tiny_encoder, tiny_corp
     for key, path in files.items():
         alone, _ = encode_signals(tiny_encoder, [load_audio(path)])
         assert (cache.embeddings[key] - alone[0]).abs().max() <= 1e-4, key
+
+
+def test_cache_on_disk_round_trip_and_atomic_save(tmp_path):
+    path = tmp_path / "cache" / "emb.pt"
+    cache = EmbeddingCache(path, "model-1")
+    cache.put("a.wav", torch.arange(3.0), torch.ones(2))
+    cache.save()
+    assert [p.name for p in path.parent.iterdir()] == ["emb.pt"]  # no temporary file left
+    again = EmbeddingCache(path, "model-1")
+    assert torch.equal(again.embeddings["a.wav"], torch.arange(3.0))
+    assert torch.equal(again.entropies["a.wav"], torch.ones(2))
+    assert "a.wav" not in EmbeddingCache(path, "model-2")  # another model starts afresh
+
+
+def test_in_memory_cache_reads_and_writes_nothing(tiny_encoder, tiny_corpus, tmp_path,
+                                                  monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    wavs = sorted(str(p) for p in Path(tiny_corpus.wav_folder).rglob("*.wav"))[:3]
+    durations = {p: load_audio(p).shape[0] / 16000 for p in wavs}
+    cache = EmbeddingCache(None, "m")
+    assert cache.path is None and not cache.embeddings
+    filled = embed_files(tiny_encoder, {p: p for p in wavs}, durations, cache, progress=False,
+                         save_every_seconds=0.0)
+    assert filled is cache and sorted(cache.embeddings) == wavs
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Tests of the figures (speechbrain_mrmha/plotting.py): they render to real
+"""Tests of the figures (speechbrain_mrmha/app/plotting.py): they render to real
 PNG files, show the right numbers (EER point, entropies, densities), write
 atomically, and bad input gets clear errors."""
 
@@ -14,16 +14,16 @@ from matplotlib.image import imread
 from scipy.stats import norm
 from speechbrain.utils.metric_stats import EER as speechbrain_EER
 
-from speechbrain_mrmha import plotting
-from speechbrain_mrmha.plotting import (
+from speechbrain_mrmha.app import plotting
+from speechbrain_mrmha.app.plotting import (
     det_curve,
     plot_attention,
     plot_det,
     plot_score_histograms,
-    read_scores,
     utterance_attention,
 )
 from speechbrain_mrmha.scoring import EER
+from speechbrain_mrmha.trials import read_scores
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,35 +67,6 @@ def rates_at(positive, negative, threshold):
     """Brute force: miss = targets <= threshold, false alarm = non-targets above."""
     positive, negative = np.asarray(positive), np.asarray(negative)
     return float((negative > threshold).mean()), float((positive <= threshold).mean())
-
-
-def test_read_scores_splits_targets_and_nontargets(tmp_path):
-    path = tmp_path / "scores.txt"
-    path.write_text("a b 0.25 1\n\nc d -0.5 0\n e f 1e-3 1 \nc a 0.75 0\n")
-    scores = read_scores(path)
-    assert scores.positive.tolist() == [0.25, 0.001]
-    assert scores.negative.tolist() == [-0.5, 0.75]
-
-
-@pytest.mark.parametrize("content, message", [
-    ("a b 0.5 1\nc d 0.5\n", "line 2: expected 4 fields"),
-    ("a b 0.5 1\nc d high 0\n", "line 2: score 'high' is not a number"),
-    ("a b nan 1\nc d 0.1 0\n", "line 1: score 'nan' is not finite"),
-    ("a b 0.5 1\nc d 0.1 2\n", "line 2: label '2' must be 1"),
-    ("a b 0.5 1\nc d 0.1 1\n", "got 2 and 0"),
-    ("", "needs both target"),
-])
-def test_read_scores_errors_name_file_and_line(tmp_path, content, message):
-    path = tmp_path / "bad_scores.txt"
-    path.write_text(content)
-    with pytest.raises(ValueError, match="bad_scores.txt") as error:
-        read_scores(path)
-    assert message in str(error.value)
-
-
-def test_read_scores_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.txt does not exist"):
-        read_scores(tmp_path / "nothing.txt")
 
 
 def test_det_curve_matches_speechbrain_eer_and_brute_force():
@@ -193,8 +164,7 @@ def test_plot_attention_rejects_invalid_weights(tmp_path, weights, message):
 
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
-        with open(args[0], "wb") as fout:
-            fout.write(b"partial")
+        args[0].write(b"partial")  # the handle of the temporary file
         raise OSError("disk full")
 
     out = tmp_path / "det.png"

@@ -3,7 +3,8 @@
 Every variant of the registry ``POOLINGS`` (and the shared core with options
 the named classes do not expose) gets every check that applies to it: shapes,
 masking, padding and permutation invariance, equality with a loop-based
-transcription of its formula in PAPER.md, equalities between variants,
+transcription of its formula in docs/EQUATIONS.md (one section per pooling,
+plus "Attention core"), equalities between variants,
 SpeechBrain's attentive statistics, gradients, autocast and bad input.
 """
 
@@ -153,7 +154,8 @@ def expected_output_size(cls, kwargs):
 
 
 def reference_pool(pool, frames):
-    """Loop-based transcription of PAPER.md for one utterance.
+    """Loop-based transcription of docs/EQUATIONS.md, sections "Attention core"
+    to "Multi-resolution multi-head attention", for one utterance.
 
     frames: (N, d) valid frames only. Reads W_i, g_i (``hidden``), V_i
     (``score_weight``), b_i (``score_bias``) and T_i (``temperatures``) out of

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechbrain_mrmha.synthetic import generate_corpus
+from speechbrain_mrmha.app.synthetic import generate_corpus
 from speechbrain_mrmha.trials import read_trials, trial_files
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"

@@ -11,11 +11,7 @@ from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.nnet.pooling import StatisticsPooling
 
 import speechbrain_mrmha.resnet as resnet_module
-from speechbrain_mrmha.resnet import (
-    ResNet34,
-    relative_lengths,
-    valid_frame_counts,
-)
+from speechbrain_mrmha.resnet import ResNet34
 
 TINY = [4, 8, 16, 32]
 
@@ -115,7 +111,8 @@ def test_output_shapes(n_mels, num_frames):
 
 
 def test_paper_frame_dim_is_1024():
-    # PAPER.md: with 40 Mel bands the frequency axis is 2 after Conv2.
+    # docs/EQUATIONS.md, section "ResNet-34 encoder": with 40 Mel bands the
+    # frequency axis is 2 after Conv2.
     assert frame_dim(40, 512) == 1024
     model = ResNet34(n_mels=40, channels=[2, 2, 2, 512], block_counts=[1] * 4)
     assert model.frame_dim == 1024
@@ -169,25 +166,6 @@ def test_garbage_would_leak_without_masking(monkeypatch):
         emb = model(batch, torch.tensor([30 / 45, 1.0]))[0]
         alone = model(utt)[0]
     assert (emb - alone).abs().max() > 1e-3
-
-
-def test_relative_lengths_recovered_by_both_mask_conventions():
-    for steps in range(1, 400):
-        counts = torch.arange(1, steps + 1)
-        rel = relative_lengths(counts, steps)
-        assert torch.equal(torch.round(rel * steps).long(), counts)
-        mask = length_to_mask(rel * steps, steps)
-        assert torch.equal(mask.sum(dim=1).long(), counts)
-        assert rel[-1].item() == 1.0
-        assert torch.all(rel <= counts / steps)
-
-
-def test_valid_frame_counts_round_like_speechbrain():
-    lengths = torch.tensor([1.0, 0.55, 0.04, 0.051])
-    counts = valid_frame_counts(lengths, 10)
-    # SpeechBrain's StatisticsPooling: int(torch.round(lengths * T)), >= 1
-    expected = [max(1, int(torch.round(x * 10))) for x in lengths]
-    assert counts.tolist() == expected
 
 
 @pytest.mark.parametrize("n_mels", [40, 64, 23])
@@ -252,7 +230,8 @@ def test_channels_last_gives_same_embeddings():
 
 
 def paper_param_formula(channels, block_counts, pooled, lin):
-    """Independent count from the PAPER.md table (bias-free convs + BN)."""
+    """Independent count from the table of docs/EQUATIONS.md, section
+    "ResNet-34 encoder" (bias-free convs + BN)."""
     def conv_bn(cin, cout, k):
         return cin * cout * k * k + 2 * cout
 
@@ -312,64 +291,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 # --- eval-mode chunking of long inputs (ResNet34.chunk_frames) ---------------
-
-
-@pytest.mark.parametrize(
-    "channels,block_counts",
-    [(TINY, [3, 4, 6, 3]), ([4, 4, 4], [1, 1, 1]), (TINY, [1, 2, 1, 1])],
-)
-def test_context_frames_equal_measured_receptive_field(channels, block_counts):
-    """The context added around each window is the receptive-field radius
-    found by autograd (input frames with a non-zero gradient for one output
-    frame), rounded up to the time stride."""
-    torch.manual_seed(0)
-    model = ResNet34(n_mels=24, channels=channels, block_counts=block_counts,
-                     lin_neurons=8, chunk_frames=None).eval()
-    feats = torch.randn(1, 700, 24, requires_grad=True)
-    frames, _ = model.frames(feats)
-    middle = frames.shape[1] // 2
-    frames[0, middle].sum().backward()
-    touched = (feats.grad[0].abs().sum(dim=-1) > 0).nonzero().squeeze(1)
-    centre = middle * model.time_stride
-    radius = max(centre - touched.min().item(), touched.max().item() - centre)
-    assert model.time_stride == 2 ** (len(channels) - 1)
-    assert radius <= model.context_frames < radius + model.time_stride
-
-
-@pytest.mark.parametrize("chunk_frames", [8, 56, 100, 333, 999])
-def test_chunked_encoding_equals_single_pass(chunk_frames):
-    """Windows + context give the frames and embeddings of one pass, for a
-    padded batch (masks sliced per window) and every window size."""
-    model = trained_bn_model(functools.partial(MaskedAttentionPooling), channels=TINY)
-    feats = torch.randn(3, 1000, 24)
-    lengths = torch.tensor([1.0, 0.61, 0.137])
-    with torch.no_grad():
-        model.chunk_frames = None
-        ref_frames, ref_rel = model.frames(feats, lengths)
-        ref_emb = model(feats, lengths)
-        model.chunk_frames = chunk_frames
-        frames, rel = model.frames(feats, lengths)
-        emb = model(feats, lengths)
-    assert frames.shape == ref_frames.shape and torch.equal(rel, ref_rel)
-    counts = torch.round(ref_rel * ref_frames.shape[1]).long()
-    for row, count in enumerate(counts):
-        torch.testing.assert_close(frames[row, :count], ref_frames[row, :count],
-                                   atol=1e-5, rtol=0)
-    torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
-
-
-def test_chunking_needs_the_full_context():
-    """With less context than the receptive field the windows' frames differ
-    (so the equality above is not vacuous)."""
-    model = trained_bn_model(MaskedAttentionPooling)
-    feats = torch.randn(1, 600, 24)
-    with torch.no_grad():
-        model.chunk_frames = None
-        reference, _ = model.frames(feats)
-        model.chunk_frames = 64
-        model.context_frames -= model.time_stride
-        short, _ = model.frames(feats)
-    assert (short - reference).abs().max() > 1e-6
+# The windows themselves: tests/unit/test_windowing.py.
 
 
 def test_inputs_up_to_chunk_frames_take_the_single_pass():
@@ -406,3 +328,22 @@ def test_full_lengths_equal_no_lengths_exactly():
 def test_bad_chunk_frames_raise():
     with pytest.raises(ValueError, match="chunk_frames must be None or positive"):
         ResNet34(n_mels=24, channels=TINY, chunk_frames=0)
+
+
+def test_long_inputs_in_eval_mode_take_the_windows(monkeypatch):
+    """Inputs longer than the window (chunk_frames rounded down to the time
+    stride) go through windowing.encode_windowed, shorter ones do not."""
+    windows = []
+    real = resnet_module.encode_windowed
+
+    def recording(model, feats, counts, window):
+        windows.append((feats.shape[1], window))
+        return real(model, feats, counts, window)
+
+    monkeypatch.setattr(resnet_module, "encode_windowed", recording)
+    model = trained_bn_model(MaskedAttentionPooling)
+    model.chunk_frames = 100  # window 96
+    with torch.no_grad():
+        model.frames(torch.randn(2, 96, 24))
+        model.frames(torch.randn(2, 97, 24), torch.tensor([1.0, 0.5]))
+    assert windows == [(97, 96)]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechbrain_mrmha import synthetic
-from speechbrain_mrmha.synthetic import OPTIONS_FILE, generate_corpus, make_trials
+from speechbrain_mrmha.app import synthetic
+from speechbrain_mrmha.app.synthetic import OPTIONS_FILE, generate_corpus, make_trials
 from speechbrain_mrmha.trials import read_trials
 
 SMALL = dict(speakers=3, videos=2, utterances=1, test_speakers=2,

@@ -1,10 +1,19 @@
-"""Trial-list parsing: the official VoxCeleb formats and every error case."""
+"""Trial lists and score files (speechbrain_mrmha/trials.py): the official
+VoxCeleb formats, every error case, byte-order marks, atomic writes."""
 
 import random
 
 import pytest
+import torch
 
-from speechbrain_mrmha.trials import Trial, read_trials, trial_files, write_trials
+from speechbrain_mrmha.trials import (
+    Trial,
+    read_scores,
+    read_trials,
+    trial_files,
+    write_scores,
+    write_trials,
+)
 
 OFFICIAL_LINES = [  # as in veri_test2.txt and list_test_hard2.txt
     "1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav",
@@ -79,3 +88,86 @@ def test_trial_files_unique_in_first_use_order():
     assert sorted(files) == sorted({x for t in trials for x in (t.enrol, t.test)})
     flat = [x for t in trials for x in (t.enrol, t.test)]
     assert files == sorted(files, key=flat.index)
+
+
+# --- score files ------------------------------------------------------------
+
+
+def test_read_scores_splits_targets_and_nontargets(tmp_path):
+    path = tmp_path / "scores.txt"
+    path.write_text("a b 0.25 1\n\nc d -0.5 0\n e f 1e-3 1 \nc a 0.75 0\n")
+    scores = read_scores(path)
+    assert scores.positive.tolist() == [0.25, 0.001]
+    assert scores.negative.tolist() == [-0.5, 0.75]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a b 0.5 1\nc d 0.5\n", "line 2: expected 4 fields"),
+    ("a b 0.5 1\nc d high 0\n", "line 2: score 'high' is not a number"),
+    ("a b nan 1\nc d 0.1 0\n", "line 1: score 'nan' is not finite"),
+    ("a b 0.5 1\nc d 0.1 2\n", "line 2: label '2' must be 1"),
+    ("a b 0.5 1\nc d 0.1 1\n", "got 2 and 0"),
+    ("", "needs both target"),
+])
+def test_read_scores_errors_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad_scores.txt"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="bad_scores.txt") as error:
+        read_scores(path)
+    assert message in str(error.value)
+
+
+def test_read_scores_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.txt does not exist"):
+        read_scores(tmp_path / "nothing.txt")
+
+
+BOM = "\ufeff"
+
+
+def test_trial_list_with_a_byte_order_mark(tmp_path):
+    """A BOM (as some Windows editors write) is not part of the first label."""
+    f = write(tmp_path / "bom.txt", BOM + "\n".join(OFFICIAL_LINES) + "\n")
+    assert f.read_bytes()[:3] == b"\xef\xbb\xbf"
+    trials = read_trials(f)
+    assert [f"{t.label} {t.enrol} {t.test}" for t in trials] == OFFICIAL_LINES
+
+
+@pytest.mark.parametrize("text", ["a b 0.5 1\nc d 0.25 0\n", "\n  a b 0.5 1\nc d 0.25 0\n"])
+def test_score_file_with_a_byte_order_mark(tmp_path, text):
+    """The BOM is dropped, not read as a field (the second file would then
+    have a line of one field, or of five)."""
+    f = write(tmp_path / "scores.txt", BOM + text)
+    scores = read_scores(f)
+    assert scores.positive.tolist() == [0.5] and scores.negative.tolist() == [0.25]
+
+
+def test_write_scores_round_trip(tmp_path):
+    trials = [Trial(1, "s1/a/1.wav", "s1/b/2.wav"), Trial(0, "s1/a/1.wav", "s2/c/1.wav"),
+              Trial(0, "s2/c/1.wav", "s1/b/2.wav")]
+    scores = torch.tensor([0.8125, -0.25, 0.1234567])
+    path = tmp_path / "scores.txt"
+    assert write_scores(path, trials, scores) == 3
+    assert path.read_text().splitlines() == [
+        "s1/a/1.wav s1/b/2.wav 0.812500 1",
+        "s1/a/1.wav s2/c/1.wav -0.250000 0",
+        "s2/c/1.wav s1/b/2.wav 0.123457 0",
+    ]
+    read = read_scores(path)
+    assert read.positive.tolist() == [0.8125]
+    assert read.negative.tolist() == [-0.25, 0.123457]
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.txt"]
+
+
+@pytest.mark.parametrize("scores, problem", [
+    ([0.5], "1 scores for 2 trials"),
+    ([0.5, float("nan")], "score nan of trial a.wav c.wav is not finite"),
+])
+def test_write_scores_refuses_bad_scores_and_keeps_the_old_file(tmp_path, scores, problem):
+    path = tmp_path / "scores.txt"
+    path.write_text("old\n")
+    with pytest.raises(ValueError, match="scores.txt") as error:
+        write_scores(path, [Trial(1, "a.wav", "b.wav"), Trial(0, "a.wav", "c.wav")], scores)
+    assert problem in str(error.value)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.txt"]
