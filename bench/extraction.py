@@ -47,13 +47,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from speechbrain_mrmha.export import load_encoder, write_pretrained
-from speechbrain_mrmha.extraction import default_batch_seconds, encode_signals, length_batches
+from speechbrain_mrmha.extraction import (
+    default_batch_seconds,
+    encode_signals,
+    length_batches,
+)
 
 SAMPLE_RATE = 16000
 CHANNELS = [64, 128, 256, 512]
 BLOCKS = [3, 4, 6, 3]
 NUM_HEADS = 6
-CONFIG = Path(__file__).resolve().parents[1] / "recipes/VoxCeleb1/hparams/mrmha.yaml"
+CONFIG = (
+    Path(__file__).resolve().parents[1] / "recipes/VoxCeleb1/hparams/mrmha.yaml"
+)
 GPU_BATCH_SECONDS = default_batch_seconds("cuda")
 CPU_BATCH_SECONDS = default_batch_seconds("cpu")
 
@@ -66,14 +72,23 @@ def write_model(folder):
 
     from speechbrain_mrmha.config import model_definition
 
-    overrides = {"data_folder": str(folder), "num_heads": NUM_HEADS, "n_classes": 2,
-                 "seed": 0}
+    overrides = {
+        "data_folder": str(folder),
+        "num_heads": NUM_HEADS,
+        "n_classes": 2,
+        "seed": 0,
+    }
     with open(CONFIG) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     labels = CategoricalEncoder()
     labels.update_from_iterable(["spk1", "spk2"])
-    return write_pretrained(Path(folder) / "model", model_definition(CONFIG, overrides),
-                            hparams["embedding_model"].eval(), hparams["classifier"], labels)
+    return write_pretrained(
+        Path(folder) / "model",
+        model_definition(CONFIG, overrides),
+        hparams["embedding_model"].eval(),
+        hparams["classifier"],
+        labels,
+    )
 
 
 def signal(seconds, seed):
@@ -86,7 +101,10 @@ def voxceleb_like(count, seed=0):
     """Durations of ``count`` utterances: log-normal (median 6.5 s, sigma
     0.5), at least 4 s as in VoxCeleb1, at most 30 s."""
     generator = torch.Generator().manual_seed(seed)
-    values = torch.exp(torch.log(torch.tensor(6.5)) + 0.5 * torch.randn(count, generator=generator))
+    values = torch.exp(
+        torch.log(torch.tensor(6.5))
+        + 0.5 * torch.randn(count, generator=generator)
+    )
     return [round(float(v), 2) for v in values.clamp(4.0, 30.0)]
 
 
@@ -130,8 +148,11 @@ def child_long(folder, seconds, threads, chunked, device):
     resident set, ``VmHWM`` reset through ``/proc/self/clear_refs``; on a GPU
     the CUDA allocator's peak), time and the embedding as JSON."""
     torch.set_num_threads(threads)
-    encoder = load_encoder(folder, savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}",
-                           device=device)
+    encoder = load_encoder(
+        folder,
+        savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}",
+        device=device,
+    )
     cuda = torch.device(device).type == "cuda"
     model = encoder.mods.embedding_model
     if not chunked:
@@ -145,46 +166,93 @@ def child_long(folder, seconds, threads, chunked, device):
         base = resident_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # peak := current
     start = time.perf_counter()
-    embedding = encode_signals(encoder, [wav])[0][0]  # returns on the CPU: synchronised
+    embedding = encode_signals(encoder, [wav])[0][
+        0
+    ]  # returns on the CPU: synchronised
     elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) // 1024 if cuda else resident_kib("VmHWM")
-    print(json.dumps({"base_kib": base, "peak_kib": peak, "seconds": elapsed,
-                      "chunk_frames": model.chunk_frames, "embedding": embedding.tolist()}))
+    peak = (
+        torch.cuda.max_memory_allocated(device) // 1024
+        if cuda
+        else resident_kib("VmHWM")
+    )
+    print(
+        json.dumps(
+            {
+                "base_kib": base,
+                "peak_kib": peak,
+                "seconds": elapsed,
+                "chunk_frames": model.chunk_frames,
+                "embedding": embedding.tolist(),
+            }
+        )
+    )
 
 
 def long_utterance(folder, seconds, threads, chunked, device):
     """Runs ``child_long`` in a fresh interpreter; returns its JSON result."""
-    command = [sys.executable, __file__, "--child-long", str(folder),
-               "--long-seconds", str(seconds), "--threads", str(threads), "--device", device]
+    command = [
+        sys.executable,
+        __file__,
+        "--child-long",
+        str(folder),
+        "--long-seconds",
+        str(seconds),
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+    ]
     if not chunked:
         command.append("--single-pass")
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"long-utterance subprocess failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(
+            f"long-utterance subprocess failed:\n{out.stderr[-2000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def make_cases(encoders, signals, durations, bf16):
     """name -> (function returning (n, 512) embeddings, encoder key, batches)."""
+
     def run(encoder, batches, precision="fp32"):
         out = torch.empty(len(signals), 512)
         for batch in batches:
-            out[batch] = encode_signals(encoder, [signals[i] for i in batch], precision)[0]
+            out[batch] = encode_signals(
+                encoder, [signals[i] for i in batch], precision
+            )[0]
         return out
 
     singles = [[i] for i in range(len(signals))]
     gpu = length_batches(durations, GPU_BATCH_SECONDS, 64)
     cpu = length_batches(durations, CPU_BATCH_SECONDS, 64)
     cases = {
-        "one-by-one": (functools.partial(run, encoders["nchw"], singles), singles),
-        f"batched {GPU_BATCH_SECONDS:.0f} s": (functools.partial(run, encoders["nchw"], gpu), gpu),
-        f"batched {CPU_BATCH_SECONDS:.0f} s": (functools.partial(run, encoders["nchw"], cpu), cpu),
-        "one-by-one, CL": (functools.partial(run, encoders["cl"], singles), singles),
-        f"batched {CPU_BATCH_SECONDS:.0f} s, CL": (functools.partial(run, encoders["cl"], cpu), cpu),
+        "one-by-one": (
+            functools.partial(run, encoders["nchw"], singles),
+            singles,
+        ),
+        f"batched {GPU_BATCH_SECONDS:.0f} s": (
+            functools.partial(run, encoders["nchw"], gpu),
+            gpu,
+        ),
+        f"batched {CPU_BATCH_SECONDS:.0f} s": (
+            functools.partial(run, encoders["nchw"], cpu),
+            cpu,
+        ),
+        "one-by-one, CL": (
+            functools.partial(run, encoders["cl"], singles),
+            singles,
+        ),
+        f"batched {CPU_BATCH_SECONDS:.0f} s, CL": (
+            functools.partial(run, encoders["cl"], cpu),
+            cpu,
+        ),
     }
     if bf16:
         cases[f"batched {CPU_BATCH_SECONDS:.0f} s, CL, bf16"] = (
-            functools.partial(run, encoders["cl"], cpu, "bf16"), cpu)
+            functools.partial(run, encoders["cl"], cpu, "bf16"),
+            cpu,
+        )
     return cases
 
 
@@ -210,25 +278,37 @@ def measure(name, encoders, durations, repeats, bf16, peak):
             flops[case] = counter.get_total_flops()
             best[case] = min(best.get(case, float("inf")), elapsed)
     reference = results["one-by-one"]
-    print(f"\n{name}: {len(durations)} utterances {min(durations):.1f}-{max(durations):.1f} s, "
-          f"mean {audio / len(durations):.1f} s ({audio:.0f} s audio), best of {repeats}")
-    print(f"{'case':<26} {'batches':>8} {'s':>7} {'audio s/s':>9} {'GFLOP/s':>8} "
-          f"{'vs matmul':>9} {'vs 1-by-1':>9} {'max |diff|':>10}")
+    print(
+        f"\n{name}: {len(durations)} utterances {min(durations):.1f}-{max(durations):.1f} s, "
+        f"mean {audio / len(durations):.1f} s ({audio:.0f} s audio), best of {repeats}"
+    )
+    print(
+        f"{'case':<26} {'batches':>8} {'s':>7} {'audio s/s':>9} {'GFLOP/s':>8} "
+        f"{'vs matmul':>9} {'vs 1-by-1':>9} {'max |diff|':>10}"
+    )
     for case, (_, batches) in cases.items():
         rate = flops[case] / best[case] / 1e9
         if "bf16" in case:
-            cosine = torch.nn.functional.cosine_similarity(results[case], reference).min()
+            cosine = torch.nn.functional.cosine_similarity(
+                results[case], reference
+            ).min()
             diff = f"cos {cosine:.4f}"
         else:
             diff = f"{(results[case] - reference).abs().max().item():.1e}"
-        print(f"{case:<26} {len(batches):>8} {best[case]:7.2f} {audio / best[case]:9.1f} "
-              f"{rate:8.1f} {rate / peak:9.2f} {best['one-by-one'] / best[case]:8.2f}x {diff:>10}")
+        print(
+            f"{case:<26} {len(batches):>8} {best[case]:7.2f} {audio / best[case]:9.1f} "
+            f"{rate:8.1f} {rate / peak:9.2f} {best['one-by-one'] / best[case]:8.2f}x {diff:>10}"
+        )
     rate = flops["one-by-one, CL"] / best["one-by-one, CL"] / 1e9
-    print(f"one-by-one (CL) runs at {rate / peak:.2f} of the matmul rate: no batching can be "
-          f"faster than {peak / rate:.2f}x it unless convolutions beat the matmul")
-    print(f"FLOPs per second of audio (one-by-one): "
-          f"{flops['one-by-one'] / audio / 1e9:.2f} GFLOP; embeddings max |value| "
-          f"{reference.abs().max().item():.1f}")
+    print(
+        f"one-by-one (CL) runs at {rate / peak:.2f} of the matmul rate: no batching can be "
+        f"faster than {peak / rate:.2f}x it unless convolutions beat the matmul"
+    )
+    print(
+        f"FLOPs per second of audio (one-by-one): "
+        f"{flops['one-by-one'] / audio / 1e9:.2f} GFLOP; embeddings max |value| "
+        f"{reference.abs().max().item():.1f}"
+    )
     return {case: audio / seconds for case, seconds in best.items()}
 
 
@@ -246,7 +326,11 @@ def scale(audio_per_second):
         cache = EmbeddingCache(Path(folder) / "embeddings.pt", "model")
         start = time.perf_counter()
         for i in range(4_874):
-            cache.put(f"id{i // 122:05d}/video/{i:05d}.wav", torch.randn(512), torch.rand(6))
+            cache.put(
+                f"id{i // 122:05d}/video/{i:05d}.wav",
+                torch.randn(512),
+                torch.rand(6),
+            )
         cache.save()
         saved = time.perf_counter() - start
         size = (Path(folder) / "embeddings.pt").stat().st_size
@@ -255,73 +339,140 @@ def scale(audio_per_second):
         reload = time.perf_counter() - start
         assert len(loaded.embeddings) == 4_874
     vox1_test_audio = 4_874 * 8.2  # seconds: VoxCeleb1 test, mean 8.2 s
-    print(f"\nscale: length_batches of 153,516 durations ({CPU_BATCH_SECONDS:.0f} s budget): "
-          f"{batching:.2f} s, {len(batches)} batches; cache of 4,874 embeddings + entropies: "
-          f"put + atomic save {saved:.2f} s, {size / 2**20:.1f} MiB, load {reload:.2f} s")
+    print(
+        f"\nscale: length_batches of 153,516 durations ({CPU_BATCH_SECONDS:.0f} s budget): "
+        f"{batching:.2f} s, {len(batches)} batches; cache of 4,874 embeddings + entropies: "
+        f"put + atomic save {saved:.2f} s, {size / 2**20:.1f} MiB, load {reload:.2f} s"
+    )
     for name, rate in audio_per_second.items():
-        print(f"  projected Vox1-O extraction (4,874 files, about {vox1_test_audio / 3600:.1f} h "
-              f"of audio) at the measured {name} rate {rate:.1f} audio s/s: "
-              f"{vox1_test_audio / rate / 60:.0f} min on this machine")
+        print(
+            f"  projected Vox1-O extraction (4,874 files, about {vox1_test_audio / 3600:.1f} h "
+            f"of audio) at the measured {name} rate {rate:.1f} audio s/s: "
+            f"{vox1_test_audio / rate / 60:.0f} min on this machine"
+        )
 
 
 def main():
     """Runs the benchmark and prints numbers and ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--utterances", type=int, default=32)
-    parser.add_argument("--long-seconds", type=float, default=300.0,
-                        help="length of the memory-test utterance; 0 skips it")
+    parser.add_argument(
+        "--long-seconds",
+        type=float,
+        default=300.0,
+        help="length of the memory-test utterance; 0 skips it",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--matmul", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 case")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu (default) or cuda:N; memory is then the CUDA allocator's peak")
+    parser.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16 case"
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default) or cuda:N; memory is then the CUDA allocator's peak",
+    )
     parser.add_argument("--child-long", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--single-pass", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--single-pass", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child_long:
-        return child_long(args.child_long, args.long_seconds, args.threads, not args.single_pass,
-                          args.device)
+        return child_long(
+            args.child_long,
+            args.long_seconds,
+            args.threads,
+            not args.single_pass,
+            args.device,
+        )
     if args.utterances < 2 or args.repeats < 1:
         parser.error("--utterances must be >= 2 and --repeats >= 1")
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory(prefix="bench_extraction_")
     folder = write_model(tmp.name)
-    encoders = {"nchw": load_encoder(folder, savedir=Path(tmp.name) / "sb_cache",
-                                     device=args.device, channels_last=False),
-                "cl": load_encoder(folder, savedir=Path(tmp.name) / "sb_cl", device=args.device)}
+    encoders = {
+        "nchw": load_encoder(
+            folder,
+            savedir=Path(tmp.name) / "sb_cache",
+            device=args.device,
+            channels_last=False,
+        ),
+        "cl": load_encoder(
+            folder, savedir=Path(tmp.name) / "sb_cl", device=args.device
+        ),
+    }
     for encoder in encoders.values():  # warm-up: allocator, lazy init
         encode_signals(encoder, [signal(2.0, 1)])
     peak = matmul_gflops(args.matmul, repeats=5, device=args.device)
-    print(f"Extraction, ResNet-34 {CHANNELS} + MRMHA K={NUM_HEADS}, untrained, "
-          f"via write_pretrained/load_encoder/encode_signals on {args.device}; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s. CL = channels-last "
-          f"weights; batched N s = length-sorted batches of at most N s of padded audio")
-    rates = measure("VoxCeleb-like", encoders, voxceleb_like(args.utterances), args.repeats,
-                    not args.no_bf16, peak)
-    measure("short", encoders, short_set(args.utterances), args.repeats, not args.no_bf16, peak)
+    print(
+        f"Extraction, ResNet-34 {CHANNELS} + MRMHA K={NUM_HEADS}, untrained, "
+        f"via write_pretrained/load_encoder/encode_signals on {args.device}; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"dense float32 matmul {args.matmul}^2: {peak:.1f} GFLOP/s. CL = channels-last "
+        f"weights; batched N s = length-sorted batches of at most N s of padded audio"
+    )
+    rates = measure(
+        "VoxCeleb-like",
+        encoders,
+        voxceleb_like(args.utterances),
+        args.repeats,
+        not args.no_bf16,
+        peak,
+    )
+    measure(
+        "short",
+        encoders,
+        short_set(args.utterances),
+        args.repeats,
+        not args.no_bf16,
+        peak,
+    )
 
     if args.long_seconds > 0:
-        runs = {chunked: long_utterance(folder, args.long_seconds, args.threads, chunked,
-                                        args.device)
-                for chunked in (True, False)}
-        diff = (torch.tensor(runs[True]["embedding"]) - torch.tensor(runs[False]["embedding"]))
-        memory = "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
-        print(f"\none {args.long_seconds:.0f} s utterance (fresh subprocess each):")
+        runs = {
+            chunked: long_utterance(
+                folder, args.long_seconds, args.threads, chunked, args.device
+            )
+            for chunked in (True, False)
+        }
+        diff = torch.tensor(runs[True]["embedding"]) - torch.tensor(
+            runs[False]["embedding"]
+        )
+        memory = (
+            "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
+        )
+        print(
+            f"\none {args.long_seconds:.0f} s utterance (fresh subprocess each):"
+        )
         for chunked, run in runs.items():
-            label = f"windows of {run['chunk_frames']} frames" if chunked else "single pass"
-            print(f"  {label:<26} {run['seconds']:6.1f} s ({args.long_seconds / run['seconds']:.1f} "
-                  f"audio s/s), peak {memory} {run['peak_kib'] / 2**20:.2f} GiB: "
-                  f"{(run['peak_kib'] - run['base_kib']) / 2**20:.2f} GiB above the "
-                  f"{run['base_kib'] / 2**20:.2f} GiB of the loaded model and input")
-        print(f"  windows vs single pass: {runs[False]['seconds'] / runs[True]['seconds']:.2f}x "
-              f"faster, max |embedding diff| {diff.abs().max().item():.1e}")
+            label = (
+                f"windows of {run['chunk_frames']} frames"
+                if chunked
+                else "single pass"
+            )
+            print(
+                f"  {label:<26} {run['seconds']:6.1f} s ({args.long_seconds / run['seconds']:.1f} "
+                f"audio s/s), peak {memory} {run['peak_kib'] / 2**20:.2f} GiB: "
+                f"{(run['peak_kib'] - run['base_kib']) / 2**20:.2f} GiB above the "
+                f"{run['base_kib'] / 2**20:.2f} GiB of the loaded model and input"
+            )
+        print(
+            f"  windows vs single pass: {runs[False]['seconds'] / runs[True]['seconds']:.2f}x "
+            f"faster, max |embedding diff| {diff.abs().max().item():.1e}"
+        )
     ours = f"batched {CPU_BATCH_SECONDS:.0f} s, CL"
-    scale({case: rate for case, rate in rates.items() if case in ("one-by-one", ours)
-           or "bf16" in case})
+    scale(
+        {
+            case: rate
+            for case, rate in rates.items()
+            if case in ("one-by-one", ours) or "bf16" in case
+        }
+    )
     tmp.cleanup()
 
 

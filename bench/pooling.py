@@ -35,8 +35,8 @@ import statistics
 import time
 
 import torch
-from torch import nn
 from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
+from torch import nn
 
 from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
 
@@ -50,7 +50,11 @@ class PerHeadLoopMRMHA(nn.Module):
     def __init__(self, input_size, temperatures):
         super().__init__()
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(input_size, input_size), nn.Tanh(), nn.Linear(input_size, 1))
+            nn.Sequential(
+                nn.Linear(input_size, input_size),
+                nn.Tanh(),
+                nn.Linear(input_size, 1),
+            )
             for _ in temperatures
         )
         self.temperatures = list(temperatures)
@@ -63,7 +67,9 @@ class PerHeadLoopMRMHA(nn.Module):
         pooled = []
         for head, temp in zip(self.heads, self.temperatures):
             scores = head(x).squeeze(-1) / temp
-            weights = torch.softmax(scores.masked_fill(pad, float("-inf")), dim=-1)
+            weights = torch.softmax(
+                scores.masked_fill(pad, float("-inf")), dim=-1
+            )
             pooled.append(torch.bmm(weights[:, None, :], x))
         return torch.cat(pooled, dim=-1)
 
@@ -72,10 +78,10 @@ class PerHeadLoopMRMHA(nn.Module):
         """Takes W_i, g_i, V_i, b_i of each head out of our fused module."""
         size = ours.hidden_size
         for i, head in enumerate(self.heads):
-            head[0].weight.copy_(ours.hidden.weight[i * size:(i + 1) * size])
-            head[0].bias.copy_(ours.hidden.bias[i * size:(i + 1) * size])
+            head[0].weight.copy_(ours.hidden.weight[i * size : (i + 1) * size])
+            head[0].bias.copy_(ours.hidden.bias[i * size : (i + 1) * size])
             head[2].weight.copy_(ours.score_weight[i][None])
-            head[2].bias.copy_(ours.score_bias[i:i + 1])
+            head[2].bias.copy_(ours.score_bias[i : i + 1])
 
 
 class BlockDiagonalScoresMRMHA(MultiResolutionMultiHeadAttentionPooling):
@@ -87,14 +93,22 @@ class BlockDiagonalScoresMRMHA(MultiResolutionMultiHeadAttentionPooling):
     def scores(self, x):
         batch, time, _ = x.shape
         hidden = torch.tanh(
-            nn.functional.linear(x, self.hidden.weight.float(), self.hidden.bias.float())
+            nn.functional.linear(
+                x, self.hidden.weight.float(), self.hidden.bias.float()
+            )
         )
         heads = self.num_heads
         eye = torch.eye(heads, dtype=hidden.dtype, device=hidden.device)
-        block = (self.score_weight.float()[:, :, None] * eye[:, None, :]).reshape(-1, heads)
-        scores = torch.addmm(
-            self.score_bias.float(), hidden.reshape(batch * time, -1), block
-        ).reshape(batch, time, heads).transpose(1, 2)
+        block = (
+            self.score_weight.float()[:, :, None] * eye[:, None, :]
+        ).reshape(-1, heads)
+        scores = (
+            torch.addmm(
+                self.score_bias.float(), hidden.reshape(batch * time, -1), block
+            )
+            .reshape(batch, time, heads)
+            .transpose(1, 2)
+        )
         return scores / self.temperatures.float()[None, :, None]
 
 
@@ -134,7 +148,9 @@ def pooling_benchmark(args):
     x = torch.randn(args.batch, args.frames, D, requires_grad=True)
     x_sb = x.detach().transpose(1, 2).contiguous().requires_grad_(True)
     lengths = torch.linspace(0.5, 1.0, args.batch)
-    speechbrain = AttentiveStatisticsPooling(channels=D, attention_channels=D).train()
+    speechbrain = AttentiveStatisticsPooling(
+        channels=D, attention_channels=D
+    ).train()
 
     def speechbrain_transposed():
         speechbrain.zero_grad(set_to_none=True)
@@ -142,32 +158,44 @@ def pooling_benchmark(args):
         speechbrain(x.transpose(1, 2), lengths).sum().backward()
 
     candidates = {
-        "SpeechBrain ASP (B,C,T)": functools.partial(forward_backward, speechbrain, x_sb, lengths),
+        "SpeechBrain ASP (B,C,T)": functools.partial(
+            forward_backward, speechbrain, x_sb, lengths
+        ),
         "SpeechBrain ASP + transpose": speechbrain_transposed,
     }
     for heads in (4, 6):
-        ours = MultiResolutionMultiHeadAttentionPooling(input_size=D, num_heads=heads)
+        ours = MultiResolutionMultiHeadAttentionPooling(
+            input_size=D, num_heads=heads
+        )
         loop = PerHeadLoopMRMHA(D, ours.temperatures.tolist())
         loop.copy_from(ours)
         with torch.no_grad():
             gap = (loop(x, lengths) - ours(x, lengths)).abs().max().item()
         if gap > 1e-4:
-            raise RuntimeError(f"per-head loop differs from ours at K={heads}: {gap}")
+            raise RuntimeError(
+                f"per-head loop differs from ours at K={heads}: {gap}"
+            )
         print(f"per-head loop equals ours at K={heads}: max |diff| = {gap:.2e}")
         fixed = BlockDiagonalScoresMRMHA(input_size=D, num_heads=heads)
         fixed.load_state_dict(ours.state_dict())
         with torch.no_grad():
             gap = (fixed(x, lengths) - ours(x, lengths)).abs().max().item()
         if gap > 1e-4:
-            raise RuntimeError(f"block-diagonal scores differ from ours at K={heads}: {gap}")
-        candidates[f"ours MRMHA K={heads}"] = functools.partial(forward_backward, ours, x, lengths)
+            raise RuntimeError(
+                f"block-diagonal scores differ from ours at K={heads}: {gap}"
+            )
+        candidates[f"ours MRMHA K={heads}"] = functools.partial(
+            forward_backward, ours, x, lengths
+        )
         candidates[f"floor: 3 hidden GEMMs K={heads}"] = functools.partial(
             hidden_gemms, x.detach().reshape(-1, D), ours.hidden.weight.detach()
         )
         candidates[f"ours + block-diag scores K={heads}"] = functools.partial(
             forward_backward, fixed, x, lengths
         )
-        candidates[f"per-head loop K={heads}"] = functools.partial(forward_backward, loop, x, lengths)
+        candidates[f"per-head loop K={heads}"] = functools.partial(
+            forward_backward, loop, x, lengths
+        )
     return interleaved_medians(candidates, args.repeats)
 
 
@@ -177,7 +205,9 @@ def resnet_benchmark(args, heads):
 
     torch.manual_seed(0)
     model = ResNet34(
-        pooling=functools.partial(MultiResolutionMultiHeadAttentionPooling, num_heads=heads)
+        pooling=functools.partial(
+            MultiResolutionMultiHeadAttentionPooling, num_heads=heads
+        )
     )
     feats = torch.randn(args.resnet_batch, args.frames, 40)
     lengths = torch.linspace(0.6, 1.0, args.resnet_batch)
@@ -196,7 +226,7 @@ def resnet_benchmark(args, heads):
             times = interleaved_medians(
                 {
                     "full": lambda: model(feats, lengths),
-                    "head": lambda: head(frames, frame_lengths),
+                    "head": lambda f=frames, n=frame_lengths: head(f, n),
                 },
                 max(3, args.repeats // 3),
                 warmup=1,
@@ -211,14 +241,23 @@ def profile_ours(args):
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.frames, D, requires_grad=True)
     lengths = torch.linspace(0.5, 1.0, args.batch)
-    for cls in (MultiResolutionMultiHeadAttentionPooling, BlockDiagonalScoresMRMHA):
+    for cls in (
+        MultiResolutionMultiHeadAttentionPooling,
+        BlockDiagonalScoresMRMHA,
+    ):
         module = cls(input_size=D, num_heads=6)
         forward_backward(module, x, lengths)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]
+        ) as prof:
             for _ in range(3):
                 forward_backward(module, x, lengths)
         print(f"\n{cls.__name__}, 3 x forward+backward")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+        print(
+            prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=10
+            )
+        )
 
 
 def main():
@@ -251,7 +290,9 @@ def main():
 def report_pooling(args):
     """Prints (a) and (b)."""
     times = pooling_benchmark(args)
-    print(f"\nforward+backward, batch {args.batch} x {args.frames} frames x d={D}, hidden={D}")
+    print(
+        f"\nforward+backward, batch {args.batch} x {args.frames} frames x d={D}, hidden={D}"
+    )
     for name, seconds in times.items():
         print(f"  {name:30s} {seconds * 1000:9.1f} ms")
     sb = times["SpeechBrain ASP (B,C,T)"]

@@ -46,18 +46,29 @@ ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 def load_prepare():
     spec = importlib.util.spec_from_file_location(
-        "voxceleb1_prepare", HERE.parent / "recipes" / "VoxCeleb1" / "voxceleb1_prepare.py")
+        "voxceleb1_prepare",
+        HERE.parent / "recipes" / "VoxCeleb1" / "voxceleb1_prepare.py",
+    )
     module = importlib.util.module_from_spec(spec)
-    sys.modules["voxceleb1_prepare"] = module  # as `from voxceleb1_prepare import ...` does
+    sys.modules["voxceleb1_prepare"] = (
+        module  # as `from voxceleb1_prepare import ...` does
+    )
     spec.loader.exec_module(module)
     return module
 
 
 def tiny_wav(frames):
     data = b"\x00\x01" * frames
-    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
-            + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-            + b"data" + struct.pack("<I", len(data)) + data)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 def split(total, parts):
@@ -77,11 +88,15 @@ def build_tree(root):
     blobs = [tiny_wav(n) for n in range(1, 65)]
     test_files = []
     start = time.perf_counter()
-    layout = [(DEV_SPEAKERS, DEV_FILES, DEV_VIDEOS, False),
-              (TEST_SPEAKERS, TEST_FILES, TEST_VIDEOS, True)]
+    layout = [
+        (DEV_SPEAKERS, DEV_FILES, DEV_VIDEOS, False),
+        (TEST_SPEAKERS, TEST_FILES, TEST_VIDEOS, True),
+    ]
     spk = 10001
     for speakers, files, videos, is_test in layout:
-        for n_files, n_videos in zip(split(files, speakers), split(videos, speakers)):
+        for n_files, n_videos in zip(
+            split(files, speakers), split(videos, speakers)
+        ):
             vids = set()
             while len(vids) < n_videos:
                 vids.add("".join(rng.choice(list(ID_CHARS), 11)))
@@ -89,7 +104,9 @@ def build_tree(root):
                 folder = tmp / "wav" / f"id{spk}" / video
                 folder.mkdir(parents=True)
                 for u in range(1, n_utts + 1):
-                    (folder / f"{u:05d}.wav").write_bytes(blobs[rng.integers(64)])
+                    (folder / f"{u:05d}.wav").write_bytes(
+                        blobs[rng.integers(64)]
+                    )
                     if is_test:
                         test_files.append(f"id{spk}/{video}/{u:05d}.wav")
             spk += 1
@@ -98,7 +115,9 @@ def build_tree(root):
     write_trials(tmp / "meta" / "veri_test2.txt", trials)
     (tmp / "complete").write_text("ok\n")
     tmp.rename(root)
-    print(f"built {DEV_FILES + TEST_FILES} files in {time.perf_counter() - start:.1f} s")
+    print(
+        f"built {DEV_FILES + TEST_FILES} files in {time.perf_counter() - start:.1f} s"
+    )
     return root / "meta" / "veri_test2.txt"
 
 
@@ -129,11 +148,13 @@ def main():
     every = prep._scan(str(root / "wav"))
     n_files = len(every)
     all_paths = [str(root / "wav" / f) for f in every]
-    subset = all_paths[::max(1, n_files // args.peer_files)]
+    subset = all_paths[:: max(1, n_files // args.peer_files)]
     scale = n_files / len(subset)
 
     def run(workers):
-        return prep.prepare_voxceleb1(str(root), str(save), str(trials), num_workers=workers)
+        return prep.prepare_voxceleb1(
+            str(root), str(save), str(trials), num_workers=workers
+        )
 
     rows = []  # (what, seconds, peer seconds)
     # peers first, cold then warm, on the subset; extrapolated to every file
@@ -141,40 +162,69 @@ def main():
     peer_cold = timed(lambda: [sf.info(p).duration for p in subset])[0] * scale
     peer_warm = timed(lambda: [sf.info(p).duration for p in subset])[0] * scale
     evict(subset)
-    ours_cold = timed(lambda: prep.read_durations(subset, num_workers=1))[0] * scale
+    ours_cold = (
+        timed(lambda: prep.read_durations(subset, num_workers=1))[0] * scale
+    )
     t, ours = timed(lambda: prep.read_durations(subset, num_workers=1))
     assert ours == [sf.info(p).duration for p in subset]
-    rows.append(("durations only, header reader serially, cold-ish (extrapolated)",
-                 ours_cold, peer_cold))
-    rows.append(("durations only, header reader serially, warm (extrapolated)",
-                 t * scale, peer_warm))
+    rows.append(
+        (
+            "durations only, header reader serially, cold-ish (extrapolated)",
+            ours_cold,
+            peer_cold,
+        )
+    )
+    rows.append(
+        (
+            "durations only, header reader serially, warm (extrapolated)",
+            t * scale,
+            peer_warm,
+        )
+    )
     default = min(16, 2 * (os.cpu_count() or 1))
     import speechbrain.dataio.encoder  # noqa: F401  (its import is not preparation time)
 
     evict(all_paths)
     t, r = timed(lambda: run(None))
     assert not r.skipped
-    rows.append((f"prepare_voxceleb1, first run, cold-ish, {default} processes (default)",
-                 t, peer_cold))
+    rows.append(
+        (
+            f"prepare_voxceleb1, first run, cold-ish, {default} processes (default)",
+            t,
+            peer_cold,
+        )
+    )
     t, r = timed(lambda: run(None))
     assert r.skipped
     rows.append(("prepare_voxceleb1, rerun (skips)", t, peer_warm))
     for workers in (default, 2, 1):
         os.remove(save / prep.OPTIONS_FILE)
-        t, r = timed(lambda: run(workers))
+        t, r = timed(lambda w=workers: run(w))
         assert not r.skipped
-        rows.append((f"prepare_voxceleb1, forced redo, warm, {workers} process(es)", t, peer_warm))
+        rows.append(
+            (
+                f"prepare_voxceleb1, forced redo, warm, {workers} process(es)",
+                t,
+                peer_warm,
+            )
+        )
     evict(all_paths)
     os.remove(save / prep.OPTIONS_FILE)
     t, r = timed(lambda: run(1))
-    rows.append(("prepare_voxceleb1, forced redo, cold-ish, 1 process", t, peer_cold))
-    print(f"\nVoxCeleb1-size tree: {n_files} files, {TRIALS} trials; {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}, Python {platform.python_version()}; peer = soundfile.info "
-          f"serially on {len(subset)} files, extrapolated x{scale:.2f}")
+    rows.append(
+        ("prepare_voxceleb1, forced redo, cold-ish, 1 process", t, peer_cold)
+    )
+    print(
+        f"\nVoxCeleb1-size tree: {n_files} files, {TRIALS} trials; {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, Python {platform.python_version()}; peer = soundfile.info "
+        f"serially on {len(subset)} files, extrapolated x{scale:.2f}"
+    )
     print("| what | seconds | peer seconds (same cache state) | speed-up |")
     print("|---|---|---|---|")
     for what, seconds, peer in rows:
-        print(f"| {what} | {seconds:.2f} | {peer:.1f} | {peer / seconds:.1f}x |")
+        print(
+            f"| {what} | {seconds:.2f} | {peer:.1f} | {peer / seconds:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

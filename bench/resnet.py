@@ -60,7 +60,9 @@ def main():
         f"{torch.get_num_threads()} threads"
     )
     for name, seconds in results.items():
-        print(f"{name:32s} {seconds * 1000:8.1f} ms  ratio {seconds / base:.3f}")
+        print(
+            f"{name:32s} {seconds * 1000:8.1f} ms  ratio {seconds / base:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def bench_metrics(timeout, memory_gib):
             torch.save((pos, neg), path)
             for name in ("EER", "minDCF"):
                 function = getattr(scoring, name)
-                ours_s, ours = best_time(lambda: function(pos, neg), 10)
+                ours_s, ours = best_time(
+                    lambda f=function, p=pos, n=neg: f(p, n), 10
+                )
                 peer = run_peer(path, name, timeout, memory_gib)
                 if "error" in peer:
                     peer_text, ratio, same = peer["error"], "n/a", "n/a"
@@ -108,9 +110,14 @@ def bench_metrics(timeout, memory_gib):
                     ratio = f"{peer['seconds'] / ours_s:.0f}x"
                     same = "yes" if tuple(peer["value"]) == ours else "NO"
                 rows.append(
-                    (f"{name} {label} ({n_trials:,} trials)",
-                     f"{ours_s:.3f} s", peer_text, ratio, same,
-                     f"{ours[0]:.6f} @ {ours[1]:.6f}")
+                    (
+                        f"{name} {label} ({n_trials:,} trials)",
+                        f"{ours_s:.3f} s",
+                        peer_text,
+                        ratio,
+                        same,
+                        f"{ours[0]:.6f} @ {ours[1]:.6f}",
+                    )
                 )
                 print(" | ".join(rows[-1]), flush=True)
     return rows
@@ -127,14 +134,23 @@ def loop_peer(embeddings, cohort, enrol_index, test_index, top_k):
         e_c = torch.topk(e_c, k=top_k).values
         t_c = torch.topk(t_c, k=top_k).values
         out.append(
-            0.5 * ((score - e_c.mean()) / e_c.std()
-                   + (score - t_c.mean()) / t_c.std())
+            0.5
+            * (
+                (score - e_c.mean()) / e_c.std()
+                + (score - t_c.mean()) / t_c.std()
+            )
         )
     return torch.stack(out)
 
 
-def bench_cosine(n_files=4708, dim=512, n_trials=37611, n_cohort=1211,
-                 top_k=300, loop_trials=1000):
+def bench_cosine(
+    n_files=4708,
+    dim=512,
+    n_trials=37611,
+    n_cohort=1211,
+    top_k=300,
+    loop_trials=1000,
+):
     """Rows of the cosine + AS-norm throughput comparison."""
     g = torch.Generator().manual_seed(1)
     embeddings = torch.randn(n_files, dim, generator=g)
@@ -143,7 +159,9 @@ def bench_cosine(n_files=4708, dim=512, n_trials=37611, n_cohort=1211,
     test_index = torch.randint(0, n_files, (n_trials,), generator=g)
 
     def ours():
-        scores = scoring.cosine_score_trials(embeddings, enrol_index, test_index)
+        scores = scoring.cosine_score_trials(
+            embeddings, enrol_index, test_index
+        )
         mean, std = scoring.cohort_statistics(embeddings, cohort, top_k=top_k)
         return scoring.normalize_scores(
             scores, enrol_index, test_index, mean, std
@@ -151,26 +169,41 @@ def bench_cosine(n_files=4708, dim=512, n_trials=37611, n_cohort=1211,
 
     ours_s, normalized = best_time(ours, 5)
     cos_s, _ = best_time(
-        lambda: scoring.cosine_score_trials(embeddings, enrol_index, test_index),
+        lambda: scoring.cosine_score_trials(
+            embeddings, enrol_index, test_index
+        ),
         5,
     )
     peer_s, peer = best_time(
-        lambda: loop_peer(embeddings, cohort, enrol_index[:loop_trials],
-                          test_index[:loop_trials], top_k),
+        lambda: loop_peer(
+            embeddings,
+            cohort,
+            enrol_index[:loop_trials],
+            test_index[:loop_trials],
+            top_k,
+        ),
         1,
     )
     max_diff = (peer - normalized[:loop_trials]).abs().max().item()
     peer_rate = loop_trials / peer_s
     ours_rate = n_trials / ours_s
     rows = [
-        (f"cosine only, {n_trials:,} trials", f"{cos_s:.3f} s",
-         f"{n_trials / cos_s:,.0f}", "", ""),
-        (f"cosine + AS-norm (top {top_k} of {n_cohort:,}), {n_trials:,} "
-         f"trials, {n_files:,} files x {dim}", f"{ours_s:.3f} s",
-         f"{ours_rate:,.0f}",
-         f"{peer_rate:,.0f} (timed on {loop_trials:,} trials, "
-         f"extrapolated {n_trials / peer_rate:.0f} s)",
-         f"{ours_rate / peer_rate:.0f}x (max diff {max_diff:.1e})"),
+        (
+            f"cosine only, {n_trials:,} trials",
+            f"{cos_s:.3f} s",
+            f"{n_trials / cos_s:,.0f}",
+            "",
+            "",
+        ),
+        (
+            f"cosine + AS-norm (top {top_k} of {n_cohort:,}), {n_trials:,} "
+            f"trials, {n_files:,} files x {dim}",
+            f"{ours_s:.3f} s",
+            f"{ours_rate:,.0f}",
+            f"{peer_rate:,.0f} (timed on {loop_trials:,} trials, "
+            f"extrapolated {n_trials / peer_rate:.0f} s)",
+            f"{ours_rate / peer_rate:.0f}x (max diff {max_diff:.1e})",
+        ),
     ]
     for row in rows:
         print(" | ".join(row), flush=True)
@@ -179,16 +212,26 @@ def bench_cosine(n_files=4708, dim=512, n_trials=37611, n_cohort=1211,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds before a SpeechBrain run is abandoned")
-    parser.add_argument("--memory-gib", type=int, default=16,
-                        help="address-space cap of the SpeechBrain runs "
-                        "(0: none; uncapped, SpeechBrain's minDCF at Vox1-O "
-                        "peaks near 19 GB)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds before a SpeechBrain run is abandoned",
+    )
+    parser.add_argument(
+        "--memory-gib",
+        type=int,
+        default=16,
+        help="address-space cap of the SpeechBrain runs "
+        "(0: none; uncapped, SpeechBrain's minDCF at Vox1-O "
+        "peaks near 19 GB)",
+    )
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPU cores, {platform.processor() or ''}"
-          f" torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, {platform.processor() or ''}"
+        f" torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("metric | ours | SpeechBrain | speed-up | identical | value @ thr")
     bench_metrics(args.timeout, args.memory_gib)
     print("scoring | ours | ours trials/s | per-trial loop trials/s | ratio")

@@ -19,9 +19,20 @@ from speechbrain_mrmha.resnet import ResNet34
 from speechbrain_mrmha.scoring import EER, minDCF
 
 __all__ = [
-    "POOLINGS", "AttentionPooling", "AttentiveStatisticsPooling",
-    "GlobalMultiHeadAttentionPooling", "MultiResolutionMultiHeadAttentionPooling",
-    "SelfAttentivePooling", "SplitMultiHeadAttentionPooling", "StructuredSelfAttentionPooling",
-    "attention_entropy", "build_pooling", "orthogonality_penalty", "ResNet34",
-    "CosAMSLoss", "CosineClassifier", "EER", "minDCF",
+    "POOLINGS",
+    "AttentionPooling",
+    "AttentiveStatisticsPooling",
+    "GlobalMultiHeadAttentionPooling",
+    "MultiResolutionMultiHeadAttentionPooling",
+    "SelfAttentivePooling",
+    "SplitMultiHeadAttentionPooling",
+    "StructuredSelfAttentionPooling",
+    "attention_entropy",
+    "build_pooling",
+    "orthogonality_penalty",
+    "ResNet34",
+    "CosAMSLoss",
+    "CosineClassifier",
+    "EER",
+    "minDCF",
 ]

@@ -26,8 +26,12 @@ def _listed(problems):
     return "\n".join(lines)
 
 
-def read_annotation(path, data_folder=None, columns=("ID", "duration", "wav", "spk_id"),
-                    check_files=True):
+def read_annotation(
+    path,
+    data_folder=None,
+    columns=("ID", "duration", "wav", "spk_id"),
+    check_files=True,
+):
     """Read an annotation CSV into ``{ID: row}``.
 
     Arguments
@@ -86,7 +90,9 @@ def read_annotation(path, data_folder=None, columns=("ID", "duration", "wav", "s
         reader.fieldnames = header
         rows, problems = {}, []
         for line, row in enumerate(reader, start=2):
-            row = {key: (value or "").strip() for key, value in row.items() if key}
+            row = {
+                key: (value or "").strip() for key, value in row.items() if key
+            }
             empty = [name for name in columns if not row.get(name)]
             if empty:
                 problems.append(f"line {line}: empty {', '.join(empty)}")
@@ -97,7 +103,9 @@ def read_annotation(path, data_folder=None, columns=("ID", "duration", "wav", "s
                 except ValueError:
                     row["duration"] = float("nan")
                 if not row["duration"] > 0:
-                    problems.append(f"line {line}: duration must be a number > 0")
+                    problems.append(
+                        f"line {line}: duration must be a number > 0"
+                    )
                     continue
             if "wav" in columns and data_folder is not None:
                 row["wav"] = row["wav"].replace("$data_root", str(data_folder))
@@ -106,13 +114,18 @@ def read_annotation(path, data_folder=None, columns=("ID", "duration", "wav", "s
                 continue
             rows[row["ID"]] = row
     if problems:
-        raise ValueError(f"annotation CSV {path}: {len(problems)} bad row(s):\n"
-                         + _listed(problems))
+        raise ValueError(
+            f"annotation CSV {path}: {len(problems)} bad row(s):\n"
+            + _listed(problems)
+        )
     if not rows:
         raise ValueError(f"annotation CSV {path} holds no row")
     if check_files and "wav" in columns:
-        missing = [f"{row['wav']} (ID {key})" for key, row in rows.items()
-                   if not Path(row["wav"]).is_file()]
+        missing = [
+            f"{row['wav']} (ID {key})"
+            for key, row in rows.items()
+            if not Path(row["wav"]).is_file()
+        ]
         if missing:
             raise FileNotFoundError(
                 f"annotation CSV {path}: {len(missing)} of {len(rows)} audio files "

@@ -29,7 +29,12 @@ __all__ = [
     "save_resolved",
 ]
 
-MODEL_KEYS = ("compute_features", "mean_var_norm", "embedding_model", "classifier")
+MODEL_KEYS = (
+    "compute_features",
+    "mean_var_norm",
+    "embedding_model",
+    "classifier",
+)
 """The entries of a training configuration that make up the model (and the
 pretrained folder's ``hyperparams.yaml``)."""
 
@@ -94,7 +99,9 @@ def resolve_config(hparams_file, overrides=None):
     """
     hparams_file = Path(hparams_file)
     if not hparams_file.is_file():
-        raise FileNotFoundError(f"hyperparameter file {hparams_file} does not exist")
+        raise FileNotFoundError(
+            f"hyperparameter file {hparams_file} does not exist"
+        )
     with open(hparams_file, encoding="utf-8") as fin:
         return resolve_references(
             fin, parse_overrides(overrides), overrides_must_match=True
@@ -138,7 +145,9 @@ def plain_values(hparams_file, overrides=None):
     ...
     ValueError: 'data_folder' is a !PLACEHOLDER and must be replaced.
     """
-    values = yaml.load(resolve_config(hparams_file, overrides), Loader=_PlainLoader)
+    values = yaml.load(
+        resolve_config(hparams_file, overrides), Loader=_PlainLoader
+    )
     return values or {}
 
 

@@ -46,7 +46,10 @@ class CosineClassifier(nn.Module):
         (batch, 1, out_neurons) cosines."""
         if x.dim() == 3:
             x = x.squeeze(1)
-        cosines = F.linear(F.normalize(x.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        cosines = F.linear(
+            F.normalize(x.float(), dim=-1),
+            F.normalize(self.weight.float(), dim=-1),
+        )
         return cosines.unsqueeze(1)
 
 
@@ -77,7 +80,9 @@ class CosAMSLoss(nn.Module):
             raise ValueError(f"CosAMS margin must be >= 0, got {margin}")
         self.margin = margin
         self.scale = scale
-        self.wrapper = LogSoftmaxWrapper(AngularMargin(margin=margin, scale=scale))
+        self.wrapper = LogSoftmaxWrapper(
+            AngularMargin(margin=margin, scale=scale)
+        )
 
     def forward(self, predictions, targets, length=None):
         """Mean loss over the batch.

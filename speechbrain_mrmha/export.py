@@ -51,7 +51,9 @@ def interface_template():
 
 def _shapes(module):
     """Parameter and buffer names -> shapes of a module's state dict."""
-    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    return {
+        key: tuple(value.shape) for key, value in module.state_dict().items()
+    }
 
 
 def check_definition(text, embedding_model, classifier):
@@ -78,13 +80,17 @@ def check_definition(text, embedding_model, classifier):
     from hyperpyyaml import load_hyperpyyaml
 
     built = load_hyperpyyaml(text)
-    for name, trained in (("embedding_model", embedding_model),
-                          ("classifier", classifier)):
+    for name, trained in (
+        ("embedding_model", embedding_model),
+        ("classifier", classifier),
+    ):
         want, have = _shapes(trained), _shapes(built[name])
-        problems = [f"{key}: {have.get(key, 'absent')} defined, "
-                    f"{want.get(key, 'absent')} trained"
-                    for key in dict.fromkeys([*want, *have])
-                    if want.get(key) != have.get(key)]
+        problems = [
+            f"{key}: {have.get(key, 'absent')} defined, "
+            f"{want.get(key, 'absent')} trained"
+            for key in dict.fromkeys([*want, *have])
+            if want.get(key) != have.get(key)
+        ]
         if problems:
             raise ValueError(
                 f"the model definition does not build the trained {name}: "
@@ -92,7 +98,9 @@ def check_definition(text, embedding_model, classifier):
             )
 
 
-def write_pretrained(folder, model_yaml, embedding_model, classifier, label_encoder):
+def write_pretrained(
+    folder, model_yaml, embedding_model, classifier, label_encoder
+):
     """Write a pretrained-model folder atomically (a rerun replaces it whole).
 
     Arguments
@@ -141,10 +149,14 @@ def write_pretrained(folder, model_yaml, embedding_model, classifier, label_enco
 
     def fill(staging):
         (staging / "hyperparams.yaml").write_text(text, encoding="utf-8")
-        torch.save(embedding_model.state_dict(), staging / "embedding_model.ckpt")
+        torch.save(
+            embedding_model.state_dict(), staging / "embedding_model.ckpt"
+        )
         torch.save(classifier.state_dict(), staging / "classifier.ckpt")
         label_encoder.save(staging / "label_encoder.txt")
-        shutil.copyfile(staging / "label_encoder.txt", staging / "label_encoder.ckpt")
+        shutil.copyfile(
+            staging / "label_encoder.txt", staging / "label_encoder.ckpt"
+        )
 
     return replace_folder(folder, fill)
 
@@ -169,7 +181,9 @@ def check_pretrained(folder):
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"pretrained model folder {folder} does not exist")
+        raise FileNotFoundError(
+            f"pretrained model folder {folder} does not exist"
+        )
     missing = [name for name in FOLDER_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -56,8 +56,12 @@ def encode_signals(encoder, signals, precision="fp32"):
     rel = relative_lengths(frames, int(frames.max()))
     dtype = _autocast_dtype(precision)
     device_type = torch.device(encoder.device).type
-    with torch.no_grad(), torch.autocast(device_type, dtype=dtype or torch.float32,
-                                         enabled=dtype is not None):
+    with (
+        torch.no_grad(),
+        torch.autocast(
+            device_type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ),
+    ):
         embeddings = encoder.encode_batch(batch, rel).squeeze(1).float().cpu()
     pooling = encoder.mods.embedding_model.pooling
     weights = getattr(pooling, "last_attention", None)
@@ -70,7 +74,9 @@ def encode_signals(encoder, signals, precision="fp32"):
 def _autocast_dtype(precision):
     """The autocast dtype of a precision name (None for fp32)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        raise ValueError(
+            f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
+        )
     return PRECISIONS[precision]
 
 
@@ -82,7 +88,9 @@ def default_batch_seconds(device):
     >>> default_batch_seconds("cpu"), default_batch_seconds("cuda:1")
     (12.0, 240.0)
     """
-    return DEFAULT_BATCH_SECONDS["cpu" if torch.device(device).type == "cpu" else "cuda"]
+    return DEFAULT_BATCH_SECONDS[
+        "cpu" if torch.device(device).type == "cpu" else "cuda"
+    ]
 
 
 def use_channels_last(encoder):
@@ -130,7 +138,8 @@ def length_batches(durations, batch_seconds, max_batch_size):
     for index in order:
         longest = durations[current[0]] if current else durations[index]
         if current and (
-            len(current) >= max_batch_size or longest * (len(current) + 1) > batch_seconds
+            len(current) >= max_batch_size
+            or longest * (len(current) + 1) > batch_seconds
         ):
             batches.append(current)
             current = []
@@ -172,7 +181,10 @@ class EmbeddingCache:
         if self.path is not None and self.path.is_file():
             stored = torch.load(self.path, map_location="cpu")
             if stored.get("fingerprint") == fingerprint:
-                self.embeddings, self.entropies = stored["embeddings"], stored["entropies"]
+                self.embeddings, self.entropies = (
+                    stored["embeddings"],
+                    stored["entropies"],
+                )
 
     def __contains__(self, key):
         return key in self.embeddings
@@ -213,8 +225,11 @@ class EmbeddingCache:
             return
         with atomic_write(self.path, "wb") as handle:
             torch.save(
-                {"fingerprint": self.fingerprint, "embeddings": self.embeddings,
-                 "entropies": self.entropies},
+                {
+                    "fingerprint": self.fingerprint,
+                    "embeddings": self.embeddings,
+                    "entropies": self.entropies,
+                },
                 handle,
             )
 
@@ -244,8 +259,18 @@ def model_fingerprint(folder):
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
-def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_size=64,
-                sample_rate=16000, progress=True, save_every_seconds=60.0, precision="fp32"):
+def embed_files(
+    encoder,
+    files,
+    durations,
+    cache,
+    batch_seconds=None,
+    max_batch_size=64,
+    sample_rate=16000,
+    progress=True,
+    save_every_seconds=60.0,
+    precision="fp32",
+):
     """Embed every file not yet in ``cache``, batched by length.
 
     Arguments
@@ -280,15 +305,23 @@ def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_
     if batch_seconds is None:
         batch_seconds = default_batch_seconds(encoder.device)
     todo = [key for key in files if key not in cache]
-    batches = length_batches([durations[k] for k in todo], batch_seconds, max_batch_size)
+    batches = length_batches(
+        [durations[k] for k in todo], batch_seconds, max_batch_size
+    )
     last_save = time.monotonic()
-    bar = tqdm(total=len(todo), disable=not progress, desc="embedding", unit="file")
+    bar = tqdm(
+        total=len(todo), disable=not progress, desc="embedding", unit="file"
+    )
     for batch in batches:
         keys = [todo[i] for i in batch]
         signals = [load_audio(files[k], sample_rate) for k in keys]
         embeddings, entropies = encode_signals(encoder, signals, precision)
         for row, key in enumerate(keys):
-            cache.put(key, embeddings[row].clone(), None if entropies is None else entropies[row].clone())
+            cache.put(
+                key,
+                embeddings[row].clone(),
+                None if entropies is None else entropies[row].clone(),
+            )
         bar.update(len(keys))
         if time.monotonic() - last_save > save_every_seconds:
             cache.save()
@@ -298,5 +331,12 @@ def embed_files(encoder, files, durations, cache, batch_seconds=None, max_batch_
     return cache
 
 
-__all__ = ["encode_signals", "default_batch_seconds", "use_channels_last", "length_batches",
-           "EmbeddingCache", "model_fingerprint", "embed_files"]
+__all__ = [
+    "encode_signals",
+    "default_batch_seconds",
+    "use_channels_last",
+    "length_batches",
+    "EmbeddingCache",
+    "model_fingerprint",
+    "embed_files",
+]

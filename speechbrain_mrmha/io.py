@@ -24,8 +24,14 @@ import soundfile
 import torch
 import torchaudio
 
-__all__ = ["MIN_SECONDS", "audio_info", "load_audio", "atomic_write", "write_text_atomic",
-           "replace_folder"]
+__all__ = [
+    "MIN_SECONDS",
+    "audio_info",
+    "load_audio",
+    "atomic_write",
+    "write_text_atomic",
+    "replace_folder",
+]
 
 MIN_SECONDS = 0.5  # shortest audio load_audio accepts by default
 # Extra native-rate context read around a crop before resampling, in units of
@@ -62,11 +68,15 @@ def audio_info(path):
     """
     path = str(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: cannot read audio header (file does not exist)")
+        raise ValueError(
+            f"{path}: cannot read audio header (file does not exist)"
+        )
     try:
         info = soundfile.info(path)
     except Exception as error:  # soundfile raises several types
-        raise ValueError(f"{path}: cannot read audio header ({error})") from None
+        raise ValueError(
+            f"{path}: cannot read audio header ({error})"
+        ) from None
     return int(info.frames), int(info.samplerate)
 
 
@@ -80,14 +90,19 @@ def _native_span(offset, num_samples, rate, sample_rate, frames):
     if rate == sample_rate:
         return offset, frames if end is None else min(end, frames), 0
     common = math.gcd(rate, sample_rate)
-    up, down = rate // common, sample_rate // common  # one period: up native, down target
+    up, down = (
+        rate // common,
+        sample_rate // common,
+    )  # one period: up native, down target
     margin = up + math.ceil(_RESAMPLE_ZEROS * up / min(up, down))
     start = max(0, (offset * up // down - margin) // up * up)
     stop = frames if end is None else min(frames, -(-end * up // down) + margin)
     return start, stop, offset - start // up * down
 
 
-def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_samples=None):
+def load_audio(
+    path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_samples=None
+):
     """Read a file, or a crop of it, as mono float32 at ``sample_rate``.
 
     Channels are averaged, other sample rates are resampled. A crop reads
@@ -130,8 +145,10 @@ def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_s
     """
     path = str(path)
     if offset < 0 or (num_samples is not None and num_samples < 1):
-        raise ValueError(f"{path}: a crop needs offset >= 0 and num_samples >= 1, got "
-                         f"offset={offset}, num_samples={num_samples}")
+        raise ValueError(
+            f"{path}: a crop needs offset >= 0 and num_samples >= 1, got "
+            f"offset={offset}, num_samples={num_samples}"
+        )
     if not os.path.isfile(path):
         raise ValueError(f"{path}: cannot read audio (file does not exist)")
     try:
@@ -142,19 +159,30 @@ def load_audio(path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_s
         rate, frames = audio.samplerate, audio.frames
         available = -(-frames * sample_rate // rate)  # samples at sample_rate
         if offset and offset >= available:
-            raise ValueError(f"{path}: crop offset {offset} is past the end of the audio "
-                             f"({available} samples at {sample_rate} Hz)")
-        start, stop, skip = _native_span(offset, num_samples, rate, sample_rate, frames)
+            raise ValueError(
+                f"{path}: crop offset {offset} is past the end of the audio "
+                f"({available} samples at {sample_rate} Hz)"
+            )
+        start, stop, skip = _native_span(
+            offset, num_samples, rate, sample_rate, frames
+        )
         try:
             audio.seek(start)
-            data = audio.read(-1 if num_samples is None else stop - start, dtype="float32",
-                              always_2d=True)
+            data = audio.read(
+                -1 if num_samples is None else stop - start,
+                dtype="float32",
+                always_2d=True,
+            )
         except Exception as error:
             raise ValueError(f"{path}: cannot read audio ({error})") from None
     signal = torch.from_numpy(data).mean(dim=1)
     if rate != sample_rate:
         signal = torchaudio.functional.resample(signal, rate, sample_rate)
-    signal = signal[skip:] if num_samples is None else signal[skip:skip + num_samples]
+    signal = (
+        signal[skip:]
+        if num_samples is None
+        else signal[skip : skip + num_samples]
+    )
     if signal.shape[0] < min_seconds * sample_rate:
         raise ValueError(
             f"{path}: audio too short ({signal.shape[0] / sample_rate:.2f} s, "
@@ -208,7 +236,9 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     ('hello', 1)
     """
     if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+        raise ValueError(
+            f"atomic_write: mode must be 'w' or 'wb', got {mode!r}"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(path)

@@ -13,7 +13,12 @@ Authors
 
 import torch
 
-__all__ = ["HOP_SAMPLES", "frame_counts", "valid_frame_counts", "relative_lengths"]
+__all__ = [
+    "HOP_SAMPLES",
+    "frame_counts",
+    "valid_frame_counts",
+    "relative_lengths",
+]
 
 HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
 

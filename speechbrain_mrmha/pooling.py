@@ -303,8 +303,12 @@ class AttentionPooling(nn.Module):
             self.hidden = None
             fan_in = per_head
         bound = 1.0 / math.sqrt(fan_in)
-        self.score_weight = nn.Parameter(torch.empty(num_heads, fan_in).uniform_(-bound, bound))
-        self.score_bias = nn.Parameter(torch.zeros(num_heads)) if scorer == "mlp" else None
+        self.score_weight = nn.Parameter(
+            torch.empty(num_heads, fan_in).uniform_(-bound, bound)
+        )
+        self.score_bias = (
+            nn.Parameter(torch.zeros(num_heads)) if scorer == "mlp" else None
+        )
         self._init_temperatures(temperatures, learnable_temperatures)
 
     def _init_temperatures(self, temperatures, learnable):
@@ -314,15 +318,21 @@ class AttentionPooling(nn.Module):
             self.has_temperatures = learnable
         else:
             self.has_temperatures = True
-        temperatures = torch.as_tensor(temperatures, dtype=torch.float32).flatten()
+        temperatures = torch.as_tensor(
+            temperatures, dtype=torch.float32
+        ).flatten()
         if temperatures.numel() != self.num_heads:
             raise ValueError(
                 f"temperatures has {temperatures.numel()} values for {self.num_heads} heads"
             )
         if learnable and bool((temperatures < 1).any()):
-            raise ValueError(f"learnable temperatures must start >= 1, got {temperatures.tolist()}")
+            raise ValueError(
+                f"learnable temperatures must start >= 1, got {temperatures.tolist()}"
+            )
         if not bool((temperatures > 0).all()):
-            raise ValueError(f"temperatures must be > 0, got {temperatures.tolist()}")
+            raise ValueError(
+                f"temperatures must be > 0, got {temperatures.tolist()}"
+            )
         if learnable:
             self.temperature_root = nn.Parameter(torch.sqrt(temperatures - 1.0))
         else:
@@ -340,17 +350,25 @@ class AttentionPooling(nn.Module):
         batch, time, _ = x.shape
         if self.scorer == "split_linear":
             parts = x.reshape(batch, time, self.num_heads, -1)
-            scores = torch.einsum("btkc,kc->bkt", parts, self.score_weight.float())
+            scores = torch.einsum(
+                "btkc,kc->bkt", parts, self.score_weight.float()
+            )
         else:
             projected = nn.functional.linear(
                 x, self.hidden.weight.float(), self.hidden.bias.float()
             )
             hidden = ACTIVATIONS[self.activation](projected)
             if self.scorer == "shared_mlp":
-                scores = torch.matmul(hidden, self.score_weight.float().t()).transpose(1, 2)
+                scores = torch.matmul(
+                    hidden, self.score_weight.float().t()
+                ).transpose(1, 2)
             else:
-                hidden = hidden.reshape(batch, time, self.num_heads, self.hidden_size)
-                scores = torch.einsum("btkl,kl->bkt", hidden, self.score_weight.float())
+                hidden = hidden.reshape(
+                    batch, time, self.num_heads, self.hidden_size
+                )
+                scores = torch.einsum(
+                    "btkl,kl->bkt", hidden, self.score_weight.float()
+                )
                 scores = scores + self.score_bias.float()[None, :, None]
         if self.has_temperatures:
             scores = scores / self.temperatures.float()[None, :, None]
@@ -391,7 +409,9 @@ class AttentionPooling(nn.Module):
             if self.std:
                 stats = self._statistics_with_std(x, weights, mask)
             else:
-                stats = weighted_statistics(x, weights, split_heads=self.split_heads)
+                stats = weighted_statistics(
+                    x, weights, split_heads=self.split_heads
+                )
         self.last_attention = weights
         return stats.reshape(x.shape[0], 1, -1)
 
@@ -446,8 +466,13 @@ class SelfAttentivePooling(AttentionPooling):
     """
 
     def __init__(self, input_size, hidden_size=None, activation="tanh"):
-        super().__init__(input_size=input_size, num_heads=1, scorer="mlp",
-                         hidden_size=hidden_size, activation=activation)
+        super().__init__(
+            input_size=input_size,
+            num_heads=1,
+            scorer="mlp",
+            hidden_size=hidden_size,
+            activation=activation,
+        )
 
 
 class AttentiveStatisticsPooling(AttentionPooling):
@@ -470,8 +495,14 @@ class AttentiveStatisticsPooling(AttentionPooling):
     """
 
     def __init__(self, input_size, hidden_size=None, activation="tanh"):
-        super().__init__(input_size=input_size, num_heads=1, scorer="mlp",
-                         hidden_size=hidden_size, activation=activation, std=True)
+        super().__init__(
+            input_size=input_size,
+            num_heads=1,
+            scorer="mlp",
+            hidden_size=hidden_size,
+            activation=activation,
+            std=True,
+        )
 
 
 class SplitMultiHeadAttentionPooling(AttentionPooling):
@@ -493,7 +524,9 @@ class SplitMultiHeadAttentionPooling(AttentionPooling):
     """
 
     def __init__(self, input_size, num_heads=4):
-        super().__init__(input_size=input_size, num_heads=num_heads, scorer="split_linear")
+        super().__init__(
+            input_size=input_size, num_heads=num_heads, scorer="split_linear"
+        )
 
 
 class StructuredSelfAttentionPooling(AttentionPooling):
@@ -519,9 +552,16 @@ class StructuredSelfAttentionPooling(AttentionPooling):
     (torch.Size([2, 1, 32]), 0)
     """
 
-    def __init__(self, input_size, num_heads=4, hidden_size=None, activation="tanh"):
-        super().__init__(input_size=input_size, num_heads=num_heads, scorer="shared_mlp",
-                         hidden_size=hidden_size, activation=activation)
+    def __init__(
+        self, input_size, num_heads=4, hidden_size=None, activation="tanh"
+    ):
+        super().__init__(
+            input_size=input_size,
+            num_heads=num_heads,
+            scorer="shared_mlp",
+            hidden_size=hidden_size,
+            activation=activation,
+        )
 
 
 class GlobalMultiHeadAttentionPooling(AttentionPooling):
@@ -548,9 +588,22 @@ class GlobalMultiHeadAttentionPooling(AttentionPooling):
     torch.Size([2, 1, 32])
     """
 
-    def __init__(self, input_size, num_heads=4, hidden_size=None, activation="tanh", std=False):
-        super().__init__(input_size=input_size, num_heads=num_heads, scorer="mlp",
-                         hidden_size=hidden_size, activation=activation, std=std)
+    def __init__(
+        self,
+        input_size,
+        num_heads=4,
+        hidden_size=None,
+        activation="tanh",
+        std=False,
+    ):
+        super().__init__(
+            input_size=input_size,
+            num_heads=num_heads,
+            scorer="mlp",
+            hidden_size=hidden_size,
+            activation=activation,
+            std=std,
+        )
 
 
 class MultiResolutionMultiHeadAttentionPooling(AttentionPooling):
@@ -586,14 +639,28 @@ class MultiResolutionMultiHeadAttentionPooling(AttentionPooling):
     torch.Size([2, 1, 32])
     """
 
-    def __init__(self, input_size, num_heads=4, temperatures=None, learnable_temperatures=False,
-                 hidden_size=None, activation="tanh", std=False):
+    def __init__(
+        self,
+        input_size,
+        num_heads=4,
+        temperatures=None,
+        learnable_temperatures=False,
+        hidden_size=None,
+        activation="tanh",
+        std=False,
+    ):
         if temperatures is None:
             temperatures = default_temperatures(num_heads)
-        super().__init__(input_size=input_size, num_heads=num_heads, scorer="mlp",
-                         hidden_size=hidden_size, activation=activation,
-                         temperatures=temperatures,
-                         learnable_temperatures=learnable_temperatures, std=std)
+        super().__init__(
+            input_size=input_size,
+            num_heads=num_heads,
+            scorer="mlp",
+            hidden_size=hidden_size,
+            activation=activation,
+            temperatures=temperatures,
+            learnable_temperatures=learnable_temperatures,
+            std=std,
+        )
 
 
 POOLINGS = {
@@ -645,11 +712,22 @@ def build_pooling(
     ...
     ValueError: pooling 'attentive_statistics' does not take num_heads (got 4)
     """
-    settings = dict(num_heads=num_heads, temperatures=temperatures,
-                    learnable_temperatures=learnable_temperatures, std=std,
-                    hidden_size=hidden_size, activation=activation)
-    unset = dict(num_heads=None, temperatures=None, learnable_temperatures=False,
-                 std=False, hidden_size=None, activation="tanh")
+    settings = {
+        "num_heads": num_heads,
+        "temperatures": temperatures,
+        "learnable_temperatures": learnable_temperatures,
+        "std": std,
+        "hidden_size": hidden_size,
+        "activation": activation,
+    }
+    unset = {
+        "num_heads": None,
+        "temperatures": None,
+        "learnable_temperatures": False,
+        "std": False,
+        "hidden_size": None,
+        "activation": "tanh",
+    }
     if name == "statistics":
         from speechbrain.nnet.pooling import StatisticsPooling
 
@@ -667,7 +745,9 @@ def build_pooling(
             if value is not None:
                 kwargs[key] = value
         elif value != unset[key]:
-            raise ValueError(f"pooling {name!r} does not take {key} (got {value})")
+            raise ValueError(
+                f"pooling {name!r} does not take {key} (got {value})"
+            )
     if name == "statistics":
         return cls()
     return cls(input_size=input_size, **kwargs)

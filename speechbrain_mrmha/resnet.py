@@ -11,11 +11,15 @@ Authors
 """
 
 import torch
-from torch import nn
 from speechbrain.nnet.pooling import StatisticsPooling
+from torch import nn
 
 from speechbrain_mrmha.lengths import relative_lengths, valid_frame_counts
-from speechbrain_mrmha.windowing import encode_windowed, receptive_field_frames, window_frames
+from speechbrain_mrmha.windowing import (
+    encode_windowed,
+    receptive_field_frames,
+    window_frames,
+)
 
 __all__ = ["BasicBlock", "ResNet34"]
 
@@ -166,12 +170,16 @@ class ResNet34(nn.Module):
     def __init__(
         self,
         n_mels=40,
-        channels=[64, 128, 256, 512],
-        block_counts=[3, 4, 6, 3],
+        channels=None,
+        block_counts=None,
         pooling=None,
         lin_neurons=512,
         chunk_frames=2048,
     ):
+        if block_counts is None:
+            block_counts = [3, 4, 6, 3]
+        if channels is None:
+            channels = [64, 128, 256, 512]
         super().__init__()
         channels, block_counts = list(channels), list(block_counts)
         if len(channels) != len(block_counts) or not channels:

@@ -78,9 +78,7 @@ def _error_rates(positive_scores, negative_scores):
     midpoints = (unique[0:-1] + unique[1:]) / 2
     # rounding keeps unique[i] <= midpoint[i] <= unique[i + 1] unless the sum
     # overflows; then fall back to a plain sort as SpeechBrain does.
-    if bool(
-        ((midpoints >= unique[0:-1]) & (midpoints <= unique[1:])).all()
-    ):
+    if bool(((midpoints >= unique[0:-1]) & (midpoints <= unique[1:])).all()):
         upper = midpoints == unique[1:]
         mid_pos = torch.where(upper, pos_upto[1:], pos_upto[0:-1])
         mid_neg = torch.where(upper, neg_upto[1:], neg_upto[0:-1])
@@ -255,9 +253,7 @@ def _check_index(index, n_rows, name, label):
             f"{name}: {label} must be 1-D, got shape {tuple(index.shape)}"
         )
     if index.numel() and (index.min() < 0 or index.max() >= n_rows):
-        raise ValueError(
-            f"{name}: {label} has rows outside [0, {n_rows - 1}]"
-        )
+        raise ValueError(f"{name}: {label} has rows outside [0, {n_rows - 1}]")
 
 
 def _check_embeddings(embeddings, name, label):

@@ -26,14 +26,21 @@ Authors
 import math
 import os
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from speechbrain_mrmha.io import write_text_atomic
 
-__all__ = ["Trial", "read_trials", "write_trials", "trial_files", "TrialScores",
-           "read_scores", "write_scores"]
+__all__ = [
+    "Trial",
+    "read_trials",
+    "write_trials",
+    "trial_files",
+    "TrialScores",
+    "read_scores",
+    "write_scores",
+]
 
 
 class Trial(NamedTuple):
@@ -60,7 +67,7 @@ class Trial(NamedTuple):
     test: str
 
 
-def read_trials(path) -> List[Trial]:
+def read_trials(path) -> list[Trial]:
     """Parse a trial list in the official VoxCeleb ``label enrol test`` form.
 
     Fields may be separated by any whitespace; blank lines are ignored.
@@ -99,7 +106,7 @@ def read_trials(path) -> List[Trial]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"trial list {path!r} does not exist")
     trials = []
-    with open(path, "r", encoding="utf-8-sig") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:
@@ -149,7 +156,7 @@ def write_trials(path, trials):
     return len(lines)
 
 
-def trial_files(trials) -> List[str]:
+def trial_files(trials) -> list[str]:
     """The unique utterance paths of a trial list, in order of first use.
 
     Arguments
@@ -246,19 +253,25 @@ def read_scores(path):
             try:
                 score = float(fields[2])
             except ValueError:
-                raise ValueError(f"{where}: score {fields[2]!r} is not a number") from None
+                raise ValueError(
+                    f"{where}: score {fields[2]!r} is not a number"
+                ) from None
             if not math.isfinite(score):
                 raise ValueError(f"{where}: score {fields[2]!r} is not finite")
             if fields[3] not in ("0", "1"):
-                raise ValueError(f"{where}: label {fields[3]!r} must be 1 (target) or 0")
+                raise ValueError(
+                    f"{where}: label {fields[3]!r} must be 1 (target) or 0"
+                )
             (positive if fields[3] == "1" else negative).append(score)
     if not positive or not negative:
         raise ValueError(
             f"{path}: needs both target (label 1) and non-target (label 0) trials, "
             f"got {len(positive)} and {len(negative)}"
         )
-    return TrialScores(torch.tensor(positive, dtype=torch.float64),
-                       torch.tensor(negative, dtype=torch.float64))
+    return TrialScores(
+        torch.tensor(positive, dtype=torch.float64),
+        torch.tensor(negative, dtype=torch.float64),
+    )
 
 
 def write_scores(path, trials, scores):
@@ -294,12 +307,16 @@ def write_scores(path, trials, scores):
     trials = list(trials)
     scores = [float(s) for s in scores]
     if len(scores) != len(trials):
-        raise ValueError(f"{os.fspath(path)}: {len(scores)} scores for {len(trials)} trials")
+        raise ValueError(
+            f"{os.fspath(path)}: {len(scores)} scores for {len(trials)} trials"
+        )
     lines = []
     for t, score in zip(trials, scores):
         if not math.isfinite(score):
-            raise ValueError(f"{os.fspath(path)}: score {score} of trial "
-                             f"{t.enrol} {t.test} is not finite")
+            raise ValueError(
+                f"{os.fspath(path)}: score {score} of trial "
+                f"{t.enrol} {t.test} is not finite"
+            )
         lines.append(f"{t.enrol} {t.test} {score:.6f} {int(t.label)}\n")
     write_text_atomic(path, "".join(lines))
     return len(lines)

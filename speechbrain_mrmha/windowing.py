@@ -121,7 +121,11 @@ def encode_windowed(model, feats, counts, window):
     >>> windowed.shape, torch.allclose(windowed[1, :22], single[1, :22], atol=1e-5)
     (torch.Size([2, 38, 64]), True)
     """
-    num_frames, context, stride = feats.shape[1], model.context_frames, model.time_stride
+    num_frames, context, stride = (
+        feats.shape[1],
+        model.context_frames,
+        model.time_stride,
+    )
     pieces = []
     for start in range(0, num_frames, window):
         end = min(start + window, num_frames)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-RECIPE_HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1" / "hparams"
+RECIPE_HPARAMS = (
+    Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1" / "hparams"
+)
 TINY_CHANNELS = [4, 8, 16, 32]
 TINY_BLOCKS = [1, 1, 1, 1]
 TINY_EMB_DIM = 16
@@ -45,17 +47,28 @@ def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
     labels = CategoricalEncoder()
     labels.update_from_iterable(speakers)
     hparams_file = RECIPE_HPARAMS / yaml
-    overrides = dict(data_folder=str(corpus.root), channels=TINY_CHANNELS,
-                     block_counts=TINY_BLOCKS, emb_dim=TINY_EMB_DIM,
-                     n_classes=len(speakers), seed=seed, **overrides)
+    overrides = dict(
+        data_folder=str(corpus.root),
+        channels=TINY_CHANNELS,
+        block_counts=TINY_BLOCKS,
+        emb_dim=TINY_EMB_DIM,
+        n_classes=len(speakers),
+        seed=seed,
+        **overrides,
+    )
     # the yaml seeds every generator: keep the tests' own streams untouched
     states = random.getstate(), numpy.random.get_state()
     with torch.random.fork_rng(), open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     random.setstate(states[0])
     numpy.random.set_state(states[1])
-    return write_pretrained(folder, model_definition(hparams_file, overrides),
-                            hparams["embedding_model"].eval(), hparams["classifier"], labels)
+    return write_pretrained(
+        folder,
+        model_definition(hparams_file, overrides),
+        hparams["embedding_model"].eval(),
+        hparams["classifier"],
+        labels,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +76,16 @@ def tiny_corpus(tmp_path_factory):
     """A tiny synthetic corpus (about a second to make)."""
     from speechbrain_mrmha.app.synthetic import generate_corpus
 
-    return generate_corpus(str(tmp_path_factory.mktemp("tiny_corpus") / "voxceleb1"),
-                           speakers=4, videos=2, utterances=2, test_speakers=2,
-                           min_duration=1.0, max_duration=1.5, seed=7)
+    return generate_corpus(
+        str(tmp_path_factory.mktemp("tiny_corpus") / "voxceleb1"),
+        speakers=4,
+        videos=2,
+        utterances=2,
+        test_speakers=2,
+        min_duration=1.0,
+        max_duration=1.5,
+        seed=7,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +94,13 @@ def tiny_pretrained(tmp_path_factory, tiny_corpus):
 
     Its parent folder holds nothing else (no ``verification/metrics.json``).
     """
-    return _write_tiny_pretrained(tmp_path_factory.mktemp("tiny_mrmha") / "pretrained",
-                                  tiny_corpus, "mrmha.yaml", seed=1, num_heads=2)
+    return _write_tiny_pretrained(
+        tmp_path_factory.mktemp("tiny_mrmha") / "pretrained",
+        tiny_corpus,
+        "mrmha.yaml",
+        seed=1,
+        num_heads=2,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +108,10 @@ def tiny_pretrained_selfattentive(tmp_path_factory, tiny_corpus):
     """Pretrained folder of an untrained tiny ResNet34 + self-attentive pooling."""
     return _write_tiny_pretrained(
         tmp_path_factory.mktemp("tiny_selfattentive") / "pretrained",
-        tiny_corpus, "self_attentive.yaml", seed=2)
+        tiny_corpus,
+        "self_attentive.yaml",
+        seed=2,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -91,4 +119,6 @@ def tiny_encoder(tmp_path_factory, tiny_pretrained):
     """``tiny_pretrained`` loaded by SpeechBrain's EncoderClassifier (CPU)."""
     from speechbrain_mrmha.export import load_encoder
 
-    return load_encoder(tiny_pretrained, savedir=tmp_path_factory.mktemp("tiny_encoder_cache"))
+    return load_encoder(
+        tiny_pretrained, savedir=tmp_path_factory.mktemp("tiny_encoder_cache")
+    )

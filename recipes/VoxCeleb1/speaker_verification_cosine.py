@@ -26,7 +26,11 @@ from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_mrmha.annotation import read_annotation
 from speechbrain_mrmha.export import load_encoder
-from speechbrain_mrmha.extraction import EmbeddingCache, embed_files, model_fingerprint
+from speechbrain_mrmha.extraction import (
+    EmbeddingCache,
+    embed_files,
+    model_fingerprint,
+)
 from speechbrain_mrmha.io import audio_info, write_text_atomic
 from speechbrain_mrmha.scoring import (
     EER,
@@ -46,7 +50,11 @@ def candidates(entry, data_folder):
     """Where a trial entry may be: under data_folder or data_folder/wav,
     as written or with ".wav" added."""
     names = [entry] if entry.endswith(".wav") else [entry, entry + ".wav"]
-    return [folder / name for folder in (data_folder, data_folder / "wav") for name in names]
+    return [
+        folder / name
+        for folder in (data_folder, data_folder / "wav")
+        for name in names
+    ]
 
 
 def resolve_entries(entries, data_folder, annotation=None):
@@ -61,9 +69,14 @@ def raise_problems(problems):
     """One error listing every trial entry that cannot be read."""
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
-        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        more = (
+            f"\n  ... and {len(problems) - SHOWN} more"
+            if len(problems) > SHOWN
+            else ""
+        )
         raise FileNotFoundError(
-            f"{len(problems)} trial entries cannot be read:\n{shown}{more}")
+            f"{len(problems)} trial entries cannot be read:\n{shown}{more}"
+        )
 
 
 def lookup(entries, data_folder, annotation=None):
@@ -71,7 +84,9 @@ def lookup(entries, data_folder, annotation=None):
     problems of the others."""
     rows = None
     if annotation is not None:
-        rows = read_annotation(annotation, data_folder, columns=("ID", "duration", "wav"))
+        rows = read_annotation(
+            annotation, data_folder, columns=("ID", "duration", "wav")
+        )
     found, problems = {}, []
     for entry in dict.fromkeys(entries):
         if rows is not None:
@@ -83,10 +98,14 @@ def lookup(entries, data_folder, annotation=None):
             continue
         paths = [p for p in candidates(entry, Path(data_folder)) if p.is_file()]
         if not paths:
-            problems.append(f"{entry}: missing (looked for "
-                            f"{', '.join(map(str, candidates(entry, Path(data_folder))))})")
+            problems.append(
+                f"{entry}: missing (looked for "
+                f"{', '.join(map(str, candidates(entry, Path(data_folder))))})"
+            )
         elif len({p.resolve() for p in paths}) > 1:
-            problems.append(f"{entry}: ambiguous ({', '.join(map(str, paths))})")
+            problems.append(
+                f"{entry}: ambiguous ({', '.join(map(str, paths))})"
+            )
         else:
             try:
                 frames, rate = audio_info(paths[0])
@@ -101,17 +120,37 @@ def cohort_embeddings(encoder, hparams, cache):
     rows = read_annotation(hparams["cohort_data"], hparams["data_folder"])
     chosen = defaultdict(list)
     for row in rows.values():
-        if len(chosen[row["spk_id"]]) < hparams["cohort_utterances_per_speaker"]:
+        if (
+            len(chosen[row["spk_id"]])
+            < hparams["cohort_utterances_per_speaker"]
+        ):
             chosen[row["spk_id"]].append(row)
-    files = {row["wav"]: row["wav"] for group in chosen.values() for row in group}
-    durations = {row["wav"]: row["duration"] for group in chosen.values() for row in group}
-    embed_files(encoder, files, durations, cache, hparams["batch_seconds"],
-                hparams["max_batch_size"], hparams["sample_rate"],
-                precision=hparams["precision"])
-    return torch.stack([
-        torch.stack([cache.embeddings[row["wav"]] for row in group]).mean(dim=0)
+    files = {
+        row["wav"]: row["wav"] for group in chosen.values() for row in group
+    }
+    durations = {
+        row["wav"]: row["duration"]
         for group in chosen.values()
-    ])
+        for row in group
+    }
+    embed_files(
+        encoder,
+        files,
+        durations,
+        cache,
+        hparams["batch_seconds"],
+        hparams["max_batch_size"],
+        hparams["sample_rate"],
+        precision=hparams["precision"],
+    )
+    return torch.stack(
+        [
+            torch.stack([cache.embeddings[row["wav"]] for row in group]).mean(
+                dim=0
+            )
+            for group in chosen.values()
+        ]
+    )
 
 
 def main(argv):
@@ -121,7 +160,8 @@ def main(argv):
         hparams = load_hyperpyyaml(fin, overrides)
     if hparams["score_norm"] not in SCORE_NORMS:
         raise ValueError(
-            f"score_norm must be one of {SCORE_NORMS}, got {hparams['score_norm']!r}")
+            f"score_norm must be one of {SCORE_NORMS}, got {hparams['score_norm']!r}"
+        )
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -130,33 +170,50 @@ def main(argv):
     output = Path(hparams["output_folder"])
 
     trials = read_trials(hparams["verification_file"])
-    enrol, bad_enrol = lookup([t.enrol for t in trials], hparams["data_folder"],
-                              hparams["enrol_data"])
-    test, bad_test = lookup([t.test for t in trials], hparams["data_folder"],
-                            hparams["test_data"])
+    enrol, bad_enrol = lookup(
+        [t.enrol for t in trials], hparams["data_folder"], hparams["enrol_data"]
+    )
+    test, bad_test = lookup(
+        [t.test for t in trials], hparams["data_folder"], hparams["test_data"]
+    )
     raise_problems(list(dict.fromkeys(bad_enrol + bad_test)))
     names, enrol_index, test_index = index_trials(
-        [enrol[t.enrol][0] for t in trials], [test[t.test][0] for t in trials])
-    durations = {path: duration for path, duration in [*enrol.values(), *test.values()]}
+        [enrol[t.enrol][0] for t in trials], [test[t.test][0] for t in trials]
+    )
+    durations = dict([*enrol.values(), *test.values()])
 
-    encoder = load_encoder(hparams["pretrained_path"], savedir=output / "model",
-                           device=run_opts.get("device") or "cpu",
-                           channels_last=hparams["channels_last"])
+    encoder = load_encoder(
+        hparams["pretrained_path"],
+        savedir=output / "model",
+        device=run_opts.get("device") or "cpu",
+        channels_last=hparams["channels_last"],
+    )
     # the cache holds embeddings of one precision: another starts afresh
     hparams["precision"] = run_opts.get("precision") or "fp32"
     fingerprint = model_fingerprint(hparams["pretrained_path"])
     if hparams["precision"] != "fp32":
         fingerprint += f"-{hparams['precision']}"
     cache = EmbeddingCache(output / "embeddings.pt", fingerprint)
-    embed_files(encoder, {n: n for n in names}, durations, cache, hparams["batch_seconds"],
-                hparams["max_batch_size"], hparams["sample_rate"],
-                precision=hparams["precision"])
+    embed_files(
+        encoder,
+        {n: n for n in names},
+        durations,
+        cache,
+        hparams["batch_seconds"],
+        hparams["max_batch_size"],
+        hparams["sample_rate"],
+        precision=hparams["precision"],
+    )
     embeddings = torch.stack([cache.embeddings[n] for n in names])
     scores = cosine_score_trials(embeddings, enrol_index, test_index)
 
     if hparams["score_norm"] is not None:
         cohort = cohort_embeddings(encoder, hparams, cache)
-        top_k = hparams["cohort_top_k"] if hparams["score_norm"] == "as-norm" else None
+        top_k = (
+            hparams["cohort_top_k"]
+            if hparams["score_norm"] == "as-norm"
+            else None
+        )
         if top_k is not None:
             top_k = min(top_k, cohort.shape[0])
         mean, std = cohort_statistics(embeddings, cohort, top_k=top_k)
@@ -164,7 +221,9 @@ def main(argv):
 
     metrics = report(hparams, trials, scores, names, cache)
     write_scores(output / "scores.txt", trials, scores)
-    write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(
+        output / "metrics.json", json.dumps(metrics, indent=2) + "\n"
+    )
     print(json.dumps(metrics, indent=2))
     return metrics
 

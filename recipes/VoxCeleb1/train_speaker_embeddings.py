@@ -86,7 +86,9 @@ class SpeakerBrain(sb.core.Brain):
 
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
-                self.modules[name] = DistributedDataParallel(module, device_ids=None)
+                self.modules[name] = DistributedDataParallel(
+                    module, device_ids=None
+                )
 
     @property
     def pooling(self):
@@ -138,7 +140,9 @@ def crop(wav, duration, sentence_len, sample_rate, start=None):
         return sig.repeat(repeats)[:length]
     if start is None:
         start = random.randint(0, total - length)
-    sig = load_audio(wav, sample_rate, min_seconds=0, offset=start, num_samples=length)
+    sig = load_audio(
+        wav, sample_rate, min_seconds=0, offset=start, num_samples=length
+    )
     if sig.shape[0] < length:  # header duration rounded up: pad by repeating
         sig = sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
     return sig
@@ -184,8 +188,10 @@ def dataio_prep(hparams, train_rows, valid_rows, speakers):
     datasets = []
     for rows, audio in ((train_rows, train_audio), (valid_rows, valid_audio)):
         data = DynamicItemDataset(
-            {key: {k: row[k] for k in ("wav", "duration", "spk_id")}
-             for key, row in rows.items()},
+            {
+                key: {k: row[k] for k in ("wav", "duration", "spk_id")}
+                for key, row in rows.items()
+            },
             dynamic_items=[audio, label_pipeline],
             output_keys=["id", "sig", "spk_id_encoded"],
         )
@@ -207,13 +213,24 @@ def build_augmentation(hparams):
             continue
         files = sorted(Path(folder).rglob("*.wav"))
         if not files:
-            raise FileNotFoundError(f"{kind}_folder {folder}: no .wav files found")
+            raise FileNotFoundError(
+                f"{kind}_folder {folder}: no .wav files found"
+            )
         csv = Path(hparams["save_folder"]) / f"{kind}.csv"
         rows = [f"{kind}{i},0,{path},wav," for i, path in enumerate(files)]
-        run_on_main(write_text_atomic, args=[
-            csv, "ID,duration,wav,wav_format,wav_opts\n" + "\n".join(rows) + "\n"])
+        run_on_main(
+            write_text_atomic,
+            args=[
+                csv,
+                "ID,duration,wav,wav_format,wav_opts\n"
+                + "\n".join(rows)
+                + "\n",
+            ],
+        )
         if kind == "noise":
-            augmentations.append(AddNoise(csv_file=str(csv), snr_low=0, snr_high=15))
+            augmentations.append(
+                AddNoise(csv_file=str(csv), snr_low=0, snr_high=15)
+            )
         else:
             augmentations.append(AddReverb(csv_file=str(csv)))
     return Augmenter(
@@ -238,8 +255,11 @@ def class_count_overrides(settings, overrides, speakers):
             f"--n_classes={overrides['n_classes']} but train_annotation "
             f"{settings['train_annotation']} has {len(speakers)} speakers"
         )
-    logger.info("n_classes: %d training speakers (the yaml says %d)",
-                len(speakers), settings["n_classes"])
+    logger.info(
+        "n_classes: %d training speakers (the yaml says %d)",
+        len(speakers),
+        settings["n_classes"],
+    )
     overrides["n_classes"] = len(speakers)
     return overrides, True
 
@@ -256,23 +276,35 @@ def main(argv):
         overrides=overrides,
     )
     if not settings["skip_prep"]:
-        run_on_main(prepare_voxceleb1, kwargs={
-            "data_folder": settings["data_folder"],
-            "save_folder": settings["prepare_folder"],
-            "verification_file": settings["verification_file"],
-            "valid_utterances_per_speaker": settings["valid_utterances_per_speaker"],
-            "seed": settings["seed"],
-            "num_workers": settings["prepare_workers"],
-        })
+        run_on_main(
+            prepare_voxceleb1,
+            kwargs={
+                "data_folder": settings["data_folder"],
+                "save_folder": settings["prepare_folder"],
+                "verification_file": settings["verification_file"],
+                "valid_utterances_per_speaker": settings[
+                    "valid_utterances_per_speaker"
+                ],
+                "seed": settings["seed"],
+                "num_workers": settings["prepare_workers"],
+            },
+        )
     train_rows, valid_rows, speakers = speakers_of(settings)
     overrides, changed = class_count_overrides(settings, overrides, speakers)
     if changed:  # the saved hyperparams.yaml records the model actually built
-        run_on_main(save_resolved, args=[
-            hparams_file, overrides, Path(settings["output_folder"]) / "hyperparams.yaml"])
+        run_on_main(
+            save_resolved,
+            args=[
+                hparams_file,
+                overrides,
+                Path(settings["output_folder"]) / "hyperparams.yaml",
+            ],
+        )
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     train_data, valid_data, label_encoder = dataio_prep(
-        hparams, train_rows, valid_rows, speakers)
+        hparams, train_rows, valid_rows, speakers
+    )
     hparams["augment"] = build_augmentation(hparams)
 
     if str(run_opts.get("device", "cpu")).startswith("cuda"):
@@ -296,13 +328,16 @@ def main(argv):
         train_loader_kwargs=hparams["dataloader_options"],
         valid_loader_kwargs=hparams["valid_dataloader_options"],
     )
-    run_on_main(write_pretrained, kwargs={
-        "folder": hparams["pretrained_folder"],
-        "model_yaml": model_definition(hparams_file, overrides),
-        "embedding_model": hparams["embedding_model"],
-        "classifier": hparams["classifier"],
-        "label_encoder": label_encoder,
-    })
+    run_on_main(
+        write_pretrained,
+        kwargs={
+            "folder": hparams["pretrained_folder"],
+            "model_yaml": model_definition(hparams_file, overrides),
+            "embedding_model": hparams["embedding_model"],
+            "classifier": hparams["classifier"],
+            "label_encoder": label_encoder,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -111,17 +111,32 @@ def read_wav_duration(path):
         if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
             pos, fmt = 12, None
             while pos + 8 <= size:
-                chunk = head[pos:pos + 24] if pos + 24 <= len(head) else os.pread(fd, 24, pos)
+                chunk = (
+                    head[pos : pos + 24]
+                    if pos + 24 <= len(head)
+                    else os.pread(fd, 24, pos)
+                )
                 if len(chunk) < 8:
                     break
                 cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
                 if cid == b"fmt " and csize >= 16 and len(chunk) >= 24:
-                    fmt = struct.unpack_from("<HHIIH", chunk, 8)  # tag, ch, rate, bytes/s, align
+                    fmt = struct.unpack_from(
+                        "<HHIIH", chunk, 8
+                    )  # tag, ch, rate, bytes/s, align
                 elif cid == b"data":
-                    if fmt is None or fmt[0] not in _BLOCK_ALIGNED or fmt[2] == 0 or fmt[4] == 0:
+                    if (
+                        fmt is None
+                        or fmt[0] not in _BLOCK_ALIGNED
+                        or fmt[2] == 0
+                        or fmt[4] == 0
+                    ):
                         break
                     available = size - pos - 8
-                    data = available if csize in (0, 0xFFFFFFFF) else min(csize, available)
+                    data = (
+                        available
+                        if csize in (0, 0xFFFFFFFF)
+                        else min(csize, available)
+                    )
                     return (data // fmt[4]) / fmt[2]
                 pos += 8 + csize + (csize & 1)
     finally:
@@ -174,16 +189,24 @@ def read_durations(paths, num_workers=None):
     >>> read_durations([f, f], num_workers=1)
     [0.05, 0.05]
     """
-    workers = min(16, 2 * (os.cpu_count() or 1)) if num_workers is None else int(num_workers)
+    workers = (
+        min(16, 2 * (os.cpu_count() or 1))
+        if num_workers is None
+        else int(num_workers)
+    )
     if workers <= 1 or len(paths) <= 2048:
         return _durations_chunk(paths)
     step = max(256, len(paths) // (8 * workers) + 1)
-    chunks = [paths[i:i + step] for i in range(0, len(paths), step)]
+    chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
     try:
         pickle.dumps(_durations_chunk)
         methods = multiprocessing.get_all_start_methods()
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            "fork" if "fork" in methods else None))
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context(
+                "fork" if "fork" in methods else None
+            ),
+        )
     except (pickle.PicklingError, AttributeError, TypeError):
         pool = ThreadPoolExecutor(workers)
     with pool:
@@ -198,8 +221,11 @@ def _scan(wav_root):
             continue
         for video in os.scandir(spk.path):
             if video.is_dir():
-                found.extend(f"{spk.name}/{video.name}/{e.name}" for e in os.scandir(video.path)
-                             if e.name.endswith(".wav") and e.is_file())
+                found.extend(
+                    f"{spk.name}/{video.name}/{e.name}"
+                    for e in os.scandir(video.path)
+                    if e.name.endswith(".wav") and e.is_file()
+                )
     return sorted(found)
 
 
@@ -219,8 +245,14 @@ def _utt_id(rel):
     return rel[:-4].replace("/", "--")
 
 
-def prepare_voxceleb1(data_folder, save_folder, verification_file,
-                      valid_utterances_per_speaker=2, seed=1234, num_workers=None):
+def prepare_voxceleb1(
+    data_folder,
+    save_folder,
+    verification_file,
+    valid_utterances_per_speaker=2,
+    seed=1234,
+    num_workers=None,
+):
     """Write train/valid CSVs, label encoder and trial files for VoxCeleb1.
 
     Arguments
@@ -267,27 +299,51 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
     ...     c.verification_file, valid_utterances_per_speaker=1).skipped
     (False, True)
     """
-    data_folder, save_folder = os.path.abspath(data_folder), os.path.abspath(save_folder)
+    data_folder, save_folder = (
+        os.path.abspath(data_folder),
+        os.path.abspath(save_folder),
+    )
     verification_file = os.path.abspath(verification_file)
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(f"VoxCeleb1 data_folder {data_folder!r} does not exist")
+        raise FileNotFoundError(
+            f"VoxCeleb1 data_folder {data_folder!r} does not exist"
+        )
     if int(valid_utterances_per_speaker) < 1:
-        raise ValueError(f"valid_utterances_per_speaker must be >= 1, got "
-                         f"{valid_utterances_per_speaker}")
+        raise ValueError(
+            f"valid_utterances_per_speaker must be >= 1, got "
+            f"{valid_utterances_per_speaker}"
+        )
     trials = read_trials(verification_file)
     with open(verification_file, "rb") as fh:
         trials_sha1 = hashlib.sha1(fh.read()).hexdigest()
-    options = dict(version=_VERSION, data_folder=data_folder, verification_file=verification_file,
-                   verification_sha1=trials_sha1, seed=int(seed),
-                   valid_utterances_per_speaker=int(valid_utterances_per_speaker))
-    out = PrepareResult(*(os.path.join(save_folder, name) for name in (
-        "train.csv", "valid.csv", os.path.basename(verification_file),
-        "trials_files.csv")), skipped=False)
+    options = {
+        "version": _VERSION,
+        "data_folder": data_folder,
+        "verification_file": verification_file,
+        "verification_sha1": trials_sha1,
+        "seed": int(seed),
+        "valid_utterances_per_speaker": int(valid_utterances_per_speaker),
+    }
+    out = PrepareResult(
+        *(
+            os.path.join(save_folder, name)
+            for name in (
+                "train.csv",
+                "valid.csv",
+                os.path.basename(verification_file),
+                "trials_files.csv",
+            )
+        ),
+        skipped=False,
+    )
     options_path = os.path.join(save_folder, OPTIONS_FILE)
     if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:4]):
         with open(options_path) as fh:
             if json.load(fh) == options:
-                logger.info("VoxCeleb1 preparation up to date in %s, skipping", save_folder)
+                logger.info(
+                    "VoxCeleb1 preparation up to date in %s, skipping",
+                    save_folder,
+                )
                 return out._replace(skipped=True)
     os.makedirs(save_folder, exist_ok=True)
     if os.path.exists(options_path):
@@ -298,18 +354,24 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
         wav_root = data_folder
     files = _scan(wav_root)
     if not files:
-        raise ValueError(f"no WAV files found as {wav_root}/idNNNNN/<video>/<nnnnn>.wav")
+        raise ValueError(
+            f"no WAV files found as {wav_root}/idNNNNN/<video>/<nnnnn>.wav"
+        )
     on_disk = set(files)
     needed = trial_files(trials)
     missing = [f for f in needed if f not in on_disk]
     if missing:
-        raise FileNotFoundError(f"{verification_file}: trial files missing from {wav_root}: "
-                                f"{_examples(missing)}")
+        raise FileNotFoundError(
+            f"{verification_file}: trial files missing from {wav_root}: "
+            f"{_examples(missing)}"
+        )
     trial_speakers = {f.split("/")[0] for f in needed}
     train_files = [f for f in files if f.split("/")[0] not in trial_speakers]
     if not train_files:
-        raise ValueError(f"no training speaker in {wav_root}: every speaker is in "
-                         f"{verification_file}")
+        raise ValueError(
+            f"no training speaker in {wav_root}: every speaker is in "
+            f"{verification_file}"
+        )
 
     all_paths = train_files + needed
     prefix = os.path.join(wav_root, "")
@@ -321,26 +383,51 @@ def prepare_voxceleb1(data_folder, save_folder, verification_file,
     k = int(valid_utterances_per_speaker)
     short = [f"{s} ({len(v)})" for s, v in by_speaker.items() if len(v) <= k]
     if short:
-        raise ValueError(f"valid_utterances_per_speaker={k} needs more than {k} utterances "
-                         f"per training speaker; too few in {_examples(short)}")
+        raise ValueError(
+            f"valid_utterances_per_speaker={k} needs more than {k} utterances "
+            f"per training speaker; too few in {_examples(short)}"
+        )
     rng = random.Random(seed)
-    valid = {f for s in sorted(by_speaker) for f in rng.sample(by_speaker[s], k)}
+    valid = {
+        f for s in sorted(by_speaker) for f in rng.sample(by_speaker[s], k)
+    }
 
     def rows(subset, with_speaker=True):
-        return [[_utt_id(f), repr(duration[f]), prefix + f]
-                + ([f.split("/")[0]] if with_speaker else []) for f in subset]
+        return [
+            [_utt_id(f), repr(duration[f]), prefix + f]
+            + ([f.split("/")[0]] if with_speaker else [])
+            for f in subset
+        ]
 
-    _write_csv(out.train_csv, ["ID", "duration", "wav", "spk_id"],
-               rows([f for f in train_files if f not in valid]))
-    _write_csv(out.valid_csv, ["ID", "duration", "wav", "spk_id"],
-               rows([f for f in train_files if f in valid]))
-    _write_csv(out.trials_csv, ["ID", "duration", "wav"], rows(needed, with_speaker=False))
-    with open(verification_file, "rb") as fin, atomic_write(out.verification_file, "wb") as fout:
+    _write_csv(
+        out.train_csv,
+        ["ID", "duration", "wav", "spk_id"],
+        rows([f for f in train_files if f not in valid]),
+    )
+    _write_csv(
+        out.valid_csv,
+        ["ID", "duration", "wav", "spk_id"],
+        rows([f for f in train_files if f in valid]),
+    )
+    _write_csv(
+        out.trials_csv,
+        ["ID", "duration", "wav"],
+        rows(needed, with_speaker=False),
+    )
+    with (
+        open(verification_file, "rb") as fin,
+        atomic_write(out.verification_file, "wb") as fout,
+    ):
         shutil.copyfileobj(fin, fout)
     write_text_atomic(options_path, json.dumps(options, indent=1))
-    logger.info("VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, %d trial files",
-                save_folder, len(by_speaker), len(train_files) - len(valid), len(valid),
-                len(needed))
+    logger.info(
+        "VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, %d trial files",
+        save_folder,
+        len(by_speaker),
+        len(train_files) - len(valid),
+        len(valid),
+        len(needed),
+    )
     return out
 
 
@@ -357,7 +444,9 @@ def main(argv=None):
     PrepareResult
         As :func:`prepare_voxceleb1`.
     """
-    parser = argparse.ArgumentParser(description="Prepare VoxCeleb1 CSVs for SpeechBrain.")
+    parser = argparse.ArgumentParser(
+        description="Prepare VoxCeleb1 CSVs for SpeechBrain."
+    )
     parser.add_argument("--data_folder", required=True)
     parser.add_argument("--save_folder", required=True)
     parser.add_argument("--verification_file", required=True)
@@ -366,10 +455,17 @@ def main(argv=None):
     parser.add_argument("--num_workers", type=int, default=None)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = prepare_voxceleb1(a.data_folder, a.save_folder, a.verification_file,
-                               valid_utterances_per_speaker=a.valid_utterances_per_speaker,
-                               seed=a.seed, num_workers=a.num_workers)
-    print(f"{'up to date' if result.skipped else 'prepared'}: {os.path.dirname(result.train_csv)}")
+    result = prepare_voxceleb1(
+        a.data_folder,
+        a.save_folder,
+        a.verification_file,
+        valid_utterances_per_speaker=a.valid_utterances_per_speaker,
+        seed=a.seed,
+        num_workers=a.num_workers,
+    )
+    print(
+        f"{'up to date' if result.skipped else 'prepared'}: {os.path.dirname(result.train_csv)}"
+    )
     return result
 
 

@@ -58,7 +58,9 @@ def default_threshold(model):
     >>> default_threshold("/nonexistent/pretrained")
     (0.5, 'default; no /nonexistent/verification/metrics.json')
     """
-    metrics_file = Path(os.path.normpath(Path(model) / ".." / "verification" / "metrics.json"))
+    metrics_file = Path(
+        os.path.normpath(Path(model) / ".." / "verification" / "metrics.json")
+    )
     if not metrics_file.is_file():
         return DEFAULT_THRESHOLD, f"default; no {metrics_file}"
     try:
@@ -66,7 +68,10 @@ def default_threshold(model):
     except ValueError as error:
         raise ValueError(f"{metrics_file}: not valid JSON ({error})") from None
     if not isinstance(metrics, dict) or "EER_threshold" not in metrics:
-        return DEFAULT_THRESHOLD, f"default; {metrics_file} has no EER_threshold"
+        return (
+            DEFAULT_THRESHOLD,
+            f"default; {metrics_file} has no EER_threshold",
+        )
     if metrics.get("score_norm") is not None:
         return DEFAULT_THRESHOLD, (
             f"default; the EER threshold of {metrics_file} is for "
@@ -119,13 +124,21 @@ def write_embeddings(paths, embeddings, out):
     out = check_embedding_path(out)
     with atomic_write(out, "wb") as fout:
         if out.suffix == ".pt":
-            torch.save({path: embeddings[path].clone() for path in dict.fromkeys(paths)}, fout)
+            torch.save(
+                {
+                    path: embeddings[path].clone()
+                    for path in dict.fromkeys(paths)
+                },
+                fout,
+            )
         else:
             matrix = torch.stack([embeddings[path] for path in paths]).numpy()
             if out.suffix == ".npy":
                 numpy.save(fout, matrix)
             else:
-                numpy.savez(fout, paths=numpy.array(list(paths)), embeddings=matrix)
+                numpy.savez(
+                    fout, paths=numpy.array(list(paths)), embeddings=matrix
+                )
     return out
 
 
@@ -150,8 +163,10 @@ def check_embedding_path(out):
     """
     suffix = Path(out).suffix
     if suffix not in EMBEDDING_FORMATS:
-        raise ValueError(f"--out {out}: unknown format {suffix or '(none)'!r}; "
-                         "use .pt, .npy or .npz")
+        raise ValueError(
+            f"--out {out}: unknown format {suffix or '(none)'!r}; "
+            "use .pt, .npy or .npz"
+        )
     return Path(out)
 
 
@@ -160,7 +175,9 @@ def _load_model(stack, model, device):
     from speechbrain_mrmha.export import check_pretrained, load_encoder
 
     check_pretrained(model)
-    savedir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mrmha-model-"))
+    savedir = stack.enter_context(
+        tempfile.TemporaryDirectory(prefix="mrmha-model-")
+    )
     return load_encoder(model, savedir=savedir, device=device)
 
 
@@ -175,10 +192,16 @@ def _run_verify(args, stack):
         threshold, source = default_threshold(args.model)
     else:
         threshold, source = args.threshold, "--threshold"
-    signals = [load_audio(path, SAMPLE_RATE) for path in (args.first, args.second)]
+    signals = [
+        load_audio(path, SAMPLE_RATE) for path in (args.first, args.second)
+    ]
     encoder = _load_model(stack, args.model, args.device)
     embeddings, _ = encode_signals(encoder, signals, args.precision)
-    score = float(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
+    score = float(
+        torch.nn.functional.cosine_similarity(
+            embeddings[0], embeddings[1], dim=0
+        )
+    )
     same = score > threshold
     print(f"score: {score:.6f}")
     print(f"threshold: {threshold:.6f} ({source})")
@@ -188,23 +211,39 @@ def _run_verify(args, stack):
 
 def _run_embed(args, stack):
     """``embed``: embeddings of many files, batched by length."""
-    from speechbrain_mrmha.extraction import EmbeddingCache, default_batch_seconds, embed_files
+    from speechbrain_mrmha.extraction import (
+        EmbeddingCache,
+        default_batch_seconds,
+        embed_files,
+    )
     from speechbrain_mrmha.io import audio_info
 
     check_embedding_path(args.out)
     if args.batch_seconds is None:
         args.batch_seconds = default_batch_seconds(args.device)
     if args.batch_seconds <= 0 or args.max_batch_size < 1:
-        raise ValueError("--batch-seconds must be > 0 and --max-batch-size >= 1")
+        raise ValueError(
+            "--batch-seconds must be > 0 and --max-batch-size >= 1"
+        )
     files = {path: path for path in args.files}  # each file once
     durations = {}
-    for path in files:  # every header up front: unreadable files fail before the model loads
+    for path in (
+        files
+    ):  # every header up front: unreadable files fail before the model loads
         frames, rate = audio_info(path)
         durations[path] = frames / rate
     encoder = _load_model(stack, args.model, args.device)
-    cache = embed_files(encoder, files, durations, EmbeddingCache(None, None),
-                        batch_seconds=args.batch_seconds, max_batch_size=args.max_batch_size,
-                        sample_rate=SAMPLE_RATE, progress=False, precision=args.precision)
+    cache = embed_files(
+        encoder,
+        files,
+        durations,
+        EmbeddingCache(None, None),
+        batch_seconds=args.batch_seconds,
+        max_batch_size=args.max_batch_size,
+        sample_rate=SAMPLE_RATE,
+        progress=False,
+        precision=args.precision,
+    )
     out = write_embeddings(args.files, cache.embeddings, args.out)
     dim = next(iter(cache.embeddings.values())).shape[0]
     print(f"{len(args.files)} embeddings of dim {dim} -> {out}")
@@ -213,7 +252,11 @@ def _run_embed(args, stack):
 
 def _run_plot_attention(args, stack):
     """``plot attention``: per-head weights and entropies of one file."""
-    from speechbrain_mrmha.app.plotting import _matplotlib, plot_attention, utterance_attention
+    from speechbrain_mrmha.app.plotting import (
+        _matplotlib,
+        plot_attention,
+        utterance_attention,
+    )
     from speechbrain_mrmha.io import load_audio
 
     _matplotlib()  # fail early with the install hint
@@ -228,15 +271,28 @@ def _run_plot_attention(args, stack):
     if args.reference is not None:
         reference_encoder = _load_model(stack, args.reference, args.device)
         reference = utterance_attention(reference_encoder, signal)
-        names = (names[0], type(reference_encoder.mods.embedding_model.pooling).__name__)
+        names = (
+            names[0],
+            type(reference_encoder.mods.embedding_model.pooling).__name__,
+        )
         if reference.shape[0] != 1:
-            raise ValueError(f"--reference {args.reference}: expected a single-head model, "
-                             f"its pooling has {reference.shape[0]} heads")
+            raise ValueError(
+                f"--reference {args.reference}: expected a single-head model, "
+                f"its pooling has {reference.shape[0]} heads"
+            )
     seconds = signal.shape[0] / SAMPLE_RATE
-    out = plot_attention(weights, args.out, reference=reference, temperatures=temperatures,
-                         frame_shift=seconds / weights.shape[1], labels=names,
-                         title=args.title or f"attention along time: {Path(args.wav).name}")
-    print(f"attention of {weights.shape[0]} heads over {weights.shape[1]} frames -> {out}")
+    out = plot_attention(
+        weights,
+        args.out,
+        reference=reference,
+        temperatures=temperatures,
+        frame_shift=seconds / weights.shape[1],
+        labels=names,
+        title=args.title or f"attention along time: {Path(args.wav).name}",
+    )
+    print(
+        f"attention of {weights.shape[0]} heads over {weights.shape[1]} frames -> {out}"
+    )
     return 0
 
 
@@ -245,8 +301,12 @@ def _run_plot_det(args, stack):
     from speechbrain_mrmha.app.plotting import plot_det
 
     if args.labels is not None and len(args.labels) != len(args.scores):
-        raise ValueError(f"--labels: {len(args.labels)} labels for {len(args.scores)} score files")
-    print(f"DET curves -> {plot_det(args.scores, args.out, labels=args.labels)}")
+        raise ValueError(
+            f"--labels: {len(args.labels)} labels for {len(args.scores)} score files"
+        )
+    print(
+        f"DET curves -> {plot_det(args.scores, args.out, labels=args.labels)}"
+    )
     return 0
 
 
@@ -260,16 +320,26 @@ def _run_plot_hist(args, stack):
 
 
 def _model_options(parser):
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="pretrained-model folder (written by train_speaker_embeddings.py)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="pretrained-model folder (written by train_speaker_embeddings.py)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda:N"
+    )
 
 
 def _precision_option(parser):
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="fp32 (default), or autocast to bf16 / fp16: faster on GPUs and "
-                        "on CPUs with AMX (bf16), much slower on other CPUs; embeddings "
-                        "change slightly")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="fp32 (default), or autocast to bf16 / fp16: faster on GPUs and "
+        "on CPUs with AMX (bf16), much slower on other CPUs; embeddings "
+        "change slightly",
+    )
 
 
 def build_parser():
@@ -281,76 +351,121 @@ def build_parser():
     'd.png'
     """
     parser = argparse.ArgumentParser(
-        prog=PROG, description="speechbrain-mrmha: speaker verification, embeddings and "
-        "figures with a pretrained MRMHA model folder ('COMMAND --help' for each).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        prog=PROG,
+        description="speechbrain-mrmha: speaker verification, embeddings and "
+        "figures with a pretrained MRMHA model folder ('COMMAND --help' for each).",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"
+    )
 
     verify = commands.add_parser(
-        "verify", help="score two audio files (cosine) and decide same / different speaker",
+        "verify",
+        help="score two audio files (cosine) and decide same / different speaker",
         description="Cosine score of the embeddings of two audio files and a decision: same "
-        "speaker when the score is above the threshold.")
+        "speaker when the score is above the threshold.",
+    )
     _model_options(verify)
     verify.add_argument("first", metavar="a.wav")
     verify.add_argument("second", metavar="b.wav")
-    verify.add_argument("--threshold", type=float, default=None,
-                        help="decision threshold (default: EER_threshold of "
-                        "DIR/../verification/metrics.json if present, else 0.5)")
+    verify.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold (default: EER_threshold of "
+        "DIR/../verification/metrics.json if present, else 0.5)",
+    )
     _precision_option(verify)
     verify.set_defaults(run=_run_verify)
 
     embed = commands.add_parser(
-        "embed", help="embeddings of many audio files",
+        "embed",
+        help="embeddings of many audio files",
         description="Embed audio files in batches of similar length and save them: .pt "
         "({path: tensor}), .npy ((N, dim), one row per file given, in order) or .npz (paths, "
-        "embeddings).")
+        "embeddings).",
+    )
     _model_options(embed)
     embed.add_argument("files", nargs="+", metavar="FILE")
-    embed.add_argument("--out", required=True, help="output file (.pt, .npy or .npz)")
-    embed.add_argument("--batch-seconds", type=float, default=None,
-                       help="padded audio per batch, seconds (default 12 on a CPU, 240 on "
-                       "a GPU)")
-    embed.add_argument("--max-batch-size", type=int, default=64,
-                       help="most files per batch (default 64)")
+    embed.add_argument(
+        "--out", required=True, help="output file (.pt, .npy or .npz)"
+    )
+    embed.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=None,
+        help="padded audio per batch, seconds (default 12 on a CPU, 240 on "
+        "a GPU)",
+    )
+    embed.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=64,
+        help="most files per batch (default 64)",
+    )
     _precision_option(embed)
     embed.set_defaults(run=_run_embed)
 
-    plot = commands.add_parser("plot", help="figures: attention, DET curves, score histograms",
-                               description="Draw a figure (matplotlib needed).")
-    figures = plot.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    plot = commands.add_parser(
+        "plot",
+        help="figures: attention, DET curves, score histograms",
+        description="Draw a figure (matplotlib needed).",
+    )
+    figures = plot.add_subparsers(
+        dest="figure", required=True, metavar="FIGURE"
+    )
     attention = figures.add_parser(
-        "attention", help="attention weights and entropy of each head along one file",
+        "attention",
+        help="attention weights and entropy of each head along one file",
         description="Attention weights of each head along time for one file, each head's "
-        "entropy in the legend (the paper's Fig. 2).")
+        "entropy in the legend (the paper's Fig. 2).",
+    )
     _model_options(attention)
     attention.add_argument("--wav", required=True, help="audio file")
-    attention.add_argument("--out", required=True, help="output figure (.png, .pdf, .svg)")
-    attention.add_argument("--reference", metavar="DIR", default=None,
-                           help="a single-head (self-attentive) model folder to draw below")
+    attention.add_argument(
+        "--out", required=True, help="output figure (.png, .pdf, .svg)"
+    )
+    attention.add_argument(
+        "--reference",
+        metavar="DIR",
+        default=None,
+        help="a single-head (self-attentive) model folder to draw below",
+    )
     attention.add_argument("--title", default=None)
     attention.set_defaults(run=_run_plot_attention)
     det = figures.add_parser(
-        "det", help="DET curves of score files with their EER",
-        description="DET curves of score files (lines 'enrol test score label').")
+        "det",
+        help="DET curves of score files with their EER",
+        description="DET curves of score files (lines 'enrol test score label').",
+    )
     det.add_argument("scores", nargs="+", metavar="SCORES")
     det.add_argument("--out", required=True, help="output figure")
-    det.add_argument("--labels", nargs="+", default=None, help="one legend name per file")
+    det.add_argument(
+        "--labels", nargs="+", default=None, help="one legend name per file"
+    )
     det.set_defaults(run=_run_plot_det)
     hist = figures.add_parser(
-        "hist", help="target / non-target score histograms",
-        description="Histograms of target and non-target scores of a score file.")
+        "hist",
+        help="target / non-target score histograms",
+        description="Histograms of target and non-target scores of a score file.",
+    )
     hist.add_argument("scores", metavar="SCORES")
     hist.add_argument("--out", required=True, help="output figure")
     hist.add_argument("--bins", type=int, default=50)
     hist.set_defaults(run=_run_plot_hist)
 
     commands.add_parser(
-        "demo", add_help=False,
-        help="train and compare MRMHA on a synthetic corpus ('demo --help' for options)")
+        "demo",
+        add_help=False,
+        help="train and compare MRMHA on a synthetic corpus ('demo --help' for options)",
+    )
     return parser
 
 
 def _one_line(error):
-    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return "; ".join(
+        line.strip() for line in str(error).splitlines() if line.strip()
+    )
 
 
 def main(argv=None):
@@ -375,7 +490,9 @@ def main(argv=None):
         import importlib
 
         # lazily: the demo drives the recipe and is only needed here
-        return importlib.import_module("speechbrain_mrmha.app.demo").main(argv[1:])
+        return importlib.import_module("speechbrain_mrmha.app.demo").main(
+            argv[1:]
+        )
     args = build_parser().parse_args(argv)
     try:
         with contextlib.ExitStack() as stack:

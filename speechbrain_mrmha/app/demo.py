@@ -21,7 +21,11 @@ from pathlib import Path
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
 MODELS = (
     ("mrmha", "MRMHA K=4", "mrmha.yaml"),
-    ("attentive_statistics", "attentive statistics", "attentive_statistics.yaml"),
+    (
+        "attentive_statistics",
+        "attentive statistics",
+        "attentive_statistics.yaml",
+    ),
 )
 
 
@@ -33,14 +37,28 @@ def parse_args(argv):
         "corpus, score its trials and draw figures (about 15 minutes on 2 CPU cores).",
     )
     parser.add_argument("--output", default="demo_output", help="output folder")
-    parser.add_argument("--speakers", type=int, default=64, help="speakers in the corpus")
-    parser.add_argument("--test-speakers", type=int, default=16, help="held-out speakers")
-    parser.add_argument("--videos", type=int, default=4, help="videos per speaker")
-    parser.add_argument("--utterances", type=int, default=6, help="utterances per video")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs per model")
-    parser.add_argument("--channels", default="[8,16,32,64]", help="ResNet stage widths")
+    parser.add_argument(
+        "--speakers", type=int, default=64, help="speakers in the corpus"
+    )
+    parser.add_argument(
+        "--test-speakers", type=int, default=16, help="held-out speakers"
+    )
+    parser.add_argument(
+        "--videos", type=int, default=4, help="videos per speaker"
+    )
+    parser.add_argument(
+        "--utterances", type=int, default=6, help="utterances per video"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="training epochs per model"
+    )
+    parser.add_argument(
+        "--channels", default="[8,16,32,64]", help="ResNet stage widths"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--sentence-len", type=float, default=1.5, help="crop, seconds")
+    parser.add_argument(
+        "--sentence-len", type=float, default=1.5, help="crop, seconds"
+    )
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
@@ -50,14 +68,19 @@ def run(command, log):
     print("$ " + " ".join(str(part) for part in command), flush=True)
     with open(log, "a") as fout:
         process = subprocess.Popen(
-            [str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1,
+            [str(part) for part in command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         for line in process.stdout:
             sys.stdout.write(line)
             fout.write(line)
         if process.wait() != 0:
-            raise SystemExit(f"demo: step failed (exit {process.returncode}); see {log}")
+            raise SystemExit(
+                f"demo: step failed (exit {process.returncode}); see {log}"
+            )
 
 
 def train_and_score(name, yaml_file, corpus, args, output):
@@ -66,19 +89,36 @@ def train_and_score(name, yaml_file, corpus, args, output):
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "demo_log.txt"
     run(
-        [sys.executable, RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml_file,
-         f"--data_folder={corpus}", f"--output_folder={folder}",
-         f"--channels={args.channels}", f"--number_of_epochs={args.epochs}",
-         f"--batch_size={args.batch_size}", f"--sentence_len={args.sentence_len}",
-         "--num_workers=0", "--device=cpu", f"--seed={args.seed}",
-         "--emb_dim=128", "--lr=0.003", "--lr_final=0.0003", "--margin=0.1"],
+        [
+            sys.executable,
+            RECIPE / "train_speaker_embeddings.py",
+            RECIPE / "hparams" / yaml_file,
+            f"--data_folder={corpus}",
+            f"--output_folder={folder}",
+            f"--channels={args.channels}",
+            f"--number_of_epochs={args.epochs}",
+            f"--batch_size={args.batch_size}",
+            f"--sentence_len={args.sentence_len}",
+            "--num_workers=0",
+            "--device=cpu",
+            f"--seed={args.seed}",
+            "--emb_dim=128",
+            "--lr=0.003",
+            "--lr_final=0.0003",
+            "--margin=0.1",
+        ],
         log,
     )
     run(
-        [sys.executable, RECIPE / "speaker_verification_cosine.py",
-         RECIPE / "hparams" / "verification.yaml", f"--data_folder={corpus}",
-         f"--pretrained_path={folder / 'pretrained'}",
-         f"--output_folder={folder / 'verification'}", "--device=cpu"],
+        [
+            sys.executable,
+            RECIPE / "speaker_verification_cosine.py",
+            RECIPE / "hparams" / "verification.yaml",
+            f"--data_folder={corpus}",
+            f"--pretrained_path={folder / 'pretrained'}",
+            f"--output_folder={folder / 'verification'}",
+            "--device=cpu",
+        ],
         log,
     )
     return json.loads((folder / "verification" / "metrics.json").read_text())
@@ -101,23 +141,32 @@ def figures(corpus, output):
     first = read_trials(Path(corpus) / "meta" / "veri_test2.txt")[0].enrol
     signal = load_audio(Path(corpus) / "wav" / first)
     encoders = {
-        name: load_encoder(output / name / "pretrained", savedir=output / name / "verification" / "model")
+        name: load_encoder(
+            output / name / "pretrained",
+            savedir=output / name / "verification" / "model",
+        )
         for name, _, _ in MODELS
     }
     paths = [
         plot_attention(
             utterance_attention(encoders["mrmha"], signal),
             figure_folder / "attention.png",
-            reference=utterance_attention(encoders["attentive_statistics"], signal),
+            reference=utterance_attention(
+                encoders["attentive_statistics"], signal
+            ),
             title=f"attention along time: {first}",
         ),
         plot_det(
-            [output / name / "verification" / "scores.txt" for name, _, _ in MODELS],
+            [
+                output / name / "verification" / "scores.txt"
+                for name, _, _ in MODELS
+            ],
             figure_folder / "det.png",
             labels=[label for _, label, _ in MODELS],
         ),
         plot_score_histograms(
-            output / "mrmha" / "verification" / "scores.txt", figure_folder / "scores_mrmha.png"
+            output / "mrmha" / "verification" / "scores.txt",
+            figure_folder / "scores_mrmha.png",
         ),
     ]
     return paths
@@ -138,9 +187,11 @@ def recipe_missing():
     """
     if (RECIPE / "train_speaker_embeddings.py").is_file():
         return None
-    return ("demo: needs a clone of the speechbrain-mrmha repository (the VoxCeleb1 recipe "
-            f"is not installed with the package); no recipe at {RECIPE}: clone the "
-            "repository, pip install -e it and run the demo from there")
+    return (
+        "demo: needs a clone of the speechbrain-mrmha repository (the VoxCeleb1 recipe "
+        f"is not installed with the package); no recipe at {RECIPE}: clone the "
+        "repository, pip install -e it and run the demo from there"
+    )
 
 
 def main(argv=None):
@@ -168,9 +219,15 @@ def main(argv=None):
     output.mkdir(parents=True, exist_ok=True)
     print(f"[1/4] synthetic corpus ({args.speakers} speakers) ...", flush=True)
     corpus = generate_corpus(
-        output / "corpus", speakers=args.speakers, videos=args.videos,
-        utterances=args.utterances, test_speakers=args.test_speakers,
-        min_duration=2.0, max_duration=4.0, seed=args.seed, num_workers=2,
+        output / "corpus",
+        speakers=args.speakers,
+        videos=args.videos,
+        utterances=args.utterances,
+        test_speakers=args.test_speakers,
+        min_duration=2.0,
+        max_duration=4.0,
+        seed=args.seed,
+        num_workers=2,
     ).root
     results = {}
     for step, (name, label, yaml_file) in enumerate(MODELS, start=2):
@@ -179,14 +236,23 @@ def main(argv=None):
     print("[4/4] figures ...", flush=True)
     paths = figures(corpus, output)
 
-    print(f"\nResults on the synthetic corpus ({args.test_speakers} held-out speakers, "
-          f"{results['mrmha']['n_trials']} trials; synthetic data, not VoxCeleb1):\n")
-    print(f"| pooling | EER % | minDCF (p=0.01) | mean attention entropy per head (nats) |")
+    print(
+        f"\nResults on the synthetic corpus ({args.test_speakers} held-out speakers, "
+        f"{results['mrmha']['n_trials']} trials; synthetic data, not VoxCeleb1):\n"
+    )
+    print(
+        "| pooling | EER % | minDCF (p=0.01) | mean attention entropy per head (nats) |"
+    )
     print("|---|---|---|---|")
     for name, label, _ in MODELS:
         metrics = results[name]
-        entropy = ", ".join(f"{e:.2f}" for e in metrics.get("entropy_per_head", [])) or "-"
-        print(f"| {label} | {metrics['EER']:.2f} | {metrics['minDCF']:.3f} | {entropy} |")
+        entropy = (
+            ", ".join(f"{e:.2f}" for e in metrics.get("entropy_per_head", []))
+            or "-"
+        )
+        print(
+            f"| {label} | {metrics['EER']:.2f} | {metrics['minDCF']:.3f} | {entropy} |"
+        )
     print("\nPretrained folders:")
     for name, _, _ in MODELS:
         print(f"  {output / name / 'pretrained'}")
@@ -195,8 +261,12 @@ def main(argv=None):
         print(f"  {path}")
     print("\nLoad one from Python:\n")
     print("  from speechbrain.inference.speaker import EncoderClassifier")
-    print(f"  encoder = EncoderClassifier.from_hparams(source='{output / 'mrmha' / 'pretrained'}', savedir='/tmp/mrmha')")
-    print("  embedding = encoder.encode_batch(encoder.load_audio('some.wav').unsqueeze(0))")
+    print(
+        f"  encoder = EncoderClassifier.from_hparams(source='{output / 'mrmha' / 'pretrained'}', savedir='/tmp/mrmha')"
+    )
+    print(
+        "  embedding = encoder.encode_batch(encoder.load_audio('some.wav').unsqueeze(0))"
+    )
     print(f"\nDemo finished in {(time.monotonic() - start) / 60:.1f} minutes.")
     return 0
 

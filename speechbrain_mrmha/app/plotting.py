@@ -27,11 +27,33 @@ from speechbrain_mrmha.pooling import attention_entropy
 from speechbrain_mrmha.scoring import EER
 from speechbrain_mrmha.trials import TrialScores, read_scores
 
-__all__ = ["DetCurve", "det_curve", "utterance_attention", "plot_attention", "plot_det",
-           "plot_score_histograms"]
+__all__ = [
+    "DetCurve",
+    "det_curve",
+    "utterance_attention",
+    "plot_attention",
+    "plot_det",
+    "plot_score_histograms",
+]
 
-_DET_TICKS = (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4,
-              0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999)
+_DET_TICKS = (
+    0.0001,
+    0.001,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
+    0.999,
+    0.9999,
+)
 
 
 class DetCurve(NamedTuple):
@@ -102,7 +124,9 @@ def _as_scores(item, name):
     if isinstance(item, (str, os.PathLike)):
         return read_scores(item)
     if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise ValueError(f"{name}: expected a score file or a (positive, negative) pair")
+        raise ValueError(
+            f"{name}: expected a score file or a (positive, negative) pair"
+        )
     pair = []
     for label, values in zip(("positive", "negative"), item):
         values = torch.as_tensor(values, dtype=torch.float64).flatten()
@@ -124,14 +148,18 @@ def _is_pair(item):
         if hasattr(values, "ndim"):  # tensor or numpy array
             if values.ndim != 1:
                 return False
-        elif not (isinstance(values, (tuple, list)) and all(
-                isinstance(v, (int, float)) for v in values)):
+        elif not (
+            isinstance(values, (tuple, list))
+            and all(isinstance(v, (int, float)) for v in values)
+        ):
             return False
     return True
 
 
 def _items(score_files_or_arrays):
-    if isinstance(score_files_or_arrays, (str, os.PathLike)) or _is_pair(score_files_or_arrays):
+    if isinstance(score_files_or_arrays, (str, os.PathLike)) or _is_pair(
+        score_files_or_arrays
+    ):
         return [score_files_or_arrays]
     return list(score_files_or_arrays)
 
@@ -172,12 +200,20 @@ def det_curve(positive, negative):
     sorted_neg, _ = torch.sort(negative)
     # accepting scores above t: misses are positives <= t, false alarms negatives > t
     misses = torch.searchsorted(sorted_pos, thresholds, right=True)
-    false_alarms = negative.numel() - torch.searchsorted(sorted_neg, thresholds, right=True)
-    p_miss = torch.cat([torch.zeros(1, dtype=torch.float64), misses / positive.numel()])
-    p_fa = torch.cat([torch.ones(1, dtype=torch.float64), false_alarms / negative.numel()])
+    false_alarms = negative.numel() - torch.searchsorted(
+        sorted_neg, thresholds, right=True
+    )
+    p_miss = torch.cat(
+        [torch.zeros(1, dtype=torch.float64), misses / positive.numel()]
+    )
+    p_fa = torch.cat(
+        [torch.ones(1, dtype=torch.float64), false_alarms / negative.numel()]
+    )
     eer_p_miss = float((positive <= threshold).double().mean())
     eer_p_fa = float((negative > threshold).double().mean())
-    return DetCurve(p_fa, p_miss, float(eer), float(threshold), eer_p_fa, eer_p_miss)
+    return DetCurve(
+        p_fa, p_miss, float(eer), float(threshold), eer_p_fa, eer_p_miss
+    )
 
 
 def _probit(p, floor):
@@ -223,8 +259,13 @@ def plot_det(score_files_or_arrays, out_png, labels=None, title="DET curve"):
     if not items:
         raise ValueError("plot_det: no score files or score arrays given")
     if labels is not None and len(labels) != len(items):
-        raise ValueError(f"plot_det: {len(labels)} labels for {len(items)} systems")
-    systems = [_as_scores(item, f"plot_det system {i + 1}") for i, item in enumerate(items)]
+        raise ValueError(
+            f"plot_det: {len(labels)} labels for {len(items)} systems"
+        )
+    systems = [
+        _as_scores(item, f"plot_det system {i + 1}")
+        for i, item in enumerate(items)
+    ]
     curves = [det_curve(s.positive, s.negative) for s in systems]
     largest = max(max(s.positive.numel(), s.negative.numel()) for s in systems)
     floor = max(0.5 / largest, 1e-4)
@@ -233,11 +274,21 @@ def plot_det(score_files_or_arrays, out_png, labels=None, title="DET curve"):
     figure = _new_figure(5.5, 5.0)
     axes = figure.add_subplot()
     for index, (item, curve) in enumerate(zip(items, curves)):
-        name = labels[index] if labels is not None else _default_label(item, index)
-        line, = axes.plot(_probit(curve.p_fa, floor), _probit(curve.p_miss, floor),
-                          label=f"{name} (EER {100 * curve.eer:.2f}%)")
-        axes.plot([float(_probit(curve.eer_p_fa, floor))], [float(_probit(curve.eer_p_miss, floor))],
-                  "o", color=line.get_color(), gid=f"eer-{index}")
+        name = (
+            labels[index] if labels is not None else _default_label(item, index)
+        )
+        (line,) = axes.plot(
+            _probit(curve.p_fa, floor),
+            _probit(curve.p_miss, floor),
+            label=f"{name} (EER {100 * curve.eer:.2f}%)",
+        )
+        axes.plot(
+            [float(_probit(curve.eer_p_fa, floor))],
+            [float(_probit(curve.eer_p_miss, floor))],
+            "o",
+            color=line.get_color(),
+            gid=f"eer-{index}",
+        )
     diagonal = [float(_probit(floor, floor)), float(_probit(upper, floor))]
     axes.plot(diagonal, diagonal, ":", color="grey", linewidth=0.8)
     ticks = [p for p in _DET_TICKS if floor <= p <= upper]
@@ -286,7 +337,9 @@ def plot_score_histograms(score_file_or_arrays, out_png, bins=50, title=None):
     """
     scores = _as_scores(score_file_or_arrays, "plot_score_histograms")
     if bins < 1:
-        raise ValueError(f"plot_score_histograms: bins must be >= 1, got {bins}")
+        raise ValueError(
+            f"plot_score_histograms: bins must be >= 1, got {bins}"
+        )
     eer, threshold = EER(scores.positive, scores.negative)
     everything = torch.cat([scores.positive, scores.negative])
     low, high = float(everything.min()), float(everything.max())
@@ -296,12 +349,27 @@ def plot_score_histograms(score_file_or_arrays, out_png, bins=50, title=None):
 
     figure = _new_figure(6.0, 4.0)
     axes = figure.add_subplot()
-    axes.hist(scores.negative.numpy(), bins=edges, density=True, alpha=0.55,
-              label=f"non-target ({scores.negative.numel()})")
-    axes.hist(scores.positive.numpy(), bins=edges, density=True, alpha=0.55,
-              label=f"target ({scores.positive.numel()})")
-    axes.axvline(threshold, color="black", linestyle="--", linewidth=1,
-                 label=f"EER threshold {threshold:.3f} (EER {100 * eer:.2f}%)")
+    axes.hist(
+        scores.negative.numpy(),
+        bins=edges,
+        density=True,
+        alpha=0.55,
+        label=f"non-target ({scores.negative.numel()})",
+    )
+    axes.hist(
+        scores.positive.numpy(),
+        bins=edges,
+        density=True,
+        alpha=0.55,
+        label=f"target ({scores.positive.numel()})",
+    )
+    axes.axvline(
+        threshold,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"EER threshold {threshold:.3f} (EER {100 * eer:.2f}%)",
+    )
     axes.set_xlabel("score")
     axes.set_ylabel("density")
     axes.legend(fontsize="small", loc="best")
@@ -320,19 +388,30 @@ def _as_weights(weights, name):
     if weights.dim() == 3 and weights.shape[0] == 1:
         weights = weights[0]
     if weights.dim() != 2 or weights.shape[1] == 0:
-        raise ValueError(f"{name}: expected (heads, time) attention weights, got shape "
-                         f"{tuple(weights.shape)}")
+        raise ValueError(
+            f"{name}: expected (heads, time) attention weights, got shape "
+            f"{tuple(weights.shape)}"
+        )
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise ValueError(f"{name}: attention weights must be finite and >= 0")
     sums = weights.sum(dim=1)
     if not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
-        raise ValueError(f"{name}: each head's weights must sum to 1 over time, got sums "
-                         f"{[round(float(s), 4) for s in sums]}")
+        raise ValueError(
+            f"{name}: each head's weights must sum to 1 over time, got sums "
+            f"{[round(float(s), 4) for s in sums]}"
+        )
     return weights
 
 
-def plot_attention(weights, out_png, reference=None, title=None, temperatures=None,
-                   frame_shift=None, labels=("multi-head attention", "single-head attention")):
+def plot_attention(
+    weights,
+    out_png,
+    reference=None,
+    title=None,
+    temperatures=None,
+    frame_shift=None,
+    labels=("multi-head attention", "single-head attention"),
+):
     """Attention weights of each head along time for one utterance, with
     each head's entropy E = -sum_t alpha_t log alpha_t (nats) in the legend,
     optionally above a single-head model's weights (the paper's Fig. 2).
@@ -373,10 +452,18 @@ def plot_attention(weights, out_png, reference=None, title=None, temperatures=No
     weights = _as_weights(weights, "plot_attention weights")
     panels = [(labels[0], weights, temperatures)]
     if reference is not None:
-        panels.append((labels[1], _as_weights(reference, "plot_attention reference"), None))
+        panels.append(
+            (
+                labels[1],
+                _as_weights(reference, "plot_attention reference"),
+                None,
+            )
+        )
     if temperatures is not None and len(temperatures) != weights.shape[0]:
-        raise ValueError(f"plot_attention: {len(temperatures)} temperatures for "
-                         f"{weights.shape[0]} heads")
+        raise ValueError(
+            f"plot_attention: {len(temperatures)} temperatures for "
+            f"{weights.shape[0]} heads"
+        )
 
     figure = _new_figure(7.0, 2.6 * len(panels) + 0.4)
     for row, (name, values, temps) in enumerate(panels):
@@ -389,11 +476,17 @@ def plot_attention(weights, out_png, reference=None, title=None, temperatures=No
             head_name = f"head {head + 1}" if values.shape[0] > 1 else "weights"
             if temps is not None:
                 head_name += f" (T={float(temps[head]):g})"
-            axes.plot(steps.numpy(), values[head].numpy(), linewidth=1.0,
-                      label=f"{head_name}: E = {float(entropy[head]):.3f} nats")
-        axes.set_title(f"{name}: mean entropy {float(entropy.mean()):.3f} nats "
-                       f"(uniform: {float(torch.log(torch.tensor(values.shape[1]))):.3f})",
-                       fontsize="medium")
+            axes.plot(
+                steps.numpy(),
+                values[head].numpy(),
+                linewidth=1.0,
+                label=f"{head_name}: E = {float(entropy[head]):.3f} nats",
+            )
+        axes.set_title(
+            f"{name}: mean entropy {float(entropy.mean()):.3f} nats "
+            f"(uniform: {float(torch.log(torch.tensor(values.shape[1]))):.3f})",
+            fontsize="medium",
+        )
         axes.set_ylabel("attention weight")
         axes.set_xlabel("time (s)" if frame_shift is not None else "frame")
         axes.legend(fontsize="small", loc="upper right")
@@ -448,16 +541,22 @@ def utterance_attention(encoder, signal):
     """
     pooling = encoder.mods.embedding_model.pooling
     if not hasattr(pooling, "attention"):
-        raise ValueError(f"the model's pooling {type(pooling).__name__} has no attention weights")
+        raise ValueError(
+            f"the model's pooling {type(pooling).__name__} has no attention weights"
+        )
     signal = torch.as_tensor(signal)
     if signal.dim() != 1:
-        raise ValueError(f"utterance_attention: expected a (samples,) signal, got shape "
-                         f"{tuple(signal.shape)}")
+        raise ValueError(
+            f"utterance_attention: expected a (samples,) signal, got shape "
+            f"{tuple(signal.shape)}"
+        )
     wavs = signal[None].float().to(encoder.device)
     lengths = torch.ones(1, device=encoder.device)
     with torch.no_grad():
         feats = encoder.mods.compute_features(wavs)
         feats = encoder.mods.mean_var_norm(feats, lengths)
-        frames, frame_lengths = encoder.mods.embedding_model.frames(feats, lengths)
+        frames, frame_lengths = encoder.mods.embedding_model.frames(
+            feats, lengths
+        )
         weights = pooling.attention(frames, frame_lengths)
     return weights[0].cpu()

@@ -49,31 +49,69 @@ _VERSION = 1
 _N_FFT, _HOP = 512, 128
 _FREQS = np.fft.rfftfreq(_N_FFT, 1.0 / SAMPLE_RATE)
 _WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)
-_ID_CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
-_NATIONS = ["USA", "UK", "Canada", "Australia", "India", "Ireland", "Germany", "Norway"]
+_ID_CHARS = np.array(
+    list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+)
+_NATIONS = [
+    "USA",
+    "UK",
+    "Canada",
+    "Australia",
+    "India",
+    "Ireland",
+    "Germany",
+    "Norway",
+]
 # Phones: (kind, five formant targets in Hz for an average adult male voice).
-_VOWELS = [(270, 2290, 3010, 3600, 4500), (390, 1990, 2550, 3600, 4500),
-           (530, 1840, 2480, 3600, 4500), (660, 1720, 2410, 3600, 4500),
-           (730, 1090, 2440, 3600, 4500), (570, 840, 2410, 3600, 4500),
-           (300, 870, 2240, 3600, 4500), (500, 1500, 2500, 3600, 4500)]
-_CONSONANTS = [("nasal", (250, 1100, 2200, 3300, 4500)),
-               ("nasal", (250, 1700, 2500, 3300, 4500)),
-               ("fric", (4800, 6000, 6900, 7500, 7900)),   # s
-               ("fric", (2600, 3500, 4500, 5800, 7000)),   # sh
-               ("fric", (1500, 3000, 4500, 6000, 7200)),   # f
-               ("vfric", (4800, 6000, 6900, 7500, 7900)),  # z
-               ("stop", (3800, 5000, 6200, 7000, 7800)),   # t
-               ("stop", (2000, 3000, 4200, 5600, 7000)),   # k
-               ("stop", (800, 1800, 2800, 4000, 6000))]    # p
-_BANDWIDTHS = {"vowel": (70, 90, 130, 200, 300), "nasal": (90, 200, 250, 300, 400),
-               "fric": (700, 900, 1000, 1000, 1000), "vfric": (700, 900, 1000, 1000, 1000),
-               "stop": (600, 800, 900, 1000, 1000), "silence": (70, 90, 130, 200, 300)}
+_VOWELS = [
+    (270, 2290, 3010, 3600, 4500),
+    (390, 1990, 2550, 3600, 4500),
+    (530, 1840, 2480, 3600, 4500),
+    (660, 1720, 2410, 3600, 4500),
+    (730, 1090, 2440, 3600, 4500),
+    (570, 840, 2410, 3600, 4500),
+    (300, 870, 2240, 3600, 4500),
+    (500, 1500, 2500, 3600, 4500),
+]
+_CONSONANTS = [
+    ("nasal", (250, 1100, 2200, 3300, 4500)),
+    ("nasal", (250, 1700, 2500, 3300, 4500)),
+    ("fric", (4800, 6000, 6900, 7500, 7900)),  # s
+    ("fric", (2600, 3500, 4500, 5800, 7000)),  # sh
+    ("fric", (1500, 3000, 4500, 6000, 7200)),  # f
+    ("vfric", (4800, 6000, 6900, 7500, 7900)),  # z
+    ("stop", (3800, 5000, 6200, 7000, 7800)),  # t
+    ("stop", (2000, 3000, 4200, 5600, 7000)),  # k
+    ("stop", (800, 1800, 2800, 4000, 6000)),
+]  # p
+_BANDWIDTHS = {
+    "vowel": (70, 90, 130, 200, 300),
+    "nasal": (90, 200, 250, 300, 400),
+    "fric": (700, 900, 1000, 1000, 1000),
+    "vfric": (700, 900, 1000, 1000, 1000),
+    "stop": (600, 800, 900, 1000, 1000),
+    "silence": (70, 90, 130, 200, 300),
+}
 # (voiced gain, noise gain) per kind
-_GAINS = {"vowel": (1.0, 0.0), "nasal": (0.4, 0.0), "fric": (0.0, 0.35),
-          "vfric": (0.3, 0.15), "stop": (0.0, 0.5), "silence": (0.0, 0.0)}
-_PHONES = [("vowel", f) for f in _VOWELS] + _CONSONANTS + [("silence", _VOWELS[-1])]
+_GAINS = {
+    "vowel": (1.0, 0.0),
+    "nasal": (0.4, 0.0),
+    "fric": (0.0, 0.35),
+    "vfric": (0.3, 0.15),
+    "stop": (0.0, 0.5),
+    "silence": (0.0, 0.0),
+}
+_PHONES = (
+    [("vowel", f) for f in _VOWELS] + _CONSONANTS + [("silence", _VOWELS[-1])]
+)
 _SILENCE = len(_PHONES) - 1
-_DURATIONS = {"vowel": 0.10, "nasal": 0.06, "fric": 0.09, "vfric": 0.07, "stop": 0.03}
+_DURATIONS = {
+    "vowel": 0.10,
+    "nasal": 0.06,
+    "fric": 0.09,
+    "vfric": 0.07,
+    "stop": 0.03,
+}
 
 
 class SyntheticCorpus(NamedTuple):
@@ -104,20 +142,20 @@ class SyntheticCorpus(NamedTuple):
 def _draw_voice(rng):
     """A speaker's voice parameters (drawn once per speaker)."""
     male = bool(rng.random() < 0.55)
-    voice = dict(
-        gender="m" if male else "f",
-        f0=float(np.exp(rng.normal(np.log(115 if male else 205), 0.17))),
-        f0_range=float(rng.uniform(1.0, 4.5)),        # semitones
-        jitter=float(rng.uniform(0.003, 0.02)),
-        vtl=float(rng.normal(1.0 if male else 1.17, 0.05)),  # formant scale
-        rate=float(rng.uniform(0.75, 1.35)),
-        pause_prob=float(rng.uniform(0.1, 0.4)),
-        breath=float(rng.uniform(0.0, 0.35)),
-        open_quotient=float(rng.uniform(0.4, 0.8)),
-        tilt=float(rng.uniform(0.0, 4.0)),            # dB per octave above 500 Hz
-        bw_scale=float(rng.uniform(0.8, 1.5)),
-        vowel_shift=rng.normal(1.0, 0.05, size=(len(_VOWELS), 5)),
-    )
+    voice = {
+        "gender": "m" if male else "f",
+        "f0": float(np.exp(rng.normal(np.log(115 if male else 205), 0.17))),
+        "f0_range": float(rng.uniform(1.0, 4.5)),  # semitones
+        "jitter": float(rng.uniform(0.003, 0.02)),
+        "vtl": float(rng.normal(1.0 if male else 1.17, 0.05)),  # formant scale
+        "rate": float(rng.uniform(0.75, 1.35)),
+        "pause_prob": float(rng.uniform(0.1, 0.4)),
+        "breath": float(rng.uniform(0.0, 0.35)),
+        "open_quotient": float(rng.uniform(0.4, 0.8)),
+        "tilt": float(rng.uniform(0.0, 4.0)),  # dB per octave above 500 Hz
+        "bw_scale": float(rng.uniform(0.8, 1.5)),
+        "vowel_shift": rng.normal(1.0, 0.05, size=(len(_VOWELS), 5)),
+    }
     voice["tables"] = _voice_tables(voice)
     return voice
 
@@ -125,7 +163,7 @@ def _draw_voice(rng):
 def _voice_tables(voice):
     """Per-phone (log envelope at unit power, gains) for a voice."""
     formants = np.array([f for _, f in _PHONES], float)
-    formants[:len(_VOWELS)] *= voice["vowel_shift"]  # personal vowel targets
+    formants[: len(_VOWELS)] *= voice["vowel_shift"]  # personal vowel targets
     bands = np.array([_BANDWIDTHS[kind] for kind, _ in _PHONES], float)
     env = _resonances(formants * voice["vtl"], bands * voice["bw_scale"])
     env -= 0.5 * np.log(np.mean(np.exp(2 * env), axis=1, keepdims=True))
@@ -137,30 +175,54 @@ def _draw_channel(rng, strength=1.0):
     """A video's channel: colouring, band limits, noise colour, SNR, level.
     ``strength`` in [0, 1] scales how far it departs from a clean channel."""
     logf = np.log2(np.maximum(_FREQS, 50.0) / 50.0) / np.log2(8000 / 50.0)
-    ripple = strength * sum(rng.normal(0, 3.0) * np.cos(2 * np.pi * j * logf + rng.uniform(0, 6.3))
-                 for j in range(1, 5))
+    ripple = strength * sum(
+        rng.normal(0, 3.0) * np.cos(2 * np.pi * j * logf + rng.uniform(0, 6.3))
+        for j in range(1, 5)
+    )
     f = np.maximum(_FREQS, 1.0)
     high = 60 + strength * (rng.uniform(60, 300) - 60)
     low = 7800 - strength * (7800 - rng.uniform(3500, 7800))
-    colour = 10 ** (ripple / 20) / np.sqrt(1 + (high / f) ** 4) / np.sqrt(1 + (f / low) ** 8)
-    return dict(colour=colour, noise_slope=float(rng.uniform(0.3, 2.0)),
-                snr_db=float(rng.uniform(10, 35) + 20 * (1 - strength)), level_db=float(rng.uniform(-30, -18)))
+    colour = (
+        10 ** (ripple / 20)
+        / np.sqrt(1 + (high / f) ** 4)
+        / np.sqrt(1 + (f / low) ** 8)
+    )
+    return {
+        "colour": colour,
+        "noise_slope": float(rng.uniform(0.3, 2.0)),
+        "snr_db": float(rng.uniform(10, 35) + 20 * (1 - strength)),
+        "level_db": float(rng.uniform(-30, -18)),
+    }
 
 
 def _phones(rng, voice, n_samples):
     """Random syllables and pauses: (phone index, start, stop) per segment."""
-    rate, lead = voice["rate"], min(rng.uniform(0.05, 0.25) * SAMPLE_RATE, 0.15 * n_samples)
+    rate, lead = (
+        voice["rate"],
+        min(rng.uniform(0.05, 0.25) * SAMPLE_RATE, 0.15 * n_samples),
+    )
     segments, t = [], int(lead)
-    end = n_samples - int(min(rng.uniform(0.05, 0.2) * SAMPLE_RATE, 0.1 * n_samples))
+    end = n_samples - int(
+        min(rng.uniform(0.05, 0.2) * SAMPLE_RATE, 0.1 * n_samples)
+    )
     n_vowels, n_consonants = len(_VOWELS), len(_CONSONANTS)
     while t < end:
-        syllable = [n_vowels + int(rng.integers(n_consonants))] if rng.random() < 0.7 else []
+        syllable = (
+            [n_vowels + int(rng.integers(n_consonants))]
+            if rng.random() < 0.7
+            else []
+        )
         syllable.append(int(rng.integers(n_vowels)))
         if rng.random() < 0.35:
             syllable.append(n_vowels + int(rng.integers(n_consonants)))
         for phone in syllable:
             kind = _PHONES[phone][0]
-            length = int(_DURATIONS[kind] * np.exp(rng.normal(0, 0.3)) / rate * SAMPLE_RATE)
+            length = int(
+                _DURATIONS[kind]
+                * np.exp(rng.normal(0, 0.3))
+                / rate
+                * SAMPLE_RATE
+            )
             if kind == "stop":  # closure then burst
                 segments.append((_SILENCE, t, t + 2 * length))
                 t += 2 * length
@@ -175,10 +237,17 @@ def _phones(rng, voice, n_samples):
 
 def _moving_average(x, width):
     """Centred moving average of ``x`` along its first axis (edges repeated)."""
-    x = np.concatenate([np.repeat(x[:1], width // 2, axis=0), x,
-                        np.repeat(x[-1:], width - 1 - width // 2, axis=0)])
+    x = np.concatenate(
+        [
+            np.repeat(x[:1], width // 2, axis=0),
+            x,
+            np.repeat(x[-1:], width - 1 - width // 2, axis=0),
+        ]
+    )
     c = np.cumsum(x, axis=0)
-    return np.concatenate([c[width - 1:width], c[width:] - c[:-width]]) / width
+    return (
+        np.concatenate([c[width - 1 : width], c[width:] - c[:-width]]) / width
+    )
 
 
 def _resonances(formants, bandwidths):
@@ -187,9 +256,16 @@ def _resonances(formants, bandwidths):
     ``formants``, ``bandwidths``: (rows, K) in Hz; returns (rows, bins),
     0 at 0 Hz and about log(F/B) at each peak.
     """
-    f, fk, bk = _FREQS[None, :, None], formants[:, None, :], (bandwidths[:, None, :] / 2) ** 2
-    return np.sum(np.log(fk ** 2 + bk) - 0.5 * np.log(((f - fk) ** 2 + bk) * ((f + fk) ** 2 + bk)),
-                  axis=2)
+    f, fk, bk = (
+        _FREQS[None, :, None],
+        formants[:, None, :],
+        (bandwidths[:, None, :] / 2) ** 2,
+    )
+    return np.sum(
+        np.log(fk**2 + bk)
+        - 0.5 * np.log(((f - fk) ** 2 + bk) * ((f + fk) ** 2 + bk)),
+        axis=2,
+    )
 
 
 def _synthesize(voice, channel, n_samples, rng):
@@ -204,49 +280,87 @@ def _synthesize(voice, channel, n_samples, rng):
 
     def segment_at(pos):
         idx = np.searchsorted(starts, pos, side="right") - 1
-        return np.where((idx >= 0) & (pos < stops[np.maximum(idx, 0)]), idx, rows - 1)
+        return np.where(
+            (idx >= 0) & (pos < stops[np.maximum(idx, 0)]), idx, rows - 1
+        )
 
     # source: f0 contour (intonation, declination, jitter) -> glottal pulses
     t = np.arange(n, dtype=f32) / f32(sr)
     knots = np.arange(0, n / sr + 0.3, rng.uniform(0.2, 0.35) / voice["rate"])
     jitter = rng.normal(0, voice["jitter"], n // 80 + 2)
-    semitones = (np.interp(t, knots, rng.normal(0, voice["f0_range"] / 2, len(knots)))
-                 + rng.normal(0, 1.0) - rng.uniform(1, 4) * (t / t[-1] - 0.5))
-    jitter = np.interp(t, np.arange(len(jitter)) * 80 / sr, jitter)  # ~1 value per 5 ms
+    semitones = (
+        np.interp(t, knots, rng.normal(0, voice["f0_range"] / 2, len(knots)))
+        + rng.normal(0, 1.0)
+        - rng.uniform(1, 4) * (t / t[-1] - 0.5)
+    )
+    jitter = np.interp(
+        t, np.arange(len(jitter)) * 80 / sr, jitter
+    )  # ~1 value per 5 ms
     f0 = voice["f0"] * np.exp2(semitones / 12) * (1 + jitter)
     phase = (np.cumsum(f0) / sr % 1.0).astype(f32)
-    tp, tn = f32(0.6 * voice["open_quotient"]), f32(0.4 * voice["open_quotient"])
-    flow = np.where(phase < tp, 0.5 - 0.5 * np.cos(f32(np.pi) / tp * phase),
-                    np.where(phase < tp + tn, np.cos(f32(0.5 * np.pi) / tn * (phase - tp)), f32(0)))
+    tp, tn = (
+        f32(0.6 * voice["open_quotient"]),
+        f32(0.4 * voice["open_quotient"]),
+    )
+    flow = np.where(
+        phase < tp,
+        0.5 - 0.5 * np.cos(f32(np.pi) / tp * phase),
+        np.where(
+            phase < tp + tn,
+            np.cos(f32(0.5 * np.pi) / tn * (phase - tp)),
+            f32(0),
+        ),
+    )
     pulses = np.diff(flow, prepend=f32(0))
     pulses /= pulses.std() + f32(1e-9)
     # gains on a 1 ms grid, smoothed over 5 ms
-    grid = _moving_average(phone_gains[phone[segment_at(np.arange(8, n + 16, 16))]], 5)
-    voiced, unvoiced = np.repeat(grid[:, 0], 16)[:n], np.repeat(grid[:, 1], 16)[:n]
-    breath = f32(3 * voice["breath"]) * rng.standard_normal(n, dtype=f32) * (f32(0.3) + flow)
-    excitation = voiced * (pulses + breath) + unvoiced * rng.standard_normal(n, dtype=f32)
+    grid = _moving_average(
+        phone_gains[phone[segment_at(np.arange(8, n + 16, 16))]], 5
+    )
+    voiced, unvoiced = (
+        np.repeat(grid[:, 0], 16)[:n],
+        np.repeat(grid[:, 1], 16)[:n],
+    )
+    breath = (
+        f32(3 * voice["breath"])
+        * rng.standard_normal(n, dtype=f32)
+        * (f32(0.3) + flow)
+    )
+    excitation = voiced * (pulses + breath) + unvoiced * rng.standard_normal(
+        n, dtype=f32
+    )
     # filter: frame-wise formant envelope x tilt x channel colour, in the STFT domain
     padded = np.pad(excitation, (_N_FFT, _N_FFT))
     frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP]
     centres = np.clip(np.arange(len(frames)) * _HOP - _N_FFT // 2, 0, n - 1)
     # one envelope per phone, cross-faded over 40 ms (coarticulation)
     log_env = _moving_average(envelopes[phone[segment_at(centres)]], 5)
-    tilt = -voice["tilt"] * np.log2(np.maximum(_FREQS, 500.0) / 500.0) / 20 * np.log(10)
-    response = np.exp(log_env + tilt.astype(f32)) * channel["colour"].astype(f32)
+    tilt = (
+        -voice["tilt"]
+        * np.log2(np.maximum(_FREQS, 500.0) / 500.0)
+        / 20
+        * np.log(10)
+    )
+    response = np.exp(log_env + tilt.astype(f32)) * channel["colour"].astype(
+        f32
+    )
     spectra = np.fft.rfft(frames * _WINDOW.astype(f32), axis=1) * response
     out = np.fft.irfft(spectra, n=_N_FFT, axis=1) * _WINDOW.astype(f32)
     blocks = np.zeros((len(frames) + 3, _HOP), f32)
     for c in range(4):  # overlap-add, hop = N_FFT / 4; sum of hann^2 = 1.5
-        blocks[c:c + len(frames)] += out[:, c * _HOP:(c + 1) * _HOP]
-    speech = blocks.reshape(-1)[_N_FFT:_N_FFT + n] / 1.5
+        blocks[c : c + len(frames)] += out[:, c * _HOP : (c + 1) * _HOP]
+    speech = blocks.reshape(-1)[_N_FFT : _N_FFT + n] / 1.5
     # channel noise and level
     active = voiced + unvoiced > 0.1
     speech_rms = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else 1e-3
     m = -(-n // 4096) * 4096  # an FFT-friendly length (a prime n is 10x slower)
     nf = np.fft.rfftfreq(m, 1.0 / sr)
-    shape = (np.maximum(nf, 50.0) ** (-channel["noise_slope"] / 2)
-             / np.sqrt(1 + (60 / np.maximum(nf, 1.0)) ** 4))  # power law, rumble cut
-    bg = np.fft.irfft(np.fft.rfft(rng.standard_normal(m, dtype=f32)) * shape.astype(f32), n=m)[:n]
+    shape = np.maximum(nf, 50.0) ** (-channel["noise_slope"] / 2) / np.sqrt(
+        1 + (60 / np.maximum(nf, 1.0)) ** 4
+    )  # power law, rumble cut
+    bg = np.fft.irfft(
+        np.fft.rfft(rng.standard_normal(m, dtype=f32)) * shape.astype(f32), n=m
+    )[:n]
     bg *= speech_rms / (bg.std() + 1e-12) / 10 ** (channel["snr_db"] / 20)
     wave = (speech + bg) * 10 ** (channel["level_db"] / 20) / speech_rms
     return np.clip(wave, -1.0, 32767 / 32768)
@@ -295,7 +409,8 @@ def make_trials(files, n_trials, rng):
     if n_tar > len(targets) or n_non > n_nontarget_pairs or n_trials < 2:
         raise ValueError(
             f"cannot draw {n_trials} balanced trials: {len(targets)} cross-video "
-            f"target pairs and {n_nontarget_pairs} non-target pairs available")
+            f"target pairs and {n_nontarget_pairs} non-target pairs available"
+        )
     chosen = [(1, k) for k in rng.choice(targets, n_tar, replace=False)]
     nontargets = np.flatnonzero(~same_spk)
     chosen += [(0, k) for k in rng.choice(nontargets, n_non, replace=False)]
@@ -338,15 +453,29 @@ def _write_speaker(args):
             rng = np.random.default_rng([seed, 2, s, v, u])
             n = int(round(rng.uniform(min_dur, max_dur) * SAMPLE_RATE))
             rel = f"id{10001 + s}/{video}/{u + 1:05d}.wav"
-            sf.write(os.path.join(root, "wav", rel), _synthesize(voice, channel, n, rng),
-                     SAMPLE_RATE, subtype="PCM_16")
+            sf.write(
+                os.path.join(root, "wav", rel),
+                _synthesize(voice, channel, n, rng),
+                SAMPLE_RATE,
+                subtype="PCM_16",
+            )
             paths.append(rel)
     return voice["gender"], paths
 
 
-def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_speakers=2,
-                    min_duration=1.0, max_duration=2.0, trials=None, seed=1234, num_workers=None,
-                    channel_strength=1.0):
+def generate_corpus(
+    output_folder,
+    speakers=8,
+    videos=2,
+    utterances=3,
+    test_speakers=2,
+    min_duration=1.0,
+    max_duration=2.0,
+    trials=None,
+    seed=1234,
+    num_workers=None,
+    channel_strength=1.0,
+):
     """Generate a synthetic VoxCeleb1-layout corpus (atomic, rerun-safe).
 
     Arguments
@@ -392,51 +521,93 @@ def generate_corpus(output_folder, speakers=8, videos=2, utterances=3, test_spea
     ...     videos=2, utterances=1, min_duration=0.5, max_duration=0.6).generated
     (['id10001', 'id10002', 'id10003'], False)
     """
-    options = dict(version=_VERSION, speakers=int(speakers), videos=int(videos),
-                   utterances=int(utterances), test_speakers=int(test_speakers),
-                   min_duration=float(min_duration), max_duration=float(max_duration),
-                   trials=None if trials is None else int(trials), seed=int(seed))
-    if channel_strength != 1.0:  # recorded only when used: older corpora stay valid
+    options = {
+        "version": _VERSION,
+        "speakers": int(speakers),
+        "videos": int(videos),
+        "utterances": int(utterances),
+        "test_speakers": int(test_speakers),
+        "min_duration": float(min_duration),
+        "max_duration": float(max_duration),
+        "trials": None if trials is None else int(trials),
+        "seed": int(seed),
+    }
+    if (
+        channel_strength != 1.0
+    ):  # recorded only when used: older corpora stay valid
         options["channel_strength"] = float(channel_strength)
     if not 0.0 <= channel_strength <= 1.0:
-        raise ValueError(f"need 0 <= channel_strength <= 1, got {channel_strength}")
+        raise ValueError(
+            f"need 0 <= channel_strength <= 1, got {channel_strength}"
+        )
     if not 2 <= test_speakers < speakers or speakers > 89999:
-        raise ValueError(f"need 2 <= test_speakers < speakers <= 89999, got "
-                         f"test_speakers={test_speakers}, speakers={speakers}")
+        raise ValueError(
+            f"need 2 <= test_speakers < speakers <= 89999, got "
+            f"test_speakers={test_speakers}, speakers={speakers}"
+        )
     if videos < 2 or utterances < 1:
-        raise ValueError(f"need videos >= 2 (cross-video target trials) and utterances >= 1, "
-                         f"got videos={videos}, utterances={utterances}")
+        raise ValueError(
+            f"need videos >= 2 (cross-video target trials) and utterances >= 1, "
+            f"got videos={videos}, utterances={utterances}"
+        )
     if not 0.3 <= min_duration <= max_duration:
-        raise ValueError(f"need 0.3 <= min_duration <= max_duration, got "
-                         f"{min_duration}, {max_duration}")
+        raise ValueError(
+            f"need 0.3 <= min_duration <= max_duration, got "
+            f"{min_duration}, {max_duration}"
+        )
     output_folder = os.path.abspath(output_folder)
     meta = os.path.join(output_folder, "meta")
-    result = SyntheticCorpus(output_folder, os.path.join(output_folder, "wav"),
-                             os.path.join(meta, "veri_test2.txt"),
-                             os.path.join(meta, "iden_split.txt"),
-                             os.path.join(meta, "vox1_meta.csv"), True)
+    result = SyntheticCorpus(
+        output_folder,
+        os.path.join(output_folder, "wav"),
+        os.path.join(meta, "veri_test2.txt"),
+        os.path.join(meta, "iden_split.txt"),
+        os.path.join(meta, "vox1_meta.csv"),
+        True,
+    )
     if os.path.isdir(output_folder) and os.listdir(output_folder):
         options_path = os.path.join(output_folder, OPTIONS_FILE)
         if not os.path.isfile(options_path):
-            raise FileExistsError(f"{output_folder!r} exists, is not empty and holds no "
-                                  f"{OPTIONS_FILE}: not a synthetic corpus; choose another folder")
+            raise FileExistsError(
+                f"{output_folder!r} exists, is not empty and holds no "
+                f"{OPTIONS_FILE}: not a synthetic corpus; choose another folder"
+            )
         with open(options_path) as fh:
             old = json.load(fh)
         if old != options:
-            diff = {k: (old.get(k), options[k]) for k in options if old.get(k) != options[k]}
-            raise ValueError(f"{output_folder!r} holds a synthetic corpus generated with other "
-                             f"options (existing, requested): {diff}; delete it or use "
-                             "another folder")
+            diff = {
+                k: (old.get(k), options[k])
+                for k in options
+                if old.get(k) != options[k]
+            }
+            raise ValueError(
+                f"{output_folder!r} holds a synthetic corpus generated with other "
+                f"options (existing, requested): {diff}; delete it or use "
+                "another folder"
+            )
         return result._replace(generated=False)
 
     def fill(staging):
         staging = str(staging)
-        jobs = [(staging, seed, s, videos, utterances, min_duration, max_duration,
-                 channel_strength) for s in range(speakers)]
+        jobs = [
+            (
+                staging,
+                seed,
+                s,
+                videos,
+                utterances,
+                min_duration,
+                max_duration,
+                channel_strength,
+            )
+            for s in range(speakers)
+        ]
         workers = min(num_workers or os.cpu_count() or 1, speakers)
         if "fork" in multiprocessing.get_all_start_methods():
             # forked workers (even one) keep the caller's heap settings untouched
-            with multiprocessing.get_context("fork").Pool(workers, _keep_heap) as pool:
+            with multiprocessing.get_context("fork").Pool(
+                workers, _keep_heap
+            ) as pool:
                 done = pool.map(_write_speaker, jobs, chunksize=1)
         else:
             done = [_write_speaker(job) for job in jobs]
@@ -455,16 +626,22 @@ def _write_meta(root, done, n_dev, n_trials, seed):
     os.makedirs(os.path.join(root, "meta"))
     rng = np.random.default_rng([seed, 3])
     test_files = [p for _, paths in done[n_dev:] for p in paths]
-    write_trials(os.path.join(root, "meta", "veri_test2.txt"),
-                 make_trials(test_files, n_trials, rng))
+    write_trials(
+        os.path.join(root, "meta", "veri_test2.txt"),
+        make_trials(test_files, n_trials, rng),
+    )
     lines, rows = [], ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"]
     for s, (gender, paths) in enumerate(done):
         spk = f"id{10001 + s}"
         vids = list(dict.fromkeys(p.split("/")[1] for p in paths))
         for p in paths:
             video, utt = p.split("/")[1], int(p.split("/")[2][:5])
-            if len(vids) >= 3:  # held-out videos: last for test, second-last for val
-                split = 3 if video == vids[-1] else 2 if video == vids[-2] else 1
+            if (
+                len(vids) >= 3
+            ):  # held-out videos: last for test, second-last for val
+                split = (
+                    3 if video == vids[-1] else 2 if video == vids[-2] else 1
+                )
             else:  # too few videos: hold out utterances instead
                 n_utt = sum(q.split("/")[1] == video for q in paths)
                 if utt == n_utt and n_utt > 1:
@@ -472,9 +649,13 @@ def _write_meta(root, done, n_dev, n_trials, seed):
                 else:
                     split = 2 if utt == n_utt - 1 and n_utt > 2 else 1
             lines.append(f"{split} {p}\n")
-        nation = _NATIONS[np.random.default_rng([seed, 4, s]).integers(len(_NATIONS))]
-        rows.append(f"{spk}\tSynthetic_Speaker_{s + 1:05d}\t{gender}\t{nation}\t"
-                    f"{'dev' if s < n_dev else 'test'}\n")
+        nation = _NATIONS[
+            np.random.default_rng([seed, 4, s]).integers(len(_NATIONS))
+        ]
+        rows.append(
+            f"{spk}\tSynthetic_Speaker_{s + 1:05d}\t{gender}\t{nation}\t"
+            f"{'dev' if s < n_dev else 'test'}\n"
+        )
     for name, content in (("iden_split.txt", lines), ("vox1_meta.csv", rows)):
         with open(os.path.join(root, "meta", name), "w") as fh:
             fh.writelines(content)
@@ -511,17 +692,31 @@ def main(argv=None):
     parser.add_argument("--min-duration", type=float, default=1.0)
     parser.add_argument("--max-duration", type=float, default=2.0)
     parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--channel-strength", type=float, default=1.0,
-                        help="0..1, how far each video's channel departs from a clean one")
+    parser.add_argument(
+        "--channel-strength",
+        type=float,
+        default=1.0,
+        help="0..1, how far each video's channel departs from a clean one",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num-workers", type=int, default=None)
     a = parser.parse_args(argv)
-    corpus = generate_corpus(a.output_folder, speakers=a.speakers, videos=a.videos,
-                             utterances=a.utterances, test_speakers=a.test_speakers,
-                             min_duration=a.min_duration, max_duration=a.max_duration,
-                             trials=a.trials, seed=a.seed, num_workers=a.num_workers,
-                             channel_strength=a.channel_strength)
-    print(f"{'generated' if corpus.generated else 'already up to date'}: {corpus.root}")
+    corpus = generate_corpus(
+        a.output_folder,
+        speakers=a.speakers,
+        videos=a.videos,
+        utterances=a.utterances,
+        test_speakers=a.test_speakers,
+        min_duration=a.min_duration,
+        max_duration=a.max_duration,
+        trials=a.trials,
+        seed=a.seed,
+        num_workers=a.num_workers,
+        channel_strength=a.channel_strength,
+    )
+    print(
+        f"{'generated' if corpus.generated else 'already up to date'}: {corpus.root}"
+    )
     return corpus
 
 

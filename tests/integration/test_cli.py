@@ -20,25 +20,46 @@ from speechbrain_mrmha.app.cli import default_threshold, main, write_embeddings
 from speechbrain_mrmha.trials import read_trials
 
 COMMAND = [sys.executable, "-m", "speechbrain_mrmha"]
-HELP_COMMANDS = [[], ["verify"], ["embed"], ["plot"], ["plot", "attention"], ["plot", "det"],
-                 ["plot", "hist"], ["demo"]]
+HELP_COMMANDS = [
+    [],
+    ["verify"],
+    ["embed"],
+    ["plot"],
+    ["plot", "attention"],
+    ["plot", "det"],
+    ["plot", "hist"],
+    ["demo"],
+]
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_corpus, tiny_pretrained, tiny_pretrained_selfattentive):
+def inputs(
+    tmp_path_factory,
+    tiny_corpus,
+    tiny_pretrained,
+    tiny_pretrained_selfattentive,
+):
     """Audio and score files the CLI runs use."""
     folder = tmp_path_factory.mktemp("cli")
     trials = read_trials(tiny_corpus.verification_file)
     target = next(t for t in trials if t.label == 1)
     wav = lambda name: os.path.join(tiny_corpus.wav_folder, name)  # noqa: E731
-    corpus_files = sorted({wav(t.enrol) for t in trials} | {wav(t.test) for t in trials})[:4]
+    corpus_files = sorted(
+        {wav(t.enrol) for t in trials} | {wav(t.test) for t in trials}
+    )[:4]
     first, second = wav(target.enrol), wav(target.test)
     # stereo at 8 kHz: two different channels of a corpus utterance
     mono, rate = soundfile.read(first, dtype="float32")
-    low = torchaudio.functional.resample(torch.from_numpy(mono), rate, 8000).numpy()
+    low = torchaudio.functional.resample(
+        torch.from_numpy(mono), rate, 8000
+    ).numpy()
     stereo_file = folder / "stereo_8k.wav"
-    soundfile.write(stereo_file, np.stack([low, 0.5 * np.roll(low, 800)], axis=1), 8000,
-                    subtype="FLOAT")
+    soundfile.write(
+        stereo_file,
+        np.stack([low, 0.5 * np.roll(low, 800)], axis=1),
+        8000,
+        subtype="FLOAT",
+    )
     short_file = folder / "short.wav"
     soundfile.write(short_file, np.zeros(1600, dtype="float32"), 16000)
     not_audio = folder / "notes.wav"
@@ -47,15 +68,30 @@ def inputs(tmp_path_factory, tiny_corpus, tiny_pretrained, tiny_pretrained_selfa
     score_files = []
     for index, shift in enumerate((2.0, 1.0)):
         path = folder / f"scores_{index}.txt"
-        lines = [f"e{i} t{i} {float(torch.randn(1, generator=g)) + shift:.6f} 1" for i in range(50)]
-        lines += [f"e{i} n{i} {float(torch.randn(1, generator=g)):.6f} 0" for i in range(300)]
+        lines = [
+            f"e{i} t{i} {float(torch.randn(1, generator=g)) + shift:.6f} 1"
+            for i in range(50)
+        ]
+        lines += [
+            f"e{i} n{i} {float(torch.randn(1, generator=g)):.6f} 0"
+            for i in range(300)
+        ]
         path.write_text("\n".join(lines) + "\n")
         score_files.append(str(path))
     return types.SimpleNamespace(
-        folder=folder, first=first, second=second, stereo=str(stereo_file),
-        embed_files=list(dict.fromkeys([first, second] + corpus_files + [str(stereo_file)])),
-        short=str(short_file), not_audio=str(not_audio), scores=score_files,
-        model=str(tiny_pretrained), reference=str(tiny_pretrained_selfattentive))
+        folder=folder,
+        first=first,
+        second=second,
+        stereo=str(stereo_file),
+        embed_files=list(
+            dict.fromkeys([first, second] + corpus_files + [str(stereo_file)])
+        ),
+        short=str(short_file),
+        not_audio=str(not_audio),
+        scores=score_files,
+        model=str(tiny_pretrained),
+        reference=str(tiny_pretrained_selfattentive),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,32 +99,108 @@ def runs(inputs):
     """Every CLI run, started in parallel; name -> CompletedProcess."""
     out = inputs.folder
     commands = {
-        "embed": ["embed", "--model", inputs.model, *inputs.embed_files, "--out", str(out / "emb.pt")],
-        "embed_repeats": ["embed", "--model", inputs.model, inputs.second, inputs.first,
-                          inputs.second, "--max-batch-size", "1", "--out", str(out / "rep.npy")],
-        "verify": ["verify", "--model", inputs.model, inputs.first, inputs.second],
-        "embed_bf16": ["embed", "--model", inputs.model, *inputs.embed_files, "--precision",
-                       "bf16", "--batch-seconds", "3", "--out", str(out / "emb_bf16.pt")],
-        "attention": ["plot", "attention", "--model", inputs.model, "--wav", inputs.first,
-                      "--out", str(out / "attention.png"), "--reference", inputs.reference],
-        "det": ["plot", "det", *inputs.scores, "--out", str(out / "det.png"),
-                "--labels", "good", "worse"],
-        "hist": ["plot", "hist", inputs.scores[0], "--out", str(out / "hist.png")],
-        "not_audio": ["embed", "--model", inputs.model, inputs.first, inputs.not_audio,
-                      "--out", str(out / "never.pt")],
-        "short": ["verify", "--model", inputs.model, inputs.first, inputs.short],
+        "embed": [
+            "embed",
+            "--model",
+            inputs.model,
+            *inputs.embed_files,
+            "--out",
+            str(out / "emb.pt"),
+        ],
+        "embed_repeats": [
+            "embed",
+            "--model",
+            inputs.model,
+            inputs.second,
+            inputs.first,
+            inputs.second,
+            "--max-batch-size",
+            "1",
+            "--out",
+            str(out / "rep.npy"),
+        ],
+        "verify": [
+            "verify",
+            "--model",
+            inputs.model,
+            inputs.first,
+            inputs.second,
+        ],
+        "embed_bf16": [
+            "embed",
+            "--model",
+            inputs.model,
+            *inputs.embed_files,
+            "--precision",
+            "bf16",
+            "--batch-seconds",
+            "3",
+            "--out",
+            str(out / "emb_bf16.pt"),
+        ],
+        "attention": [
+            "plot",
+            "attention",
+            "--model",
+            inputs.model,
+            "--wav",
+            inputs.first,
+            "--out",
+            str(out / "attention.png"),
+            "--reference",
+            inputs.reference,
+        ],
+        "det": [
+            "plot",
+            "det",
+            *inputs.scores,
+            "--out",
+            str(out / "det.png"),
+            "--labels",
+            "good",
+            "worse",
+        ],
+        "hist": [
+            "plot",
+            "hist",
+            inputs.scores[0],
+            "--out",
+            str(out / "hist.png"),
+        ],
+        "not_audio": [
+            "embed",
+            "--model",
+            inputs.model,
+            inputs.first,
+            inputs.not_audio,
+            "--out",
+            str(out / "never.pt"),
+        ],
+        "short": [
+            "verify",
+            "--model",
+            inputs.model,
+            inputs.first,
+            inputs.short,
+        ],
     }
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     processes = {
-        name: subprocess.Popen(COMMAND + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+        name: subprocess.Popen(
+            COMMAND + args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for name, args in commands.items()
     }
     results = {}
     for name, process in processes.items():
         stdout, stderr = process.communicate(timeout=300)
-        results[name] = subprocess.CompletedProcess(commands[name], process.returncode,
-                                                    stdout, stderr)
+        results[name] = subprocess.CompletedProcess(
+            commands[name], process.returncode, stdout, stderr
+        )
     return results
 
 
@@ -106,18 +218,30 @@ def assert_png(path):
 def alone(encoder, signal):
     """The embedding SpeechBrain's encode_batch gives for one signal alone."""
     with torch.no_grad():
-        return encoder.encode_batch(torch.as_tensor(signal, dtype=torch.float32)[None])[0, 0]
+        return encoder.encode_batch(
+            torch.as_tensor(signal, dtype=torch.float32)[None]
+        )[0, 0]
 
 
-@pytest.mark.parametrize("words", HELP_COMMANDS, ids=lambda w: "-".join(w) or "top")
+@pytest.mark.parametrize(
+    "words", HELP_COMMANDS, ids=lambda w: "-".join(w) or "top"
+)
 def test_help_of_every_command(words):
-    result = subprocess.run(COMMAND + words + ["--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        COMMAND + words + ["--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: python -m speechbrain_mrmha " + " ".join(words))
+    assert result.stdout.startswith(
+        "usage: python -m speechbrain_mrmha " + " ".join(words)
+    )
 
 
-def test_embed_equals_encode_batch_on_each_file_alone(runs, inputs, tiny_encoder):
+def test_embed_equals_encode_batch_on_each_file_alone(
+    runs, inputs, tiny_encoder
+):
     succeeded(runs["embed"])
     embeddings = torch.load(inputs.folder / "emb.pt")
     assert list(embeddings) == inputs.embed_files
@@ -131,7 +255,9 @@ def test_embed_equals_encode_batch_on_each_file_alone(runs, inputs, tiny_encoder
 def test_embed_writes_one_row_per_file_given_in_order(runs, inputs):
     """Repeated files: one row per input in input order, the repeat embedded
     once (so its rows are identical), each file's row its embedding."""
-    assert succeeded(runs["embed_repeats"]).startswith("3 embeddings of dim 16 -> ")
+    assert succeeded(runs["embed_repeats"]).startswith(
+        "3 embeddings of dim 16 -> "
+    )
     rows = np.load(inputs.folder / "rep.npy")
     succeeded(runs["embed"])
     embeddings = torch.load(inputs.folder / "emb.pt")
@@ -156,10 +282,27 @@ def test_embed_uses_the_extraction_loop(inputs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(extraction, "embed_files", recording)
     files = [inputs.first, inputs.second, inputs.first]
-    assert main(["embed", "--model", inputs.model, *files, "--out", str(tmp_path / "e.npz")]) == 0
-    assert calls == [({inputs.first: inputs.first, inputs.second: inputs.second}, None)]
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                inputs.model,
+                *files,
+                "--out",
+                str(tmp_path / "e.npz"),
+            ]
+        )
+        == 0
+    )
+    assert calls == [
+        ({inputs.first: inputs.first, inputs.second: inputs.second}, None)
+    ]
     with np.load(tmp_path / "e.npz") as data:
-        assert data["paths"].tolist() == files and data["embeddings"].shape == (3, 16)
+        assert data["paths"].tolist() == files and data["embeddings"].shape == (
+            3,
+            16,
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["e.npz"]
 
 
@@ -171,19 +314,31 @@ def test_embed_precision_bf16_is_close_to_fp32(runs, inputs):
     assert list(half) == list(full)
     for path in full:
         assert not torch.equal(half[path], full[path])  # autocast was on
-        assert torch.nn.functional.cosine_similarity(half[path], full[path], dim=0) > 0.99
+        assert (
+            torch.nn.functional.cosine_similarity(half[path], full[path], dim=0)
+            > 0.99
+        )
 
 
 def test_stereo_8k_file_is_mixed_down_and_resampled(runs, inputs, tiny_encoder):
     succeeded(runs["embed"])
     stereo, rate = soundfile.read(inputs.stereo, dtype="float32")
     assert rate == 8000 and stereo.shape[1] == 2
-    mixed = torchaudio.functional.resample(torch.from_numpy(stereo).mean(dim=1), 8000, 16000)
+    mixed = torchaudio.functional.resample(
+        torch.from_numpy(stereo).mean(dim=1), 8000, 16000
+    )
     embedding = torch.load(inputs.folder / "emb.pt")[inputs.stereo]
     assert (embedding - alone(tiny_encoder, mixed)).abs().max() <= 1e-4
     # not the same as taking one channel only
-    assert (embedding - alone(tiny_encoder, torchaudio.functional.resample(
-        torch.from_numpy(stereo[:, 0]), 8000, 16000))).abs().max() > 1e-3
+    assert (
+        embedding
+        - alone(
+            tiny_encoder,
+            torchaudio.functional.resample(
+                torch.from_numpy(stereo[:, 0]), 8000, 16000
+            ),
+        )
+    ).abs().max() > 1e-3
 
 
 def test_verify_prints_the_cosine_of_the_embed_embeddings(runs, inputs):
@@ -191,38 +346,72 @@ def test_verify_prints_the_cosine_of_the_embed_embeddings(runs, inputs):
     score = float(lines[0].split()[1])
     embeddings = torch.load(inputs.folder / "emb.pt")
     cosine = torch.nn.functional.cosine_similarity(
-        embeddings[inputs.first], embeddings[inputs.second], dim=0)
+        embeddings[inputs.first], embeddings[inputs.second], dim=0
+    )
     assert score == pytest.approx(float(cosine), abs=1e-4)
     assert lines[1].startswith("threshold: 0.500000 (default; no ")
-    assert lines[2] == ("decision: same speaker" if score > 0.5 else "decision: different speakers")
+    assert lines[2] == (
+        "decision: same speaker"
+        if score > 0.5
+        else "decision: different speakers"
+    )
 
 
 def test_plot_commands_write_figures(runs, inputs):
-    for name, figure in (("attention", "attention.png"), ("det", "det.png"), ("hist", "hist.png")):
+    for name, figure in (
+        ("attention", "attention.png"),
+        ("det", "det.png"),
+        ("hist", "hist.png"),
+    ):
         succeeded(runs[name])
         assert_png(inputs.folder / figure)
     assert "attention of 2 heads" in runs["attention"].stdout
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("not_audio", "notes.wav: cannot read audio"),
-    ("short", "short.wav: audio too short (0.10 s"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("not_audio", "notes.wav: cannot read audio"),
+        ("short", "short.wav: audio too short (0.10 s"),
+    ],
+)
 def test_bad_audio_gives_one_line_error_and_code_2(runs, inputs, name, problem):
     result = runs[name]
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("error: ")
+        and problem in lines[0]
+    )
     assert not (inputs.folder / "never.pt").exists()
 
 
 def test_verify_threshold_option_sets_the_decision(inputs, capsys):
-    assert main(["verify", "--model", inputs.model, inputs.first, inputs.second]) == 0
+    assert (
+        main(["verify", "--model", inputs.model, inputs.first, inputs.second])
+        == 0
+    )
     score = float(capsys.readouterr().out.split()[1])
-    for threshold, decision in ((score - 1e-3, "same speaker"), (score + 1e-3, "different speakers")):
-        assert main(["verify", "--model", inputs.model, inputs.first, inputs.second,
-                     "--threshold", str(threshold)]) == 0
+    for threshold, decision in (
+        (score - 1e-3, "same speaker"),
+        (score + 1e-3, "different speakers"),
+    ):
+        assert (
+            main(
+                [
+                    "verify",
+                    "--model",
+                    inputs.model,
+                    inputs.first,
+                    inputs.second,
+                    "--threshold",
+                    str(threshold),
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         assert f"decision: {decision}" in out and "(--threshold)" in out
 
@@ -232,13 +421,20 @@ def test_default_threshold_reads_the_verification_metrics(tmp_path):
     metrics = tmp_path / "run" / "verification" / "metrics.json"
     assert default_threshold(model)[0] == 0.5
     metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps({"EER": 3.9, "EER_threshold": 0.3125, "score_norm": None}))
+    metrics.write_text(
+        json.dumps({"EER": 3.9, "EER_threshold": 0.3125, "score_norm": None})
+    )
     assert default_threshold(model) == (0.3125, f"EER threshold from {metrics}")
-    metrics.write_text(json.dumps({"EER_threshold": 1.7, "score_norm": "as-norm"}))
+    metrics.write_text(
+        json.dumps({"EER_threshold": 1.7, "score_norm": "as-norm"})
+    )
     value, source = default_threshold(model)
     assert value == 0.5 and "as-norm" in source
     metrics.write_text(json.dumps({"EER": 3.9}))
-    assert default_threshold(model) == (0.5, f"default; {metrics} has no EER_threshold")
+    assert default_threshold(model) == (
+        0.5,
+        f"default; {metrics} has no EER_threshold",
+    )
     metrics.write_text("{broken")
     with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
         default_threshold(model)
@@ -264,17 +460,54 @@ def test_write_embeddings_formats_round_trip(tmp_path, suffix):
 
 
 def test_cli_errors_in_process(tmp_path, inputs, capsys):
-    assert main(["embed", "--model", inputs.model, inputs.first, "--out", str(tmp_path / "e.csv")]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                inputs.model,
+                inputs.first,
+                "--out",
+                str(tmp_path / "e.csv"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == (
-        f"error: --out {tmp_path / 'e.csv'}: unknown format '.csv'; use .pt, .npy or .npz")
-    assert main(["verify", "--model", str(tmp_path / "none"), inputs.first, inputs.second]) == 2
-    assert f"pretrained model folder {tmp_path / 'none'} does not exist" in capsys.readouterr().err
-    assert main(["plot", "det", *inputs.scores, "--out", "x.png", "--labels", "one"]) == 2
+        f"error: --out {tmp_path / 'e.csv'}: unknown format '.csv'; use .pt, .npy or .npz"
+    )
+    assert (
+        main(
+            [
+                "verify",
+                "--model",
+                str(tmp_path / "none"),
+                inputs.first,
+                inputs.second,
+            ]
+        )
+        == 2
+    )
+    assert (
+        f"pretrained model folder {tmp_path / 'none'} does not exist"
+        in capsys.readouterr().err
+    )
+    assert (
+        main(
+            ["plot", "det", *inputs.scores, "--out", "x.png", "--labels", "one"]
+        )
+        == 2
+    )
     assert "--labels: 1 labels for 2 score files" in capsys.readouterr().err
     incomplete = tmp_path / "incomplete"
     shutil.copytree(inputs.model, incomplete)
     (incomplete / "classifier.ckpt").unlink()
-    assert main(["verify", "--model", str(incomplete), inputs.first, inputs.second]) == 2
+    assert (
+        main(
+            ["verify", "--model", str(incomplete), inputs.first, inputs.second]
+        )
+        == 2
+    )
     assert "lacks classifier.ckpt" in capsys.readouterr().err
 
 
@@ -287,18 +520,23 @@ def test_demo_is_dispatched_with_its_arguments(monkeypatch):
     assert received == [["--output", "somewhere", "--epochs", "1"]]
 
 
-def test_demo_without_the_recipe_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+def test_demo_without_the_recipe_says_so_in_one_line(
+    monkeypatch, tmp_path, capsys
+):
     """As after a plain (non-editable) pip install: no recipe next to the
     package. One line on stderr, exit code 2, nothing created."""
     from speechbrain_mrmha.app import demo
 
-    monkeypatch.setattr(demo, "RECIPE", tmp_path / "missing" / "recipes" / "VoxCeleb1")
+    monkeypatch.setattr(
+        demo, "RECIPE", tmp_path / "missing" / "recipes" / "VoxCeleb1"
+    )
     assert main(["demo", "--output", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert captured.out == "" and len(lines) == 1
     assert lines[0].startswith(
         "demo: needs a clone of the speechbrain-mrmha repository (the VoxCeleb1 recipe is "
-        "not installed with the package); ")
+        "not installed with the package); "
+    )
     assert str(tmp_path / "missing") in lines[0]
     assert not (tmp_path / "out").exists()

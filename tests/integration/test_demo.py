@@ -9,19 +9,54 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def test_demo_runs_and_reruns(tmp_path):
-    command = [sys.executable, "-m", "speechbrain_mrmha", "demo", "--output", str(tmp_path / "demo"),
-               "--speakers", "8", "--test-speakers", "3", "--videos", "2", "--utterances", "3",
-               "--epochs", "1", "--channels", "[4,8,8,8]", "--batch-size", "4"]
-    first = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    command = [
+        sys.executable,
+        "-m",
+        "speechbrain_mrmha",
+        "demo",
+        "--output",
+        str(tmp_path / "demo"),
+        "--speakers",
+        "8",
+        "--test-speakers",
+        "3",
+        "--videos",
+        "2",
+        "--utterances",
+        "3",
+        "--epochs",
+        "1",
+        "--channels",
+        "[4,8,8,8]",
+        "--batch-size",
+        "4",
+    ]
+    first = subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for row in ("| MRMHA K=4 |", "| attentive statistics |", "EncoderClassifier.from_hparams"):
+    for row in (
+        "| MRMHA K=4 |",
+        "| attentive statistics |",
+        "EncoderClassifier.from_hparams",
+    ):
         assert row in first.stdout
     figures = tmp_path / "demo" / "figures"
     for name in ("attention.png", "det.png", "scores_mrmha.png"):
         assert (figures / name).stat().st_size > 1000
     log = (tmp_path / "demo" / "mrmha" / "train_log.txt").read_text()
-    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    second = subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=900
+    )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (tmp_path / "demo" / "mrmha" / "train_log.txt").read_text() == log  # no retraining
-    table = [line for line in first.stdout.splitlines() if line.startswith("| MRMHA")]
-    assert table == [line for line in second.stdout.splitlines() if line.startswith("| MRMHA")]
+    assert (
+        tmp_path / "demo" / "mrmha" / "train_log.txt"
+    ).read_text() == log  # no retraining
+    table = [
+        line for line in first.stdout.splitlines() if line.startswith("| MRMHA")
+    ]
+    assert table == [
+        line
+        for line in second.stdout.splitlines()
+        if line.startswith("| MRMHA")
+    ]

@@ -15,23 +15,47 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "VoxCeleb1"
-TINY = ["--channels=[4,8,8,8]", "--block_counts=[1,1,1,1]", "--emb_dim=16",
-        "--batch_size=4", "--sentence_len=1.0", "--num_workers=0", "--device=cpu"]
+TINY = [
+    "--channels=[4,8,8,8]",
+    "--block_counts=[1,1,1,1]",
+    "--emb_dim=16",
+    "--batch_size=4",
+    "--sentence_len=1.0",
+    "--num_workers=0",
+    "--device=cpu",
+]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run(args, check=True, timeout=600):
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=RECIPE, env=ENV,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=RECIPE,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
 def train(corpus, output, yaml="mrmha.yaml", epochs=2, extra=(), check=True):
-    return run([RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml,
-                f"--data_folder={corpus.root}", f"--output_folder={output}",
-                f"--number_of_epochs={epochs}", *TINY, *extra], check=check)
+    return run(
+        [
+            RECIPE / "train_speaker_embeddings.py",
+            RECIPE / "hparams" / yaml,
+            f"--data_folder={corpus.root}",
+            f"--output_folder={output}",
+            f"--number_of_epochs={epochs}",
+            *TINY,
+            *extra,
+        ],
+        check=check,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +65,43 @@ def trained(tiny_corpus, tmp_path_factory):
     return output
 
 
-def test_pretrained_folder_loads_with_speechbrain(trained, tiny_corpus, tmp_path):
+def test_pretrained_folder_loads_with_speechbrain(
+    trained, tiny_corpus, tmp_path
+):
     from speechbrain.inference.classifiers import EncoderClassifier
     from speechbrain.inference.speaker import SpeakerRecognition
+
     from speechbrain_mrmha.trials import read_trials
 
     folder = trained / "pretrained"
-    for name in ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt", "label_encoder.txt"):
+    for name in (
+        "hyperparams.yaml",
+        "embedding_model.ckpt",
+        "classifier.ckpt",
+        "label_encoder.txt",
+    ):
         assert (folder / name).is_file(), name
-    encoder = EncoderClassifier.from_hparams(source=str(folder), savedir=str(tmp_path / "a"))
-    wav = Path(tiny_corpus.wav_folder) / read_trials(tiny_corpus.verification_file)[0].enrol
+    encoder = EncoderClassifier.from_hparams(
+        source=str(folder), savedir=str(tmp_path / "a")
+    )
+    wav = (
+        Path(tiny_corpus.wav_folder)
+        / read_trials(tiny_corpus.verification_file)[0].enrol
+    )
     signal = encoder.load_audio(str(wav))
     embedding = encoder.encode_batch(signal.unsqueeze(0))
     assert embedding.shape == (1, 1, 16)
     # the exported weights are the trained ones: same embedding as the model in memory
     state = torch.load(folder / "embedding_model.ckpt")
-    assert torch.equal(state["linear2.weight"], encoder.mods.embedding_model.linear2.weight)
+    assert torch.equal(
+        state["linear2.weight"], encoder.mods.embedding_model.linear2.weight
+    )
     _, _, index, labels = encoder.classify_batch(signal.unsqueeze(0))
     speakers = (folder / "label_encoder.txt").read_text()
     assert labels[0] in speakers and 0 <= int(index) < 7
-    verifier = SpeakerRecognition.from_hparams(source=str(folder), savedir=str(tmp_path / "b"))
+    verifier = SpeakerRecognition.from_hparams(
+        source=str(folder), savedir=str(tmp_path / "b")
+    )
     score, decision = verifier.verify_files(str(wav), str(wav))
     assert float(score) == pytest.approx(1.0, abs=1e-4) and bool(decision)
 
@@ -68,7 +109,13 @@ def test_pretrained_folder_loads_with_speechbrain(trained, tiny_corpus, tmp_path
 def test_training_logs_loss_accuracy_and_entropy(trained):
     log = (trained / "train_log.txt").read_text().splitlines()
     assert len(log) == 2 and log[-1].startswith("epoch: 2")
-    for key in ("train loss", "valid loss", "valid accuracy", "entropy_head1", "entropy_head2"):
+    for key in (
+        "train loss",
+        "valid loss",
+        "valid accuracy",
+        "entropy_head1",
+        "entropy_head2",
+    ):
         assert key in log[-1]
     assert "entropy_head3" not in log[-1]
 
@@ -81,18 +128,29 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     from speechbrain_mrmha.trials import read_trials
 
     out = tmp_path / "verification"
-    args = [RECIPE / "speaker_verification_cosine.py", RECIPE / "hparams" / "verification.yaml",
-            f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
-            f"--output_folder={out}"]
+    args = [
+        RECIPE / "speaker_verification_cosine.py",
+        RECIPE / "hparams" / "verification.yaml",
+        f"--data_folder={tiny_corpus.root}",
+        f"--pretrained_path={trained / 'pretrained'}",
+        f"--output_folder={out}",
+    ]
     run(args)
     metrics = json.loads((out / "metrics.json").read_text())
     trials = read_trials(tiny_corpus.verification_file)
-    assert metrics["n_trials"] == len(trials) and len(metrics["entropy_per_head"]) == 2
+    assert (
+        metrics["n_trials"] == len(trials)
+        and len(metrics["entropy_per_head"]) == 2
+    )
     lines = (out / "scores.txt").read_text().split("\n")[:-1]
     assert len(lines) == len(trials)
     scores = torch.tensor([float(line.split()[2]) for line in lines])
-    labels = torch.tensor([int(line.split()[3]) for line in lines], dtype=torch.bool)
-    assert metrics["EER"] == pytest.approx(100 * EER(scores[labels], scores[~labels])[0], abs=1e-3)
+    labels = torch.tensor(
+        [int(line.split()[3]) for line in lines], dtype=torch.bool
+    )
+    assert metrics["EER"] == pytest.approx(
+        100 * EER(scores[labels], scores[~labels])[0], abs=1e-3
+    )
 
     # the script's embeddings equal EncoderClassifier.encode_batch on each file alone
     cache = torch.load(out / "embeddings.pt")["embeddings"]
@@ -107,7 +165,9 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     batched, _ = encode_signals(encoder, signals)
     reversed_batch, _ = encode_signals(encoder, signals[::-1])
     assert torch.allclose(batched, reversed_batch.flip(0), atol=1e-4)
-    assert torch.allclose(batched, torch.stack([cache[n] for n in names]), atol=1e-4)
+    assert torch.allclose(
+        batched, torch.stack([cache[n] for n in names]), atol=1e-4
+    )
 
     # a rerun reuses the cache (same file content) and gives the same scores
     before = (out / "scores.txt").read_text()
@@ -119,24 +179,44 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     metrics16 = json.loads((out / "metrics.json").read_text())
     assert metrics["precision"] == "fp32" and metrics16["precision"] == "bf16"
     cache16 = torch.load(out / "embeddings.pt")
-    assert cache16["fingerprint"].endswith("-bf16") and cache16["embeddings"].keys() == cache.keys()
+    assert (
+        cache16["fingerprint"].endswith("-bf16")
+        and cache16["embeddings"].keys() == cache.keys()
+    )
     for name, embedding in cache.items():
         assert not torch.equal(cache16["embeddings"][name], embedding), name
-        assert torch.nn.functional.cosine_similarity(
-            cache16["embeddings"][name], embedding, dim=0) > 0.99, name
+        assert (
+            torch.nn.functional.cosine_similarity(
+                cache16["embeddings"][name], embedding, dim=0
+            )
+            > 0.99
+        ), name
 
 
-def test_verification_reports_missing_files_first(trained, tiny_corpus, tmp_path):
+def test_verification_reports_missing_files_first(
+    trained, tiny_corpus, tmp_path
+):
     trials = tmp_path / "trials.txt"
     trials.write_text("1 id99999/nothere/00001.wav id99999/nothere/00002.wav\n")
-    result = run([RECIPE / "speaker_verification_cosine.py", RECIPE / "hparams" / "verification.yaml",
-                  f"--data_folder={tiny_corpus.root}", f"--pretrained_path={trained / 'pretrained'}",
-                  f"--verification_file={trials}", f"--output_folder={tmp_path / 'v'}"], check=False)
+    result = run(
+        [
+            RECIPE / "speaker_verification_cosine.py",
+            RECIPE / "hparams" / "verification.yaml",
+            f"--data_folder={tiny_corpus.root}",
+            f"--pretrained_path={trained / 'pretrained'}",
+            f"--verification_file={trials}",
+            f"--output_folder={tmp_path / 'v'}",
+        ],
+        check=False,
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr  # SpeechBrain logs uncaught errors
     assert "2 trial entries cannot be read" in output
     assert "id99999/nothere/00001.wav: missing" in output
-    assert "2 trial entries cannot be read" in (tmp_path / "v" / "log.txt").read_text()
+    assert (
+        "2 trial entries cannot be read"
+        in (tmp_path / "v" / "log.txt").read_text()
+    )
     assert not (tmp_path / "v" / "embeddings.pt").exists()
 
 
@@ -145,10 +225,17 @@ def test_interrupted_training_resumes(tiny_corpus, tmp_path):
     train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=1)
     first = (output / "train_log.txt").read_text().splitlines()
     # "interrupted" after epoch 1 of 2: the same command with the full budget resumes
-    result = train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=2)
+    result = train(
+        tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=2
+    )
     log = (output / "train_log.txt").read_text().splitlines()
-    assert log[0] == first[0] and len(log) == 2 and log[1].startswith("epoch: 2")
-    assert "Loading a checkpoint" in result.stderr + result.stdout or "Loading" in result.stderr
+    assert (
+        log[0] == first[0] and len(log) == 2 and log[1].startswith("epoch: 2")
+    )
+    assert (
+        "Loading a checkpoint" in result.stderr + result.stdout
+        or "Loading" in result.stderr
+    )
     # a finished run reruns as a no-op
     train(tiny_corpus, output, yaml="attentive_statistics.yaml", epochs=2)
     assert (output / "train_log.txt").read_text().splitlines() == log
@@ -157,18 +244,36 @@ def test_interrupted_training_resumes(tiny_corpus, tmp_path):
 def test_ddp_two_gloo_processes(tiny_corpus, tmp_path):
     output = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         str(RECIPE / "train_speaker_embeddings.py"), str(RECIPE / "hparams" / "self_attentive.yaml"),
-         f"--data_folder={tiny_corpus.root}", f"--output_folder={output}", "--number_of_epochs=1",
-         "--distributed_backend=gloo", *TINY],
-        cwd=RECIPE, env=ENV, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(RECIPE / "train_speaker_embeddings.py"),
+            str(RECIPE / "hparams" / "self_attentive.yaml"),
+            f"--data_folder={tiny_corpus.root}",
+            f"--output_folder={output}",
+            "--number_of_epochs=1",
+            "--distributed_backend=gloo",
+            *TINY,
+        ],
+        cwd=RECIPE,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output / "pretrained" / "embedding_model.ckpt").is_file()
     assert (output / "train_log.txt").read_text().startswith("epoch: 1")
 
 
-TRAINING_YAMLS = sorted(p.name for p in (RECIPE / "hparams").glob("*.yaml")
-                        if p.name != "verification.yaml")
+TRAINING_YAMLS = sorted(
+    p.name
+    for p in (RECIPE / "hparams").glob("*.yaml")
+    if p.name != "verification.yaml"
+)
 
 
 @pytest.mark.parametrize("yaml", TRAINING_YAMLS + ["verification.yaml"])
@@ -180,40 +285,76 @@ def test_every_yaml_key_is_used(yaml):
     from speechbrain.utils.run_opts import RunOptions
 
     text = (RECIPE / "hparams" / yaml).read_text()
-    script = ("speaker_verification_cosine.py" if yaml == "verification.yaml"
-              else "train_speaker_embeddings.py")
+    script = (
+        "speaker_verification_cosine.py"
+        if yaml == "verification.yaml"
+        else "train_speaker_embeddings.py"
+    )
     code = (RECIPE / script).read_text()
-    brain_options = {f.name for f in fields(RunOptions)}  # read by sb.Brain itself
+    brain_options = {
+        f.name for f in fields(RunOptions)
+    }  # read by sb.Brain itself
     unused = []
     for key in re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE):
         if key.startswith("__") or key in brain_options:
             continue
-        if not (f'"{key}"' in code or f".{key}" in code
-                or f"<{key}>" in text or f"<{key}[" in text):
+        if not (
+            f'"{key}"' in code
+            or f".{key}" in code
+            or f"<{key}>" in text
+            or f"<{key}[" in text
+        ):
             unused.append(key)
     assert not unused, f"{yaml}: keys not used: {unused}"
 
 
-DOCUMENTED_OVERRIDES = ("data_folder", "verification_file", "output_folder",
-                        "number_of_epochs", "batch_size", "sentence_len", "channels",
-                        "emb_dim", "lr", "margin", "scale", "seed", "num_workers")
+DOCUMENTED_OVERRIDES = (
+    "data_folder",
+    "verification_file",
+    "output_folder",
+    "number_of_epochs",
+    "batch_size",
+    "sentence_len",
+    "channels",
+    "emb_dim",
+    "lr",
+    "margin",
+    "scale",
+    "seed",
+    "num_workers",
+)
 
 
 @pytest.mark.parametrize("yaml", TRAINING_YAMLS)
-def test_documented_overrides_exist_and_typos_stop_before_any_work(yaml, tmp_path):
+def test_documented_overrides_exist_and_typos_stop_before_any_work(
+    yaml, tmp_path
+):
     from speechbrain_mrmha.config import plain_values
 
-    values = plain_values(RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)})
+    values = plain_values(
+        RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)}
+    )
     assert set(DOCUMENTED_OVERRIDES) <= set(values)
-    if yaml in ("mrmha.yaml", "global_multi_head.yaml", "structured_multi_head.yaml",
-                "split_multi_head.yaml"):
+    if yaml in (
+        "mrmha.yaml",
+        "global_multi_head.yaml",
+        "structured_multi_head.yaml",
+        "split_multi_head.yaml",
+    ):
         assert "num_heads" in values
     if yaml == "mrmha.yaml":
         assert "temperatures" in values
     for typo in ("numheads", "margn"):
-        result = run([RECIPE / "train_speaker_embeddings.py", RECIPE / "hparams" / yaml,
-                      f"--data_folder={tmp_path}", f"--output_folder={tmp_path / 'out'}",
-                      f"--{typo}=3"], check=False)
+        result = run(
+            [
+                RECIPE / "train_speaker_embeddings.py",
+                RECIPE / "hparams" / yaml,
+                f"--data_folder={tmp_path}",
+                f"--output_folder={tmp_path / 'out'}",
+                f"--{typo}=3",
+            ],
+            check=False,
+        )
         assert result.returncode != 0
         assert f"Override '{typo}' not found" in result.stderr
         assert not (tmp_path / "out").exists()  # stopped before any work
@@ -226,8 +367,11 @@ def _canonical(node):
 
     tag = getattr(getattr(node, "tag", None), "value", None)
     if isinstance(node, CommentedMap):
-        value = {k: _canonical(v) for k, v in node.items()
-                 if not (k == "pooling" and tag and tag.endswith("ResNet34"))}
+        value = {
+            k: _canonical(v)
+            for k, v in node.items()
+            if not (k == "pooling" and tag and tag.endswith("ResNet34"))
+        }
     elif isinstance(node, CommentedSeq):
         value = [_canonical(v) for v in node]
     elif isinstance(node, TaggedScalar):
@@ -242,8 +386,10 @@ def _resolved(yaml, output):
 
     from speechbrain_mrmha.config import resolve_config
 
-    text = resolve_config(RECIPE / "hparams" / yaml,
-                          {"data_folder": "/data", "output_folder": output})
+    text = resolve_config(
+        RECIPE / "hparams" / yaml,
+        {"data_folder": "/data", "output_folder": output},
+    )
     return {k: _canonical(v) for k, v in YAML(typ="rt").load(text).items()}
 
 
@@ -257,14 +403,25 @@ def test_configurations_differ_only_in_the_pooling():
         pooling_keys = {"penalty_weight"}
         for name in (yaml, "mrmha.yaml"):
             text = (RECIPE / "hparams" / name).read_text()
-            block = re.search(r"^pooling: .*?(?=^\S)", text, flags=re.MULTILINE | re.DOTALL)
+            block = re.search(
+                r"^pooling: .*?(?=^\S)", text, flags=re.MULTILINE | re.DOTALL
+            )
             pooling_keys |= set(re.findall(r"<(\w+)>", block.group(0)))
-        differing = {k for k in reference.keys() | config.keys()
-                     if reference.get(k) != config.get(k)}
-        assert differing <= {"pooling"} | pooling_keys, (yaml, differing - pooling_keys)
+        differing = {
+            k
+            for k in reference.keys() | config.keys()
+            if reference.get(k) != config.get(k)
+        }
+        assert differing <= {"pooling"} | pooling_keys, (
+            yaml,
+            differing - pooling_keys,
+        )
         # the pooling's keys are used by the pooling only (and the folder name)
-        lines = [line for line in (RECIPE / "hparams" / yaml).read_text().splitlines()
-                 if not line.startswith("output_folder:")]
+        lines = [
+            line
+            for line in (RECIPE / "hparams" / yaml).read_text().splitlines()
+            if not line.startswith("output_folder:")
+        ]
         for key in pooling_keys - {"penalty_weight"}:
             assert sum(f"<{key}>" in line for line in lines) <= 1, (yaml, key)
 
@@ -280,16 +437,27 @@ def test_every_configuration_builds_the_paper_model(yaml, tmp_path):
     assert hparams["classifier"].weight.shape == (1211, 512)
     assert hparams["modules"]["embedding_model"] is model
     heads = getattr(model.pooling, "num_heads", 1)
-    if yaml in ("mrmha.yaml", "global_multi_head.yaml", "structured_multi_head.yaml"):
+    if yaml in (
+        "mrmha.yaml",
+        "global_multi_head.yaml",
+        "structured_multi_head.yaml",
+    ):
         assert heads == 4 and model.pooling.output_size == 4 * 1024
     if yaml == "mrmha.yaml":
         assert model.pooling.temperatures.tolist() == [1.0, 1.0, 5.0, 5.0]
-    assert (hparams["penalty_weight"] > 0) == (yaml == "structured_multi_head.yaml")
+    assert (hparams["penalty_weight"] > 0) == (
+        yaml == "structured_multi_head.yaml"
+    )
 
 
 def test_bf16_training_runs_with_float32_attention(tiny_corpus, tmp_path):
     output = tmp_path / "bf16"
-    train(tiny_corpus, output, epochs=1, extra=["--precision=bf16", "--num_heads=2"])
+    train(
+        tiny_corpus,
+        output,
+        epochs=1,
+        extra=["--precision=bf16", "--num_heads=2"],
+    )
     line = (output / "train_log.txt").read_text()
     loss = float(re.search(r"train loss: ([0-9.e+-]+)", line).group(1))
     assert loss == loss and loss < 1e4  # finite
@@ -310,7 +478,9 @@ def assert_same_log(line, reference):
         assert numbers[key] == pytest.approx(value, rel=1e-2, abs=1e-3), key
 
 
-def test_channels_last_trains_resumes_and_exports(trained, tiny_corpus, tmp_path):
+def test_channels_last_trains_resumes_and_exports(
+    trained, tiny_corpus, tmp_path
+):
     """--channels_last=True is a layout switch: the weights stay NHWC through
     checkpoint recovery, training matches the contiguous run, and the exported
     folder gives the same embedding as the same weights in contiguous layout."""
@@ -322,30 +492,50 @@ def test_channels_last_trains_resumes_and_exports(trained, tiny_corpus, tmp_path
     output = tmp_path / "channels_last"
     extra = ["--num_heads=2", "--channels_last=True"]
     train(tiny_corpus, output, epochs=1, extra=extra)
-    result = train(tiny_corpus, output, epochs=2, extra=extra)  # resumes after epoch 1
+    result = train(
+        tiny_corpus, output, epochs=2, extra=extra
+    )  # resumes after epoch 1
     assert "Loading a checkpoint" in result.stderr + result.stdout
     log = (output / "train_log.txt").read_text().splitlines()
     assert len(log) == 2
-    assert_same_log(log[0], (trained / "train_log.txt").read_text().splitlines()[0])
+    assert_same_log(
+        log[0], (trained / "train_log.txt").read_text().splitlines()[0]
+    )
 
-    def nhwc(path):  # a convolution with 4 input channels, where the layouts differ
+    def nhwc(
+        path,
+    ):  # a convolution with 4 input channels, where the layouts differ
         weight = torch.load(path)["stages.0.0.conv1.weight"]
-        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        return (
+            weight.is_contiguous(memory_format=torch.channels_last)
+            and not weight.is_contiguous()
+        )
 
     saved = sorted((output / "save").glob("CKPT*/embedding_model.ckpt"))
     assert len(saved) == 2  # epoch 1, and epoch 2 saved after the recovery
-    assert all(nhwc(path) for path in saved + [output / "pretrained" / "embedding_model.ckpt"])
+    assert all(
+        nhwc(path)
+        for path in saved + [output / "pretrained" / "embedding_model.ckpt"]
+    )
 
-    encoder = EncoderClassifier.from_hparams(source=str(output / "pretrained"),
-                                             savedir=str(tmp_path / "enc"))
+    encoder = EncoderClassifier.from_hparams(
+        source=str(output / "pretrained"), savedir=str(tmp_path / "enc")
+    )
     model = encoder.mods.embedding_model
-    assert model.stages[0][0].conv1.weight.is_contiguous()  # loads into a contiguous model
-    wav = Path(tiny_corpus.wav_folder) / read_trials(tiny_corpus.verification_file)[0].enrol
+    assert model.stages[0][
+        0
+    ].conv1.weight.is_contiguous()  # loads into a contiguous model
+    wav = (
+        Path(tiny_corpus.wav_folder)
+        / read_trials(tiny_corpus.verification_file)[0].enrol
+    )
     signal = load_audio(wav).unsqueeze(0)
     contiguous = encoder.encode_batch(signal)
     model.to(memory_format=torch.channels_last)
     assert not model.stages[0][0].conv1.weight.is_contiguous()
-    assert torch.allclose(encoder.encode_batch(signal), contiguous, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(
+        encoder.encode_batch(signal), contiguous, rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -366,19 +556,31 @@ def test_compile_run_option_trains_like_eager(trained, tiny_corpus, tmp_path):
         eager = torch.load(trained / "pretrained" / name)
         assert state.keys() == eager.keys(), name
         for key, value in eager.items():
-            assert torch.allclose(state[key].float(), value.float(), rtol=1e-3, atol=1e-4), key
+            assert torch.allclose(
+                state[key].float(), value.float(), rtol=1e-3, atol=1e-4
+            ), key
 
 
 def test_fp16_precision_is_refused_on_cpu(tiny_corpus, tmp_path):
     """SpeechBrain refuses --precision=fp16 on CPU with a clear error (bf16 runs)."""
-    result = train(tiny_corpus, tmp_path / "fp16", epochs=1, extra=["--precision=fp16"],
-                   check=False)
+    result = train(
+        tiny_corpus,
+        tmp_path / "fp16",
+        epochs=1,
+        extra=["--precision=fp16"],
+        check=False,
+    )
     assert result.returncode != 0
-    assert "fp16. This option is not yet supported on CPU" in result.stdout + result.stderr
+    assert (
+        "fp16. This option is not yet supported on CPU"
+        in result.stdout + result.stderr
+    )
     assert not (tmp_path / "fp16" / "train_log.txt").exists()
 
 
-def test_model_is_built_once_with_the_data_class_count(tiny_corpus, tmp_path, monkeypatch):
+def test_model_is_built_once_with_the_data_class_count(
+    tiny_corpus, tmp_path, monkeypatch
+):
     """n_classes comes from the training data before the model is built: one
     ResNet-34 is built for training, and the experiment's hyperparams.yaml
     records the class count the classifier has (2 training speakers here,
@@ -405,22 +607,42 @@ def test_model_is_built_once_with_the_data_class_count(tiny_corpus, tmp_path, mo
     monkeypatch.setattr(resnet.ResNet34, "__init__", counting)
     monkeypatch.setattr(recipe, "write_pretrained", export)
     output = tmp_path / "once"
-    recipe.main([str(RECIPE / "hparams" / "mrmha.yaml"), f"--data_folder={tiny_corpus.root}",
-                 f"--output_folder={output}", "--number_of_epochs=1", "--num_heads=2", *TINY])
+    recipe.main(
+        [
+            str(RECIPE / "hparams" / "mrmha.yaml"),
+            f"--data_folder={tiny_corpus.root}",
+            f"--output_folder={output}",
+            "--number_of_epochs=1",
+            "--num_heads=2",
+            *TINY,
+        ]
+    )
     assert at_export == [1]
     text = (output / "hyperparams.yaml").read_text()
-    saved = pyyaml.load(text, Loader=pyyaml.BaseLoader)  # plain values, tags as text
+    saved = pyyaml.load(
+        text, Loader=pyyaml.BaseLoader
+    )  # plain values, tags as text
     classifier = torch.load(output / "pretrained" / "classifier.ckpt")
     assert int(saved["n_classes"]) == 2 == classifier["weight"].shape[0]
-    assert "out_neurons: 2" in (output / "pretrained" / "hyperparams.yaml").read_text()
+    assert (
+        "out_neurons: 2"
+        in (output / "pretrained" / "hyperparams.yaml").read_text()
+    )
     # an explicit --n_classes that disagrees with the data is an error
-    result = train(tiny_corpus, tmp_path / "bad", epochs=1, extra=["--n_classes=5"],
-                   check=False)
+    result = train(
+        tiny_corpus,
+        tmp_path / "bad",
+        epochs=1,
+        extra=["--n_classes=5"],
+        check=False,
+    )
     assert result.returncode != 0
     assert "--n_classes=5 but train_annotation" in result.stdout + result.stderr
 
 
-def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(tmp_path, monkeypatch):
+def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(
+    tmp_path, monkeypatch
+):
     """VoxCeleb entries (id/video/00001.wav under wav/) and SpeechBrain's
     sample entries (spk1_snt1, spk1_snt1.wav under data_folder) resolve to
     the same files; enrol / test CSVs map IDs; problems are listed together."""
@@ -435,24 +657,33 @@ def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(tmp_path, mo
     for path, seconds in ((vox, 1.0), (sample, 1.5)):
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, torch.zeros(int(seconds * 16000)).numpy(), 16000)
-    found = resolve_entries(["id1/v/00001.wav", "id1/v/00001", "spk1_snt1", "spk1_snt1.wav"],
-                            data)
+    found = resolve_entries(
+        ["id1/v/00001.wav", "id1/v/00001", "spk1_snt1", "spk1_snt1.wav"], data
+    )
     assert found["id1/v/00001.wav"] == found["id1/v/00001"] == (str(vox), 1.0)
     assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
 
     with pytest.raises(FileNotFoundError) as error:
         resolve_entries(["id1/v/00002.wav", "nothere", "spk1_snt1"], data)
     assert "2 trial entries cannot be read" in str(error.value)
-    assert "id1/v/00002.wav: missing" in str(error.value) and "nothere: missing" in str(error.value)
+    assert "id1/v/00002.wav: missing" in str(
+        error.value
+    ) and "nothere: missing" in str(error.value)
 
     (data / "id1" / "v").mkdir(parents=True)
-    soundfile.write(data / "id1" / "v" / "00001.wav", torch.zeros(800).numpy(), 16000)
+    soundfile.write(
+        data / "id1" / "v" / "00001.wav", torch.zeros(800).numpy(), 16000
+    )
     with pytest.raises(FileNotFoundError, match="ambiguous"):
         resolve_entries(["id1/v/00001.wav"], data)
 
     enrol = tmp_path / "enrol.csv"
-    enrol.write_text("ID, duration,wav,spk_id\nspk1_snt1,1.5,$data_root/spk1_snt1.wav,spk1\n")
+    enrol.write_text(
+        "ID, duration,wav,spk_id\nspk1_snt1,1.5,$data_root/spk1_snt1.wav,spk1\n"
+    )
     found = resolve_entries(["spk1_snt1", "spk1_snt1.wav"], data, enrol)
     assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
-    with pytest.raises(FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"):
+    with pytest.raises(
+        FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"
+    ):
         resolve_entries(["spk2"], data, enrol)

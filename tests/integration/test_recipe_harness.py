@@ -30,8 +30,10 @@ import soundfile
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_CSV = ROOT / "tests" / "recipes" / "VoxCeleb1.csv"
-HEADER = ("Task,Dataset,Script_file,Hparam_file,Data_prep_file,Readme_file,"
-          "Result_url,HF_repo,test_debug_flags,test_debug_checks,performance")
+HEADER = (
+    "Task,Dataset,Script_file,Hparam_file,Data_prep_file,Readme_file,"
+    "Result_url,HF_repo,test_debug_flags,test_debug_checks,performance"
+)
 HARNESS_OPTIONS = "--device=cpu"
 
 
@@ -39,7 +41,9 @@ def recipe_rows():
     """Rows by the harness' recipe id, ``<csv name>_row_<line>``."""
     with open(RECIPE_CSV, newline="") as fin:
         reader = csv.DictReader(fin, delimiter=",", skipinitialspace=True)
-        return {f"VoxCeleb1_row_{i + 2:02d}": row for i, row in enumerate(reader)}
+        return {
+            f"VoxCeleb1_row_{i + 2:02d}": row for i, row in enumerate(reader)
+        }
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +61,26 @@ def speechbrain_root(tmp_path_factory):
     for name, seconds in (("spk1_snt1", 2.87), ("spk1_snt2", 3.15)):
         samples_n = int(seconds * 16000)
         t = np.arange(samples_n) / 16000
-        voice = 0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+        voice = (
+            0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+        )
         audio = voice + 0.05 * rng.standard_normal(samples_n)
-        soundfile.write(samples / "ASR" / f"{name}.wav", audio.astype("float32"), 16000,
-                        subtype="PCM_16")
-        lines.append(f"{name},{seconds},0,16000,tests/samples/ASR/{name}.wav,spk1,a b c")
-    (samples / "annotation" / "ASR_train.csv").write_text("\n".join(lines) + "\n")
+        soundfile.write(
+            samples / "ASR" / f"{name}.wav",
+            audio.astype("float32"),
+            16000,
+            subtype="PCM_16",
+        )
+        lines.append(
+            f"{name},{seconds},0,16000,tests/samples/ASR/{name}.wav,spk1,a b c"
+        )
+    (samples / "annotation" / "ASR_train.csv").write_text(
+        "\n".join(lines) + "\n"
+    )
     (samples / "annotation" / "verification.txt").write_text(
         "1 spk1_snt1 spk1_snt1.wav\n0 spk1_snt1 spk1_snt2.wav\n"
-        "0 spk1_snt2 spk1_snt1.wav\n0 spk1_snt2 spk1_snt2.wav\n")
+        "0 spk1_snt2 spk1_snt1.wav\n0 spk1_snt2 spk1_snt2.wav\n"
+    )
     return root
 
 
@@ -76,21 +91,36 @@ def test_recipe_csv_follows_speechbrain_format():
     with open(RECIPE_CSV, newline="") as fin:
         assert all(len(r) == len(HEADER.split(",")) for r in csv.reader(fin))
     hparams = sorted(Path(row["Hparam_file"]).name for row in rows)
-    on_disk = sorted(p.name for p in (ROOT / "recipes/VoxCeleb1/hparams").glob("*.yaml"))
-    assert hparams == on_disk  # one row per configuration, verification included
+    on_disk = sorted(
+        p.name for p in (ROOT / "recipes/VoxCeleb1/hparams").glob("*.yaml")
+    )
+    assert (
+        hparams == on_disk
+    )  # one row per configuration, verification included
     for row in rows:
-        for field in ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file"):
+        for field in (
+            "Script_file",
+            "Hparam_file",
+            "Data_prep_file",
+            "Readme_file",
+        ):
             assert (ROOT / row[field]).is_file(), row[field]
         assert row["test_debug_checks"].startswith("file_exists=[")
     # verification runs last (rows run in sorted id order) on a trained model
     ids = sorted(recipe_rows())
-    assert recipe_rows()[ids[-1]]["Script_file"].endswith("speaker_verification_cosine.py")
+    assert recipe_rows()[ids[-1]]["Script_file"].endswith(
+        "speaker_verification_cosine.py"
+    )
 
 
 def check_files(check, output_folder):
     """The files of ``file_exists=[...]`` missing from ``output_folder``."""
     listed = re.search(r"file_exists=\[(.*?)\]", check).group(1).split(",")
-    return [name for name in listed if not os.path.exists(os.path.join(output_folder, name))]
+    return [
+        name
+        for name in listed
+        if not os.path.exists(os.path.join(output_folder, name))
+    ]
 
 
 def test_every_row_runs_like_speechbrains_harness(speechbrain_root):
@@ -101,17 +131,30 @@ def test_every_row_runs_like_speechbrains_harness(speechbrain_root):
         row = rows[recipe_id]
         output = f"tests/tmp/{recipe_id}"
         script = row["Script_file"].strip()
-        cmd = (f"PYTHONPATH={speechbrain_root}/{os.path.dirname(script)} "
-               f"{sys.executable} {script} {row['Hparam_file'].strip()} "
-               f"{row['test_debug_flags'].strip()} {HARNESS_OPTIONS} "
-               f"--output_folder={output} --debug --debug_persistently")
-        done = subprocess.run(cmd, shell=True, cwd=speechbrain_root, env=env,
-                              capture_output=True, text=True, timeout=600)
+        cmd = (
+            f"PYTHONPATH={speechbrain_root}/{os.path.dirname(script)} "
+            f"{sys.executable} {script} {row['Hparam_file'].strip()} "
+            f"{row['test_debug_flags'].strip()} {HARNESS_OPTIONS} "
+            f"--output_folder={output} --debug --debug_persistently"
+        )
+        done = subprocess.run(
+            cmd,
+            shell=True,
+            cwd=speechbrain_root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
-            failures.append(f"{recipe_id} ({row['Hparam_file']}) exit "
-                            f"{done.returncode}:\n{done.stderr[-2000:]}")
+            failures.append(
+                f"{recipe_id} ({row['Hparam_file']}) exit "
+                f"{done.returncode}:\n{done.stderr[-2000:]}"
+            )
             continue
-        missing = check_files(row["test_debug_checks"], speechbrain_root / output)
+        missing = check_files(
+            row["test_debug_checks"], speechbrain_root / output
+        )
         if missing:
             failures.append(f"{recipe_id}: missing {missing}")
     assert not failures, "\n".join(failures)
@@ -123,5 +166,10 @@ def test_every_yaml_loads_with_speechbrains_overrides(tmp_path):
 
     for row in recipe_rows().values():
         with open(ROOT / row["Hparam_file"]) as fin:
-            load_hyperpyyaml(fin, {"data_folder": str(tmp_path),
-                                   "output_folder": str(tmp_path / "out")})
+            load_hyperpyyaml(
+                fin,
+                {
+                    "data_folder": str(tmp_path),
+                    "output_folder": str(tmp_path / "out"),
+                },
+            )

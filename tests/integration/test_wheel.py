@@ -20,8 +20,17 @@ import pytest
 import soundfile
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
-                                 "__pycache__", "results", "demo_output", "bench")
+IGNORED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "results",
+    "demo_output",
+    "bench",
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,31 +40,82 @@ def installed(tmp_path_factory):
     site-packages as a plain path, so no editable install can leak in."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = shutil.copytree(ROOT, tmp / "source", ignore=IGNORED)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp / "dist"), str(source)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((tmp / "dist").glob("speechbrain_mrmha-*.whl"))
     env = tmp / "env"
     venv.create(env, with_pip=False)
-    site = Path(subprocess.run(
-        [str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True).stdout.strip())
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-index", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    site = Path(
+        subprocess.run(
+            [
+                str(env / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (site / "_dependencies.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n"
+    )
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
-    return {"python": str(env / "bin" / "python"), "site": site, "cwd": elsewhere}
+    return {
+        "python": str(env / "bin" / "python"),
+        "site": site,
+        "cwd": elsewhere,
+    }
 
 
 def run(installed, args, check=True):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    result = subprocess.run([installed["python"], *map(str, args)], cwd=installed["cwd"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [installed["python"], *map(str, args)],
+        cwd=installed["cwd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -84,26 +144,56 @@ print("exported", folder)
 """
 
 
-def test_installed_wheel_exports_loads_and_runs_every_command(installed, tmp_path):
+def test_installed_wheel_exports_loads_and_runs_every_command(
+    installed, tmp_path
+):
     cwd = installed["cwd"]
     rng = np.random.default_rng(0)
     for name in ("a.wav", "b.wav"):
         soundfile.write(cwd / name, 0.1 * rng.standard_normal(24000), 16000)
     model = cwd / "model"
 
-    result = run(installed, ["-c", EXPORT, str(installed["site"]),
-                             ROOT / "recipes/VoxCeleb1/hparams/mrmha.yaml", model, "a.wav"])
+    result = run(
+        installed,
+        [
+            "-c",
+            EXPORT,
+            str(installed["site"]),
+            ROOT / "recipes/VoxCeleb1/hparams/mrmha.yaml",
+            model,
+            "a.wav",
+        ],
+    )
     assert "exported" in result.stdout
     assert not (cwd / "hparams").exists() and not (cwd / "recipes").exists()
 
     cli = ["-m", "speechbrain_mrmha"]
-    verify = run(installed, cli + ["verify", "--model", model, "a.wav", "b.wav"])
+    verify = run(
+        installed, cli + ["verify", "--model", model, "a.wav", "b.wav"]
+    )
     assert "score:" in verify.stdout and "decision:" in verify.stdout
-    run(installed, cli + ["embed", "--model", model, "a.wav", "b.wav", "--out", "e.npy"])
+    run(
+        installed,
+        cli + ["embed", "--model", model, "a.wav", "b.wav", "--out", "e.npy"],
+    )
     assert np.load(cwd / "e.npy").shape == (2, 16)
-    run(installed, cli + ["plot", "attention", "--model", model, "--wav", "a.wav",
-                          "--out", "attention.png"])
-    (cwd / "scores.txt").write_text("a b 0.9 1\na c 0.1 0\nb c 0.3 0\nb d 0.7 1\n")
+    run(
+        installed,
+        cli
+        + [
+            "plot",
+            "attention",
+            "--model",
+            model,
+            "--wav",
+            "a.wav",
+            "--out",
+            "attention.png",
+        ],
+    )
+    (cwd / "scores.txt").write_text(
+        "a b 0.9 1\na c 0.1 0\nb c 0.3 0\nb d 0.7 1\n"
+    )
     run(installed, cli + ["plot", "det", "scores.txt", "--out", "det.png"])
     run(installed, cli + ["plot", "hist", "scores.txt", "--out", "hist.png"])
     for figure in ("attention.png", "det.png", "hist.png"):

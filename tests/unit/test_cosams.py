@@ -44,7 +44,10 @@ def test_cosine_classifier_equals_hand_cosine(shape):
     out = classifier(x[:, None] if shape == "3d" else x)
     assert out.shape == (5, 1, 7)
     torch.testing.assert_close(
-        out[:, 0].double(), cosines_by_hand(x, classifier.weight.detach()), atol=1e-6, rtol=1e-5
+        out[:, 0].double(),
+        cosines_by_hand(x, classifier.weight.detach()),
+        atol=1e-6,
+        rtol=1e-5,
     )
 
 
@@ -55,7 +58,9 @@ def test_cosine_classifier_ignores_norms():
     before = classifier(x)
     with torch.no_grad():
         classifier.weight.mul_(torch.tensor([0.1, 2.0, 5.0, 30.0])[:, None])
-    torch.testing.assert_close(classifier(17.0 * x), before, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        classifier(17.0 * x), before, atol=1e-6, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0, 64.0])
@@ -70,7 +75,9 @@ def test_loss_equals_paper_formula(margin, scale):
     assert value.shape == ()
     assert value.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
     # (batch, classes) predictions and (batch,) targets are accepted too
-    assert loss(cosines, targets).item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    assert loss(cosines, targets).item() == pytest.approx(
+        expected, rel=1e-5, abs=1e-5
+    )
 
 
 def test_margin_raises_loss():
@@ -78,7 +85,10 @@ def test_margin_raises_loss():
     torch.manual_seed(0)
     cosines = torch.rand(4, 1, 5) * 2 - 1
     targets = torch.randint(0, 5, (4, 1))
-    values = [CosAMSLoss(margin=m, scale=30.0)(cosines, targets).item() for m in (0.0, 0.1, 0.3)]
+    values = [
+        CosAMSLoss(margin=m, scale=30.0)(cosines, targets).item()
+        for m in (0.0, 0.1, 0.3)
+    ]
     assert values[0] < values[1] < values[2]
 
 
@@ -87,7 +97,9 @@ def test_zero_margin_is_scaled_cross_entropy(scale):
     torch.manual_seed(1)
     cosines = torch.rand(8, 11) * 2 - 1
     targets = torch.randint(0, 11, (8,))
-    value = CosAMSLoss(margin=0.0, scale=scale)(cosines[:, None], targets[:, None])
+    value = CosAMSLoss(margin=0.0, scale=scale)(
+        cosines[:, None], targets[:, None]
+    )
     torch.testing.assert_close(value, F.cross_entropy(scale * cosines, targets))
 
 
@@ -95,7 +107,9 @@ def test_gradient_reaches_classifier_weight():
     torch.manual_seed(2)
     classifier = CosineClassifier(input_size=16, out_neurons=5)
     embeddings = torch.randn(4, 1, 16, requires_grad=True)
-    loss = CosAMSLoss(margin=0.2, scale=30.0)(classifier(embeddings), torch.tensor([0, 1, 2, 3]))
+    loss = CosAMSLoss(margin=0.2, scale=30.0)(
+        classifier(embeddings), torch.tensor([0, 1, 2, 3])
+    )
     loss.backward()
     assert classifier.weight.grad is not None
     assert torch.isfinite(classifier.weight.grad).all()

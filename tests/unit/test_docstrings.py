@@ -135,7 +135,7 @@ def _example_problem(docstring):
     match = EXAMPLE_HEADING.search(docstring)
     if match is None:
         return "no Example section"
-    if not re.search(r"^\s*>>> ", docstring[match.end():], re.MULTILINE):
+    if not re.search(r"^\s*>>> ", docstring[match.end() :], re.MULTILINE):
         return "Example section without a >>> line"
     return None
 
@@ -262,9 +262,7 @@ def test_equations_citations_resolve():
                     )
         for anchor in re.findall(r"EQUATIONS\.md#([\w\-]+)", text):
             if anchor not in anchors:
-                problems.append(
-                    f"{_relative(path)}: unknown anchor #{anchor}"
-                )
+                problems.append(f"{_relative(path)}: unknown anchor #{anchor}")
     for anchor in re.findall(r"\]\(#([\w\-]+)\)", _read(EQUATIONS)):
         if anchor not in anchors:
             problems.append(f"docs/EQUATIONS.md: unknown link #{anchor}")

@@ -13,34 +13,52 @@ from speechbrain_mrmha.io import audio_info, load_audio
 
 
 def write_noise(path, rate, seconds=1.3, channels=1, seed=0):
-    data = 0.2 * np.random.default_rng(seed).standard_normal((int(rate * seconds), channels))
+    data = 0.2 * np.random.default_rng(seed).standard_normal(
+        (int(rate * seconds), channels)
+    )
     soundfile.write(path, data.astype("float32"), rate, subtype="FLOAT")
     return path, data.astype("float32")
 
 
-CROPS = [(0, 800), (1, 799), (4321, 8000), (7, None), (20700, None), (20750, 500)]
+CROPS = [
+    (0, 800),
+    (1, 799),
+    (4321, 8000),
+    (7, None),
+    (20700, None),
+    (20750, 500),
+]
 
 
 @pytest.mark.parametrize("offset, num_samples", CROPS)
-def test_crop_at_the_native_rate_is_the_exact_slice(tmp_path, offset, num_samples):
+def test_crop_at_the_native_rate_is_the_exact_slice(
+    tmp_path, offset, num_samples
+):
     path, _ = write_noise(tmp_path / "a.wav", 16000)
     whole = load_audio(path)
-    crop = load_audio(path, min_seconds=0, offset=offset, num_samples=num_samples)
+    crop = load_audio(
+        path, min_seconds=0, offset=offset, num_samples=num_samples
+    )
     end = None if num_samples is None else offset + num_samples
     assert torch.equal(crop, whole[offset:end])
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 @pytest.mark.parametrize("offset, num_samples", CROPS)
-def test_resampled_crop_equals_the_slice_of_the_resampled_file(tmp_path, rate, offset,
-                                                               num_samples):
+def test_resampled_crop_equals_the_slice_of_the_resampled_file(
+    tmp_path, rate, offset, num_samples
+):
     """Counted at the target rate; the read carries enough context for the
     resampling filter, so even the crop's edges match."""
     path, data = write_noise(tmp_path / "a.wav", rate, channels=2)
     whole = load_audio(path)
-    expected = torchaudio.functional.resample(torch.from_numpy(data).mean(dim=1), rate, 16000)
+    expected = torchaudio.functional.resample(
+        torch.from_numpy(data).mean(dim=1), rate, 16000
+    )
     assert torch.equal(whole, expected)
-    crop = load_audio(path, min_seconds=0, offset=offset, num_samples=num_samples)
+    crop = load_audio(
+        path, min_seconds=0, offset=offset, num_samples=num_samples
+    )
     end = None if num_samples is None else offset + num_samples
     assert crop.shape == whole[offset:end].shape
     torch.testing.assert_close(crop, whole[offset:end], atol=1e-6, rtol=0)
@@ -63,8 +81,12 @@ def test_crop_reads_only_the_frames_it_needs(tmp_path, monkeypatch):
 def test_stereo_is_mixed_down(tmp_path):
     path = tmp_path / "stereo.wav"
     left = np.linspace(-0.5, 0.5, 16000, dtype="float32")
-    soundfile.write(path, np.stack([left, np.full_like(left, 0.25)], axis=1), 16000,
-                    subtype="FLOAT")
+    soundfile.write(
+        path,
+        np.stack([left, np.full_like(left, 0.25)], axis=1),
+        16000,
+        subtype="FLOAT",
+    )
     signal = load_audio(path)
     torch.testing.assert_close(signal, torch.from_numpy(left + 0.25) / 2)
 
@@ -80,15 +102,35 @@ def test_errors_name_the_file(tmp_path):
     not_audio.write_text("not audio\n")
     missing = tmp_path / "missing.wav"
     cases = [
-        (lambda: load_audio(missing), f"{missing}: cannot read audio (file does not exist)"),
+        (
+            lambda: load_audio(missing),
+            f"{missing}: cannot read audio (file does not exist)",
+        ),
         (lambda: load_audio(not_audio), f"{not_audio}: cannot read audio ("),
-        (lambda: load_audio(path), f"{path}: audio too short (0.20 s, need at least 0.5 s)"),
-        (lambda: load_audio(path, min_seconds=0, offset=3200),
-         f"{path}: crop offset 3200 is past the end of the audio (3200 samples at 16000 Hz)"),
-        (lambda: load_audio(path, offset=-1), f"{path}: a crop needs offset >= 0"),
-        (lambda: load_audio(path, num_samples=0), f"{path}: a crop needs offset >= 0"),
-        (lambda: audio_info(missing), f"{missing}: cannot read audio header (file does not exist)"),
-        (lambda: audio_info(not_audio), f"{not_audio}: cannot read audio header ("),
+        (
+            lambda: load_audio(path),
+            f"{path}: audio too short (0.20 s, need at least 0.5 s)",
+        ),
+        (
+            lambda: load_audio(path, min_seconds=0, offset=3200),
+            f"{path}: crop offset 3200 is past the end of the audio (3200 samples at 16000 Hz)",
+        ),
+        (
+            lambda: load_audio(path, offset=-1),
+            f"{path}: a crop needs offset >= 0",
+        ),
+        (
+            lambda: load_audio(path, num_samples=0),
+            f"{path}: a crop needs offset >= 0",
+        ),
+        (
+            lambda: audio_info(missing),
+            f"{missing}: cannot read audio header (file does not exist)",
+        ),
+        (
+            lambda: audio_info(not_audio),
+            f"{not_audio}: cannot read audio header (",
+        ),
     ]
     for call, message in cases:
         with pytest.raises(ValueError) as error:

@@ -43,15 +43,26 @@ def test_every_module_has_a_ring():
     assert (PACKAGE / "app" / "__init__.py").is_file()
 
 
-@pytest.mark.parametrize("name, outer", [(n, ("services", "app")) for n in LIBRARY]
-                         + [(n, ("app",)) for n in SERVICES])
+@pytest.mark.parametrize(
+    "name, outer",
+    [(n, ("services", "app")) for n in LIBRARY]
+    + [(n, ("app",)) for n in SERVICES],
+)
 def test_imports_point_inward(name, outer):
-    wrong = sorted(m for m in imported_modules(PACKAGE / f"{name}.py") if ring_of(m) in outer)
+    wrong = sorted(
+        m
+        for m in imported_modules(PACKAGE / f"{name}.py")
+        if ring_of(m) in outer
+    )
     assert not wrong, f"speechbrain_mrmha/{name}.py imports {wrong}"
 
 
 def test_the_check_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from speechbrain_mrmha.app.plotting import plot_det\n")
-    assert imported_modules(source) == {"speechbrain_mrmha.app.plotting.plot_det"}
+    source.write_text(
+        "def f():\n    from speechbrain_mrmha.app.plotting import plot_det\n"
+    )
+    assert imported_modules(source) == {
+        "speechbrain_mrmha.app.plotting.plot_det"
+    }
     assert ring_of("speechbrain_mrmha.app.plotting.plot_det") == "app"

@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from speechbrain.lobes.models.ECAPA_TDNN import (
     AttentiveStatisticsPooling as SpeechBrainAttentiveStatistics,
 )
+from torch import nn
 
 from speechbrain_mrmha.pooling import (
     POOLINGS,
@@ -55,19 +55,57 @@ def _variants():
             cases.append((GLOBAL, {"num_heads": k, "std": std}))
             cases.append((MRMHA, {"num_heads": k, "std": std}))
     cases += [
-        (StructuredSelfAttentionPooling, {"num_heads": 2, "activation": "relu", "hidden_size": 5}),
+        (
+            StructuredSelfAttentionPooling,
+            {"num_heads": 2, "activation": "relu", "hidden_size": 5},
+        ),
         (GLOBAL, {"num_heads": 2, "activation": "relu", "hidden_size": 5}),
-        (MRMHA, {"num_heads": 4, "temperatures": [1.0, 2.0, 3.0, 4.0], "activation": "relu"}),
+        (
+            MRMHA,
+            {
+                "num_heads": 4,
+                "temperatures": [1.0, 2.0, 3.0, 4.0],
+                "activation": "relu",
+            },
+        ),
         (MRMHA, {"num_heads": 2, "learnable_temperatures": True}),
-        (MRMHA, {"num_heads": 4, "learnable_temperatures": True, "std": True,
-                 "temperatures": [1.5, 2.0, 5.0, 10.0]}),
+        (
+            MRMHA,
+            {
+                "num_heads": 4,
+                "learnable_temperatures": True,
+                "std": True,
+                "temperatures": [1.5, 2.0, 5.0, 10.0],
+            },
+        ),
         # options of the shared core that no named class exposes
-        (AttentionPooling, {"num_heads": 2, "scorer": "split_linear", "std": True,
-                            "temperatures": [1.0, 3.0]}),
-        (AttentionPooling, {"num_heads": 4, "scorer": "split_linear",
-                            "learnable_temperatures": True, "temperatures": [1.0, 2.0, 3.0, 4.0]}),
-        (AttentionPooling, {"num_heads": 2, "scorer": "shared_mlp", "std": True,
-                            "temperatures": [2.0, 0.5]}),
+        (
+            AttentionPooling,
+            {
+                "num_heads": 2,
+                "scorer": "split_linear",
+                "std": True,
+                "temperatures": [1.0, 3.0],
+            },
+        ),
+        (
+            AttentionPooling,
+            {
+                "num_heads": 4,
+                "scorer": "split_linear",
+                "learnable_temperatures": True,
+                "temperatures": [1.0, 2.0, 3.0, 4.0],
+            },
+        ),
+        (
+            AttentionPooling,
+            {
+                "num_heads": 2,
+                "scorer": "shared_mlp",
+                "std": True,
+                "temperatures": [2.0, 0.5],
+            },
+        ),
     ]
     return cases
 
@@ -77,7 +115,9 @@ VARIANTS = _variants()
 
 def _case_id(case):
     cls, kwargs = case
-    return cls.__name__ + "".join(f"-{k}={v}".replace(" ", "") for k, v in kwargs.items())
+    return cls.__name__ + "".join(
+        f"-{k}={v}".replace(" ", "") for k, v in kwargs.items()
+    )
 
 
 variants = pytest.mark.parametrize(
@@ -92,7 +132,10 @@ def _uses_std(case):
 
 def _is_split(case):
     cls, kwargs = case
-    return cls is SplitMultiHeadAttentionPooling or kwargs.get("scorer") == "split_linear"
+    return (
+        cls is SplitMultiHeadAttentionPooling
+        or kwargs.get("scorer") == "split_linear"
+    )
 
 
 STD_VARIANTS = [c for c in VARIANTS if _uses_std(c)]
@@ -117,9 +160,16 @@ def one_thread():
 
 def copy_scorers(source, target):
     """Copies every parameter (not the temperatures) of source into target."""
-    state = {k: v for k, v in source.state_dict().items() if k != "fixed_temperatures"}
+    state = {
+        k: v
+        for k, v in source.state_dict().items()
+        if k != "fixed_temperatures"
+    }
     missing, unexpected = target.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"fixed_temperatures", "temperature_root"}
+    assert not unexpected and set(missing) <= {
+        "fixed_temperatures",
+        "temperature_root",
+    }
 
 
 def build(cls, kwargs, seed=0):
@@ -175,27 +225,33 @@ def reference_pool(pool, frames):
     if pool.hidden is not None:
         W = pool.hidden.weight.detach().double()
         g = pool.hidden.bias.detach().double()
-        l = pool.hidden_size
+        hid = pool.hidden_size
     out = []
     for i in range(heads):
         scores = []
         for t in range(n):
             h = frames[t]
             if pool.scorer == "mlp":
-                W_i, g_i = W[i * l:(i + 1) * l], g[i * l:(i + 1) * l]
-                s = V[i] @ f(W_i @ h + g_i) + pool.score_bias.detach().double()[i]
+                W_i, g_i = (
+                    W[i * hid : (i + 1) * hid],
+                    g[i * hid : (i + 1) * hid],
+                )
+                s = (
+                    V[i] @ f(W_i @ h + g_i)
+                    + pool.score_bias.detach().double()[i]
+                )
             elif pool.scorer == "shared_mlp":
                 s = V[i] @ f(W @ h + g)
             else:
                 c = d // heads
-                s = V[i] @ h[i * c:(i + 1) * c]
+                s = V[i] @ h[i * c : (i + 1) * c]
             scores.append(float(s) / float(temps[i]))
         top = max(scores)
         exps = [math.exp(s - top) for s in scores]
         alpha = [e / sum(exps) for e in exps]
         if pool.scorer == "split_linear":
             c = d // heads
-            sub = frames[:, i * c:(i + 1) * c]
+            sub = frames[:, i * c : (i + 1) * c]
         else:
             sub = frames
         mean = sum(alpha[t] * sub[t] for t in range(n))
@@ -236,7 +292,9 @@ def test_attention_masked_and_normalised(cls, kwargs):
     for i, n in enumerate(VALID):
         assert torch.all(weights[i, :, n:] == 0.0)
         assert torch.all(weights[i, :, :n] > 0.0)
-        torch.testing.assert_close(weights[i, :, :n].sum(-1), torch.ones(_heads(kwargs)))
+        torch.testing.assert_close(
+            weights[i, :, :n].sum(-1), torch.ones(_heads(kwargs))
+        )
     pool(x, lengths)
     torch.testing.assert_close(pool.last_attention, weights)
 
@@ -252,14 +310,21 @@ def test_padding_invariance(cls, kwargs):
     pooled = pool(x, lengths)
     weights = pool.attention(x, lengths)
     for i, n in enumerate(VALID):
-        alone = pool(x[i:i + 1, :n])
-        torch.testing.assert_close(pooled[i:i + 1], alone, atol=1e-5, rtol=1e-5)
+        alone = pool(x[i : i + 1, :n])
         torch.testing.assert_close(
-            weights[i, :, :n], pool.attention(x[i:i + 1, :n])[0], atol=1e-6, rtol=1e-5
+            pooled[i : i + 1], alone, atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            weights[i, :, :n],
+            pool.attention(x[i : i + 1, :n])[0],
+            atol=1e-6,
+            rtol=1e-5,
         )
     # lengths of all ones mean the same as no lengths
     full = x[:1].expand(3, -1, -1)
-    torch.testing.assert_close(pool(full, torch.ones(3)), pool(full), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        pool(full, torch.ones(3)), pool(full), atol=1e-6, rtol=1e-6
+    )
 
 
 @variants
@@ -299,8 +364,13 @@ def test_permutation_invariance(cls, kwargs):
         perm = torch.randperm(n, generator=gen)
         perms.append(perm)
         shuffled[i, :n] = x[i, perm]
-    torch.testing.assert_close(pool(shuffled, lengths), pool(x, lengths), atol=1e-5, rtol=1e-5)
-    weights, moved = pool.attention(x, lengths), pool.attention(shuffled, lengths)
+    torch.testing.assert_close(
+        pool(shuffled, lengths), pool(x, lengths), atol=1e-5, rtol=1e-5
+    )
+    weights, moved = (
+        pool.attention(x, lengths),
+        pool.attention(shuffled, lengths),
+    )
     for i, (n, perm) in enumerate(zip(VALID, perms)):
         torch.testing.assert_close(moved[i, :, :n], weights[i, :, perm])
 
@@ -339,7 +409,9 @@ def test_reference_is_sensitive_to_temperatures():
     pool = build(MRMHA, {"num_heads": 2, "temperatures": [1.0, 4.0]})
     other = build(MRMHA, {"num_heads": 2, "temperatures": [1.0, 1.0]})
     x, _ = batch()
-    assert not torch.allclose(reference_pool(pool, x[0]), reference_pool(other, x[0]), atol=1e-3)
+    assert not torch.allclose(
+        reference_pool(pool, x[0]), reference_pool(other, x[0]), atol=1e-3
+    )
 
 
 @std_variants
@@ -355,10 +427,16 @@ def test_std_matches_speechbrain_attentive_statistics(cls, kwargs):
     scores = pool.scores(x)  # (batch, heads, time), T_i applied
     split = _is_split((cls, kwargs))
     for i in range(pool.num_heads):
-        part = x[..., i * D // pool.num_heads:(i + 1) * D // pool.num_heads] if split else x
+        part = (
+            x[..., i * D // pool.num_heads : (i + 1) * D // pool.num_heads]
+            if split
+            else x
+        )
         channels = part.shape[-1]
-        sb = SpeechBrainAttentiveStatistics(channels, attention_channels=4, global_context=False)
-        head_scores = scores[:, i:i + 1].expand(-1, channels, -1)
+        sb = SpeechBrainAttentiveStatistics(
+            channels, attention_channels=4, global_context=False
+        )
+        head_scores = scores[:, i : i + 1].expand(-1, channels, -1)
         sb.tdnn, sb.tanh = nn.Identity(), nn.Identity()
         sb.conv = _FixedOutput(head_scores)
         theirs = sb(part.transpose(1, 2), lengths)[..., 0]
@@ -382,15 +460,30 @@ class _FixedOutput(nn.Module):
 @pytest.mark.parametrize("std", [False, True])
 @pytest.mark.parametrize("heads", [1, 2, 4])
 def test_huge_temperatures_give_mean_pooling(heads, std):
-    pool = build(MRMHA, {"num_heads": heads, "temperatures": [1e6] * heads, "std": std})
+    pool = build(
+        MRMHA, {"num_heads": heads, "temperatures": [1e6] * heads, "std": std}
+    )
     x, lengths = batch()
     out = pool(x, lengths)[:, 0].reshape(len(VALID), heads, -1)
     for i, n in enumerate(VALID):
         frames = x[i, :n].double()
         mean = frames.mean(0)
-        stats = torch.cat([mean, frames.std(0, unbiased=False).clamp(min=math.sqrt(STD_FLOOR))]) if std else mean
+        stats = (
+            torch.cat(
+                [
+                    mean,
+                    frames.std(0, unbiased=False).clamp(
+                        min=math.sqrt(STD_FLOOR)
+                    ),
+                ]
+            )
+            if std
+            else mean
+        )
         for k in range(heads):
-            torch.testing.assert_close(out[i, k].double(), stats, atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                out[i, k].double(), stats, atol=2e-4, rtol=1e-4
+            )
 
 
 def test_huge_temperature_on_one_head_only():
@@ -398,7 +491,9 @@ def test_huge_temperature_on_one_head_only():
     x, lengths = batch()
     out = pool(x, lengths)[:, 0].reshape(len(VALID), 2, D)
     n = VALID[0]
-    torch.testing.assert_close(out[0, 1], x[0, :n].mean(0), atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        out[0, 1], x[0, :n].mean(0), atol=2e-4, rtol=1e-4
+    )
     assert not torch.allclose(out[0, 0], x[0, :n].mean(0), atol=1e-2)
 
 
@@ -407,11 +502,18 @@ def test_huge_temperature_on_one_head_only():
 @pytest.mark.parametrize("heads", [1, 2, 4])
 def test_unit_temperatures_equal_global_multi_head(heads, std, learnable):
     glob = build(GLOBAL, {"num_heads": heads, "std": std})
-    mr = MRMHA(input_size=D, num_heads=heads, temperatures=[1.0] * heads,
-               learnable_temperatures=learnable, std=std)
+    mr = MRMHA(
+        input_size=D,
+        num_heads=heads,
+        temperatures=[1.0] * heads,
+        learnable_temperatures=learnable,
+        std=std,
+    )
     copy_scorers(glob, mr)
     x, lengths = batch()
-    torch.testing.assert_close(mr(x, lengths), glob(x, lengths), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        mr(x, lengths), glob(x, lengths), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_default_mrmha_differs_from_global():
@@ -429,11 +531,17 @@ def test_global_single_head_equals_self_attentive(activation):
     single = SelfAttentivePooling(input_size=D, activation=activation)
     single.load_state_dict(glob.state_dict())
     x, lengths = batch()
-    torch.testing.assert_close(single(x, lengths), glob(x, lengths), atol=0, rtol=0)
-    glob_std = build(GLOBAL, {"num_heads": 1, "activation": activation, "std": True})
+    torch.testing.assert_close(
+        single(x, lengths), glob(x, lengths), atol=0, rtol=0
+    )
+    glob_std = build(
+        GLOBAL, {"num_heads": 1, "activation": activation, "std": True}
+    )
     stats = AttentiveStatisticsPooling(input_size=D, activation=activation)
     stats.load_state_dict(glob_std.state_dict())
-    torch.testing.assert_close(stats(x, lengths), glob_std(x, lengths), atol=0, rtol=0)
+    torch.testing.assert_close(
+        stats(x, lengths), glob_std(x, lengths), atol=0, rtol=0
+    )
 
 
 def test_temperature_flattens_attention():
@@ -444,7 +552,9 @@ def test_temperature_flattens_attention():
     for temp in (1.0, 2.0, 5.0, 20.0):
         pool = MRMHA(input_size=D, num_heads=1, temperatures=[temp])
         copy_scorers(base, pool)
-        entropies.append(attention_entropy(pool.attention(x, lengths))[0, 0].item())
+        entropies.append(
+            attention_entropy(pool.attention(x, lengths))[0, 0].item()
+        )
     assert all(a < b for a, b in zip(entropies, entropies[1:]))
     assert entropies[-1] < math.log(VALID[0]) + 1e-6
 
@@ -475,9 +585,15 @@ def test_learnable_temperature_at_one_has_zero_gradient():
     """Documented: T = 1 + t^2 starting at 1 (t = 0) gets no gradient and stays
     the sharpest head; heads starting above 1 do get one."""
     torch.manual_seed(0)
-    pool = MRMHA(input_size=D, num_heads=4, learnable_temperatures=True,
-                 temperatures=[1.0, 1.0, 5.0, 5.0])
-    torch.testing.assert_close(pool.temperatures, torch.tensor([1.0, 1.0, 5.0, 5.0]))
+    pool = MRMHA(
+        input_size=D,
+        num_heads=4,
+        learnable_temperatures=True,
+        temperatures=[1.0, 1.0, 5.0, 5.0],
+    )
+    torch.testing.assert_close(
+        pool.temperatures, torch.tensor([1.0, 1.0, 5.0, 5.0])
+    )
     x, lengths = batch()
     out = pool(x, lengths)
     (out * torch.randn_like(out)).sum().backward()
@@ -489,15 +605,26 @@ def test_learnable_temperature_at_one_has_zero_gradient():
 def test_learnable_temperatures_stay_at_least_one():
     """Large steps that pull every T_i down overshoot t_i = 0 (t_i changes
     sign) but never take T_i = 1 + t_i^2 below 1."""
-    pool = build(MRMHA, {"num_heads": 4, "learnable_temperatures": True,
-                         "temperatures": [1.5, 2.0, 5.0, 10.0]})
+    pool = build(
+        MRMHA,
+        {
+            "num_heads": 4,
+            "learnable_temperatures": True,
+            "temperatures": [1.5, 2.0, 5.0, 10.0],
+        },
+    )
     optimiser = torch.optim.Adam([pool.temperature_root], lr=1.0)
     x, lengths = batch()
-    signs = {1.0: torch.zeros(4, dtype=torch.bool), -1.0: torch.zeros(4, dtype=torch.bool)}
+    signs = {
+        1.0: torch.zeros(4, dtype=torch.bool),
+        -1.0: torch.zeros(4, dtype=torch.bool),
+    }
     for step in range(40):
         optimiser.zero_grad()
         out = pool(x, lengths)
-        loss = (out * torch.randn_like(out)).sum() + 10.0 * pool.temperatures.sum()
+        loss = (
+            out * torch.randn_like(out)
+        ).sum() + 10.0 * pool.temperatures.sum()
         loss.backward()
         optimiser.step()
         temps = pool.temperatures.detach()
@@ -517,7 +644,10 @@ def penalty_by_loop(weights):
     for b in range(batch_size):
         for i in range(heads):
             for j in range(heads):
-                dot = sum(float(weights[b, i, t]) * float(weights[b, j, t]) for t in range(steps))
+                dot = sum(
+                    float(weights[b, i, t]) * float(weights[b, j, t])
+                    for t in range(steps)
+                )
                 total += (dot - (1.0 if i == j else 0.0)) ** 2
     return total / batch_size
 
@@ -536,7 +666,9 @@ def test_orthogonality_penalty(heads):
         assert orthogonality_penalty(same).item() > 0
     spread = torch.softmax(torch.randn(3, heads, T), dim=-1)
     assert orthogonality_penalty(spread).item() > 0
-    assert orthogonality_penalty(spread).item() == pytest.approx(penalty_by_loop(spread), rel=1e-5)
+    assert orthogonality_penalty(spread).item() == pytest.approx(
+        penalty_by_loop(spread), rel=1e-5
+    )
 
 
 def test_structured_penalty_has_gradient():
@@ -546,7 +678,9 @@ def test_structured_penalty_has_gradient():
     x, lengths = batch()
     pool(x, lengths)
     penalty = pool.penalty()
-    assert penalty.item() == pytest.approx(penalty_by_loop(pool.last_attention.detach()), rel=1e-5)
+    assert penalty.item() == pytest.approx(
+        penalty_by_loop(pool.last_attention.detach()), rel=1e-5
+    )
     penalty.backward()
     assert pool.hidden.weight.grad.abs().sum() > 0
     assert pool.score_weight.grad.abs().sum() > 0
@@ -559,12 +693,16 @@ def test_attention_entropy():
     assert entropy.shape == (len(VALID), 4)
     for b in range(len(VALID)):
         for k in range(4):
-            direct = -sum(a * math.log(a) for a in weights[b, k].tolist() if a > 0)
+            direct = -sum(
+                a * math.log(a) for a in weights[b, k].tolist() if a > 0
+            )
             assert entropy[b, k].item() == pytest.approx(direct, abs=1e-5)
     for n in (1, 3, 7):
         uniform = torch.zeros(1, 1, T)
         uniform[..., :n] = 1.0 / n
-        assert attention_entropy(uniform).item() == pytest.approx(math.log(n), abs=1e-6)
+        assert attention_entropy(uniform).item() == pytest.approx(
+            math.log(n), abs=1e-6
+        )
 
 
 # ------------------------------------------------------------------ autocast
@@ -581,7 +719,9 @@ def test_float32_under_autocast(cls, kwargs):
         from_bf16 = pool(x.bfloat16(), lengths)
     assert out.dtype == weights.dtype == from_bf16.dtype == torch.float32
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(from_bf16, pool(x.bfloat16().float(), lengths), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        from_bf16, pool(x.bfloat16().float(), lengths), atol=1e-5, rtol=1e-5
+    )
 
 
 @variants
@@ -595,7 +735,9 @@ def test_scores_beyond_half_range_stay_finite(cls, kwargs):
         out = pool(big.half(), lengths)
     assert torch.isfinite(weights).all()
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(weights.sum(-1), torch.ones(len(VALID), _heads(kwargs)))
+    torch.testing.assert_close(
+        weights.sum(-1), torch.ones(len(VALID), _heads(kwargs))
+    )
 
 
 # ---------------------------------------------------------------- bad input
@@ -615,7 +757,9 @@ def test_wrong_frame_shape_raises(cls, kwargs):
 @pytest.mark.parametrize("bad", [0.0, -0.2, 1.5, math.nan])
 def test_lengths_outside_unit_interval_raise(bad):
     pool = build(MRMHA, {"num_heads": 2})
-    with pytest.raises(ValueError, match=r"lengths must be relative lengths in \(0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"lengths must be relative lengths in \(0, 1\]"
+    ):
         pool(torch.randn(3, 5, D), torch.tensor([1.0, bad, 0.5]))
 
 
@@ -650,12 +794,21 @@ def test_bad_temperatures_raise(temperatures, message):
 
 
 def test_learnable_temperatures_below_one_raise():
-    with pytest.raises(ValueError, match="learnable temperatures must start >= 1"):
-        MRMHA(input_size=D, num_heads=2, temperatures=[0.5, 2.0], learnable_temperatures=True)
+    with pytest.raises(
+        ValueError, match="learnable temperatures must start >= 1"
+    ):
+        MRMHA(
+            input_size=D,
+            num_heads=2,
+            temperatures=[0.5, 2.0],
+            learnable_temperatures=True,
+        )
 
 
 def test_split_needs_divisible_size():
-    with pytest.raises(ValueError, match=r"input_size \(10\) divisible by num_heads \(4\)"):
+    with pytest.raises(
+        ValueError, match=r"input_size \(10\) divisible by num_heads \(4\)"
+    ):
         SplitMultiHeadAttentionPooling(input_size=10, num_heads=4)
 
 
@@ -677,7 +830,9 @@ def test_bad_core_options_raise(kwargs, message):
 
 @pytest.mark.parametrize("heads", range(1, 9))
 def test_default_temperatures_follow_schedule(heads):
-    expected = [max(1, 5 * math.floor((i - 1) / 2)) for i in range(1, heads + 1)]
+    expected = [
+        max(1, 5 * math.floor((i - 1) / 2)) for i in range(1, heads + 1)
+    ]
     assert default_temperatures(heads) == expected
     torch.testing.assert_close(
         MRMHA(input_size=D, num_heads=heads).temperatures,

@@ -18,9 +18,13 @@ from speechbrain_mrmha.app.synthetic import generate_corpus
 from speechbrain_mrmha.trials import read_trials, trial_files
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
-_spec = importlib.util.spec_from_file_location("voxceleb1_prepare", RECIPE / "voxceleb1_prepare.py")
+_spec = importlib.util.spec_from_file_location(
+    "voxceleb1_prepare", RECIPE / "voxceleb1_prepare.py"
+)
 prep = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("voxceleb1_prepare", prep)  # as `from voxceleb1_prepare import` does
+sys.modules.setdefault(
+    "voxceleb1_prepare", prep
+)  # as `from voxceleb1_prepare import` does
 _spec.loader.exec_module(prep)
 
 K = 2  # valid utterances per speaker
@@ -28,16 +32,30 @@ K = 2  # valid utterances per speaker
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return generate_corpus(str(tmp_path_factory.mktemp("prep") / "vox1"), speakers=6, videos=2,
-                           utterances=3, test_speakers=2, min_duration=0.5, max_duration=0.9,
-                           seed=21, num_workers=1)
+    return generate_corpus(
+        str(tmp_path_factory.mktemp("prep") / "vox1"),
+        speakers=6,
+        videos=2,
+        utterances=3,
+        test_speakers=2,
+        min_duration=0.5,
+        max_duration=0.9,
+        seed=21,
+        num_workers=1,
+    )
 
 
 @pytest.fixture(scope="module")
 def prepared(corpus, tmp_path_factory):
     save = tmp_path_factory.mktemp("prep_save")
-    result = prep.prepare_voxceleb1(corpus.root, str(save), corpus.verification_file,
-                                    valid_utterances_per_speaker=K, seed=3, num_workers=1)
+    result = prep.prepare_voxceleb1(
+        corpus.root,
+        str(save),
+        corpus.verification_file,
+        valid_utterances_per_speaker=K,
+        seed=3,
+        num_workers=1,
+    )
     return result
 
 
@@ -47,7 +65,9 @@ def rows(path):
 
 
 def disk_files(wav_folder):
-    return sorted(str(p.relative_to(wav_folder)) for p in Path(wav_folder).rglob("*.wav"))
+    return sorted(
+        str(p.relative_to(wav_folder)) for p in Path(wav_folder).rglob("*.wav")
+    )
 
 
 def rel(row, wav_folder):
@@ -57,8 +77,15 @@ def rel(row, wav_folder):
 def test_splits(prepared, corpus):
     train, valid = rows(prepared.train_csv), rows(prepared.valid_csv)
     assert list(train[0]) == ["ID", "duration", "wav", "spk_id"]
-    trial_speakers = {f.split("/")[0] for f in trial_files(read_trials(corpus.verification_file))}
-    expected = [f for f in disk_files(corpus.wav_folder) if f.split("/")[0] not in trial_speakers]
+    trial_speakers = {
+        f.split("/")[0]
+        for f in trial_files(read_trials(corpus.verification_file))
+    }
+    expected = [
+        f
+        for f in disk_files(corpus.wav_folder)
+        if f.split("/")[0] not in trial_speakers
+    ]
     train_files = {rel(r, corpus.wav_folder) for r in train}
     valid_files = {rel(r, corpus.wav_folder) for r in valid}
     assert not train_files & valid_files
@@ -67,7 +94,10 @@ def test_splits(prepared, corpus):
     assert sorted({r["spk_id"] for r in train}) == speakers
     for spk in speakers:
         assert sum(r["spk_id"] == spk for r in valid) == K
-    assert all(r["spk_id"] == rel(r, corpus.wav_folder).split("/")[0] for r in train + valid)
+    assert all(
+        r["spk_id"] == rel(r, corpus.wav_folder).split("/")[0]
+        for r in train + valid
+    )
     ids = [r["ID"] for r in train + valid]
     assert len(set(ids)) == len(ids)
 
@@ -88,14 +118,28 @@ def test_trial_outputs(prepared, corpus):
 
 
 def test_valid_split_is_seeded(prepared, corpus, tmp_path):
-    again = prep.prepare_voxceleb1(corpus.root, str(tmp_path / "a"), corpus.verification_file,
-                                   valid_utterances_per_speaker=K, seed=3, num_workers=1)
-    assert Path(again.valid_csv).read_bytes() == Path(prepared.valid_csv).read_bytes()
+    again = prep.prepare_voxceleb1(
+        corpus.root,
+        str(tmp_path / "a"),
+        corpus.verification_file,
+        valid_utterances_per_speaker=K,
+        seed=3,
+        num_workers=1,
+    )
+    assert (
+        Path(again.valid_csv).read_bytes()
+        == Path(prepared.valid_csv).read_bytes()
+    )
     draws = set()
     for seed in range(4, 8):
-        other = prep.prepare_voxceleb1(corpus.root, str(tmp_path / f"s{seed}"),
-                                       corpus.verification_file, valid_utterances_per_speaker=K,
-                                       seed=seed, num_workers=1)
+        other = prep.prepare_voxceleb1(
+            corpus.root,
+            str(tmp_path / f"s{seed}"),
+            corpus.verification_file,
+            valid_utterances_per_speaker=K,
+            seed=seed,
+            num_workers=1,
+        )
         draws.add(Path(other.valid_csv).read_bytes())
     assert len(draws) > 1
 
@@ -103,22 +147,37 @@ def test_valid_split_is_seeded(prepared, corpus, tmp_path):
 def test_rerun_skips_and_changed_options_redo(corpus, tmp_path):
     save = tmp_path / "save"
     args = (corpus.root, str(save), corpus.verification_file)
-    first = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, seed=1, num_workers=1)
+    first = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, seed=1, num_workers=1
+    )
     assert not first.skipped
     n_valid = len(rows(first.valid_csv))
     stamps = {p.name: p.stat().st_mtime_ns for p in save.iterdir()}
-    assert set(stamps) == {"train.csv", "valid.csv", "veri_test2.txt",
-                           "trials_files.csv", prep.OPTIONS_FILE}
-    second = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, seed=1, num_workers=2)
+    assert set(stamps) == {
+        "train.csv",
+        "valid.csv",
+        "veri_test2.txt",
+        "trials_files.csv",
+        prep.OPTIONS_FILE,
+    }
+    second = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, seed=1, num_workers=2
+    )
     assert second.skipped
     assert {p.name: p.stat().st_mtime_ns for p in save.iterdir()} == stamps
-    redo = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=2, seed=1, num_workers=1)
+    redo = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=2, seed=1, num_workers=1
+    )
     assert not redo.skipped
     assert len(rows(redo.valid_csv)) == 2 * n_valid
-    assert all(sum(r["spk_id"] == s for r in rows(redo.valid_csv)) == 2
-               for s in {r["spk_id"] for r in rows(redo.train_csv)})
+    assert all(
+        sum(r["spk_id"] == s for r in rows(redo.valid_csv)) == 2
+        for s in {r["spk_id"] for r in rows(redo.train_csv)}
+    )
     os.remove(save / "train.csv")  # a missing output also redoes
-    assert not prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=2, seed=1).skipped
+    assert not prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=2, seed=1
+    ).skipped
     assert (save / "train.csv").is_file()
     assert not any(".tmp" in p.name for p in save.iterdir())
 
@@ -132,25 +191,34 @@ def test_changed_trial_content_redoes(corpus, tmp_path):
     trials_path.write_text("".join(lines[:2]))
     assert not prep.prepare_voxceleb1(*args, num_workers=1).skipped
     assert len(rows(tmp_path / "save" / "trials_files.csv")) == len(
-        trial_files(read_trials(trials_path)))
+        trial_files(read_trials(trials_path))
+    )
 
 
 def test_missing_data_folder(tmp_path, corpus):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        prep.prepare_voxceleb1(str(tmp_path / "nowhere"), str(tmp_path / "s"),
-                               corpus.verification_file)
+        prep.prepare_voxceleb1(
+            str(tmp_path / "nowhere"),
+            str(tmp_path / "s"),
+            corpus.verification_file,
+        )
 
 
 def test_no_wav_files(tmp_path, corpus):
     (tmp_path / "data" / "wav" / "id10001" / "video").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"no WAV files.*data"):
-        prep.prepare_voxceleb1(str(tmp_path / "data"), str(tmp_path / "s"),
-                               corpus.verification_file)
+        prep.prepare_voxceleb1(
+            str(tmp_path / "data"),
+            str(tmp_path / "s"),
+            corpus.verification_file,
+        )
 
 
 def test_missing_verification_file(tmp_path, corpus):
     with pytest.raises(FileNotFoundError, match="absent.txt"):
-        prep.prepare_voxceleb1(corpus.root, str(tmp_path / "s"), str(tmp_path / "absent.txt"))
+        prep.prepare_voxceleb1(
+            corpus.root, str(tmp_path / "s"), str(tmp_path / "absent.txt")
+        )
 
 
 def test_trial_files_missing_from_disk(tmp_path, corpus):
@@ -160,9 +228,15 @@ def test_trial_files_missing_from_disk(tmp_path, corpus):
     for f in needed[:7]:
         os.remove(data / "wav" / f)
     with pytest.raises(FileNotFoundError) as info:
-        prep.prepare_voxceleb1(str(data), str(tmp_path / "s"), corpus.verification_file)
+        prep.prepare_voxceleb1(
+            str(data), str(tmp_path / "s"), corpus.verification_file
+        )
     message = str(info.value)
-    assert "veri_test2.txt" in message and "missing" in message and "7, e.g." in message
+    assert (
+        "veri_test2.txt" in message
+        and "missing" in message
+        and "7, e.g." in message
+    )
     assert sum(f in message for f in needed[:7]) == 5
 
 
@@ -172,26 +246,51 @@ def test_unreadable_header_names_the_file(tmp_path, corpus):
     bad = data / "wav" / "id10001" / "brokenvideo" / "00001.wav"
     bad.parent.mkdir()
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
-    with pytest.raises(ValueError, match=r"unreadable WAV header.*brokenvideo/00001.wav"):
-        prep.prepare_voxceleb1(str(data), str(tmp_path / "s"), corpus.verification_file,
-                               num_workers=1)
+    with pytest.raises(
+        ValueError, match=r"unreadable WAV header.*brokenvideo/00001.wav"
+    ):
+        prep.prepare_voxceleb1(
+            str(data),
+            str(tmp_path / "s"),
+            corpus.verification_file,
+            num_workers=1,
+        )
 
 
 def test_too_few_utterances(tmp_path, corpus):
-    with pytest.raises(ValueError, match=r"valid_utterances_per_speaker=6.*id10001 \(6\)"):
-        prep.prepare_voxceleb1(corpus.root, str(tmp_path / "s"), corpus.verification_file,
-                               valid_utterances_per_speaker=6)
+    with pytest.raises(
+        ValueError, match=r"valid_utterances_per_speaker=6.*id10001 \(6\)"
+    ):
+        prep.prepare_voxceleb1(
+            corpus.root,
+            str(tmp_path / "s"),
+            corpus.verification_file,
+            valid_utterances_per_speaker=6,
+        )
 
 
-@pytest.mark.parametrize("subtype, channels, fmt", [
-    ("PCM_16", 1, "WAV"), ("PCM_24", 2, "WAV"), ("PCM_32", 1, "WAV"), ("PCM_U8", 1, "WAV"),
-    ("FLOAT", 1, "WAV"), ("DOUBLE", 2, "WAV"), ("ULAW", 1, "WAV"), ("ALAW", 1, "WAV"),
-    ("PCM_16", 3, "WAVEX"), ("IMA_ADPCM", 1, "WAV"), ("MS_ADPCM", 1, "WAV"),
-])
+@pytest.mark.parametrize(
+    "subtype, channels, fmt",
+    [
+        ("PCM_16", 1, "WAV"),
+        ("PCM_24", 2, "WAV"),
+        ("PCM_32", 1, "WAV"),
+        ("PCM_U8", 1, "WAV"),
+        ("FLOAT", 1, "WAV"),
+        ("DOUBLE", 2, "WAV"),
+        ("ULAW", 1, "WAV"),
+        ("ALAW", 1, "WAV"),
+        ("PCM_16", 3, "WAVEX"),
+        ("IMA_ADPCM", 1, "WAV"),
+        ("MS_ADPCM", 1, "WAV"),
+    ],
+)
 def test_header_duration_equals_soundfile(tmp_path, subtype, channels, fmt):
     path = str(tmp_path / "x.wav")
     frames = 12345
-    sf.write(path, np.zeros((frames, channels)), 8000, subtype=subtype, format=fmt)
+    sf.write(
+        path, np.zeros((frames, channels)), 8000, subtype=subtype, format=fmt
+    )
     assert prep.read_wav_duration(path) == sf.info(path).duration
 
 
@@ -201,25 +300,41 @@ def pcm_wav(frames, extra_chunk=b"", declared=None, odd_chunk=False):
     chunks = b"fmt " + struct.pack("<I", 16) + fmt
     if extra_chunk:
         body = extra_chunk + (b"" if not odd_chunk else b"x")
-        chunks += b"LIST" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1)
+        chunks += (
+            b"LIST"
+            + struct.pack("<I", len(body))
+            + body
+            + b"\x00" * (len(body) & 1)
+        )
     size = len(data) if declared is None else declared
     chunks += b"data" + struct.pack("<I", size) + data
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
-@pytest.mark.parametrize("blob", [
-    pcm_wav(1000, extra_chunk=b"INFOISFT" + b"\x05\x00\x00\x00abcde" + b"\x00" * 700),
-    pcm_wav(999, extra_chunk=b"ab", odd_chunk=True),   # odd-sized chunk, padded
-    pcm_wav(1000, declared=5000 * 2),                  # data size beyond the file
-    pcm_wav(1001, declared=0xFFFFFFFF),                # streamed writer
-], ids=["big-list-chunk", "odd-chunk", "truncated", "streamed"])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        pcm_wav(
+            1000,
+            extra_chunk=b"INFOISFT" + b"\x05\x00\x00\x00abcde" + b"\x00" * 700,
+        ),
+        pcm_wav(
+            999, extra_chunk=b"ab", odd_chunk=True
+        ),  # odd-sized chunk, padded
+        pcm_wav(1000, declared=5000 * 2),  # data size beyond the file
+        pcm_wav(1001, declared=0xFFFFFFFF),  # streamed writer
+    ],
+    ids=["big-list-chunk", "odd-chunk", "truncated", "streamed"],
+)
 def test_header_duration_unusual_layouts(tmp_path, blob):
     path = str(tmp_path / "x.wav")
     Path(path).write_bytes(blob)
     assert prep.read_wav_duration(path) == sf.info(path).duration
 
 
-@pytest.mark.parametrize("importable", [True, False], ids=["processes", "threads"])
+@pytest.mark.parametrize(
+    "importable", [True, False], ids=["processes", "threads"]
+)
 def test_parallel_durations_keep_order(tmp_path, monkeypatch, importable):
     if not importable:  # module not picklable by name: the thread fallback
         monkeypatch.delitem(sys.modules, "voxceleb1_prepare")
@@ -232,7 +347,9 @@ def test_parallel_durations_keep_order(tmp_path, monkeypatch, importable):
         paths.append(str(tmp_path / f"l{i}.wav"))
         os.link(sources[(i * 7) % 5], paths[-1])
     expected = [sf.info(s).duration for s in sources]
-    assert prep.read_durations(paths, num_workers=2) == [expected[(i * 7) % 5] for i in range(3000)]
+    assert prep.read_durations(paths, num_workers=2) == [
+        expected[(i * 7) % 5] for i in range(3000)
+    ]
 
 
 def test_parallel_error_names_the_file(tmp_path):
@@ -250,26 +367,67 @@ def test_parallel_error_names_the_file(tmp_path):
 
 def test_command_line(corpus, tmp_path):
     save = tmp_path / "cli"
-    cmd = [sys.executable, str(RECIPE / "voxceleb1_prepare.py"), "--data_folder", corpus.root,
-           "--save_folder", str(save), "--verification_file", corpus.verification_file,
-           "--valid_utterances_per_speaker", "1", "--num_workers", "1"]
+    cmd = [
+        sys.executable,
+        str(RECIPE / "voxceleb1_prepare.py"),
+        "--data_folder",
+        corpus.root,
+        "--save_folder",
+        str(save),
+        "--verification_file",
+        corpus.verification_file,
+        "--valid_utterances_per_speaker",
+        "1",
+        "--num_workers",
+        "1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "prepared" in done.stdout
-    direct = prep.prepare_voxceleb1(corpus.root, str(tmp_path / "direct"),
-                                    corpus.verification_file, valid_utterances_per_speaker=1)
+    direct = prep.prepare_voxceleb1(
+        corpus.root,
+        str(tmp_path / "direct"),
+        corpus.verification_file,
+        valid_utterances_per_speaker=1,
+    )
     for name in ("train.csv", "valid.csv", "trials_files.csv"):
-        assert (save / name).read_bytes() == Path(getattr(direct, {
-            "train.csv": "train_csv", "valid.csv": "valid_csv",
-            "trials_files.csv": "trials_csv"}[name])).read_bytes()
-    bad = subprocess.run(cmd[:2] + ["--data_folder", str(tmp_path / "none"), "--save_folder",
-                                    str(save), "--verification_file", corpus.verification_file],
-                         capture_output=True, text=True, timeout=120)
+        assert (save / name).read_bytes() == Path(
+            getattr(
+                direct,
+                {
+                    "train.csv": "train_csv",
+                    "valid.csv": "valid_csv",
+                    "trials_files.csv": "trials_csv",
+                }[name],
+            )
+        ).read_bytes()
+    bad = subprocess.run(
+        cmd[:2]
+        + [
+            "--data_folder",
+            str(tmp_path / "none"),
+            "--save_folder",
+            str(save),
+            "--verification_file",
+            corpus.verification_file,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "none" in bad.stderr
 
 
 def test_wav_folder_itself_is_accepted(prepared, corpus, tmp_path):
-    direct = prep.prepare_voxceleb1(corpus.wav_folder, str(tmp_path / "s"),
-                                    corpus.verification_file, valid_utterances_per_speaker=K,
-                                    seed=3, num_workers=1)
-    assert Path(direct.train_csv).read_bytes() == Path(prepared.train_csv).read_bytes()
+    direct = prep.prepare_voxceleb1(
+        corpus.wav_folder,
+        str(tmp_path / "s"),
+        corpus.verification_file,
+        valid_utterances_per_speaker=K,
+        seed=3,
+        num_workers=1,
+    )
+    assert (
+        Path(direct.train_csv).read_bytes()
+        == Path(prepared.train_csv).read_bytes()
+    )

@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
-from torch import nn
 from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.nnet.pooling import StatisticsPooling
+from torch import nn
 
 import speechbrain_mrmha.resnet as resnet_module
 from speechbrain_mrmha.resnet import ResNet34
@@ -149,9 +149,7 @@ def test_padding_never_changes_embedding(pooling_name, fill):
             torch.testing.assert_close(
                 frames[i, :valid], alone_frames[0], atol=1e-4, rtol=0
             )
-            torch.testing.assert_close(
-                emb[i], model(utt)[0], atol=1e-4, rtol=0
-            )
+            torch.testing.assert_close(emb[i], model(utt)[0], atol=1e-4, rtol=0)
 
 
 def test_garbage_would_leak_without_masking(monkeypatch):
@@ -232,6 +230,7 @@ def test_channels_last_gives_same_embeddings():
 def paper_param_formula(channels, block_counts, pooled, lin):
     """Independent count from the table of docs/EQUATIONS.md, section
     "ResNet-34 encoder" (bias-free convs + BN)."""
+
     def conv_bn(cin, cout, k):
         return cin * cout * k * k + 2 * cout
 
@@ -322,11 +321,15 @@ def test_full_lengths_equal_no_lengths_exactly():
     model = trained_bn_model(MaskedAttentionPooling)
     feats = torch.randn(2, 45, 24)
     with torch.no_grad():
-        assert torch.equal(model.frames(feats, torch.ones(2))[0], model.frames(feats)[0])
+        assert torch.equal(
+            model.frames(feats, torch.ones(2))[0], model.frames(feats)[0]
+        )
 
 
 def test_bad_chunk_frames_raise():
-    with pytest.raises(ValueError, match="chunk_frames must be None or positive"):
+    with pytest.raises(
+        ValueError, match="chunk_frames must be None or positive"
+    ):
         ResNet34(n_mels=24, channels=TINY, chunk_frames=0)
 
 

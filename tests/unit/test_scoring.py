@@ -39,7 +39,8 @@ def test_eer_and_mindcf_equal_speechbrain(seed, kind):
 
 
 @pytest.mark.parametrize(
-    "c_miss, c_fa, p_target", [(10.0, 1.0, 0.05), (1.0, 3.0, 0.5), (1, 1, 0.001)]
+    "c_miss, c_fa, p_target",
+    [(10.0, 1.0, 0.05), (1.0, 3.0, 0.5), (1, 1, 0.001)],
 )
 @pytest.mark.parametrize("kind", ["continuous", "one_decimal"])
 def test_mindcf_other_costs_equal_speechbrain(c_miss, c_fa, p_target, kind):
@@ -132,7 +133,10 @@ def test_float_edge_cases_equal_speechbrain():
         (torch.tensor([3.3e38, 3.0e38, 1.0]), torch.tensor([3.2e38, -3.3e38])),
         (torch.tensor([float("inf"), 1.0]), torch.tensor([-float("inf"), 1.0])),
         # mixed dtypes promote like torch.cat
-        (torch.tensor([0.3, 0.5]), torch.tensor([0.1, 0.4], dtype=torch.float64)),
+        (
+            torch.tensor([0.3, 0.5]),
+            torch.tensor([0.1, 0.4], dtype=torch.float64),
+        ),
     ]
     for pos, neg in cases:
         assert scoring.EER(pos, neg) == sb_metrics.EER(pos, neg)
@@ -216,7 +220,9 @@ def test_normalized_scores_equal_per_trial_loop(top_k):
         expected.append(
             0.5 * ((score - mean_e) / std_e + (score - mean_t) / std_t)
         )
-    torch.testing.assert_close(ours, torch.stack(expected), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ours, torch.stack(expected), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_normalisation_errors():

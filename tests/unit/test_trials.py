@@ -31,7 +31,9 @@ def write(path, text):
 def test_parses_official_format(tmp_path):
     f = write(tmp_path / "veri_test2.txt", "\n".join(OFFICIAL_LINES) + "\n")
     trials = read_trials(f)
-    assert [t.label for t in trials] == [int(line[0]) for line in OFFICIAL_LINES]
+    assert [t.label for t in trials] == [
+        int(line[0]) for line in OFFICIAL_LINES
+    ]
     assert [f"{t.label} {t.enrol} {t.test}" for t in trials] == OFFICIAL_LINES
     assert all(isinstance(t.label, int) for t in trials)
 
@@ -39,8 +41,10 @@ def test_parses_official_format(tmp_path):
 def test_tolerates_whitespace_crlf_and_blank_lines(tmp_path):
     text = "1\tid1/a/00001.wav   id1/b/00002.wav\r\n\r\n0 id1/a/00001.wav id2/c/00001.wav  \r\n\n"
     trials = read_trials(write(tmp_path / "t.txt", text))
-    assert trials == [Trial(1, "id1/a/00001.wav", "id1/b/00002.wav"),
-                      Trial(0, "id1/a/00001.wav", "id2/c/00001.wav")]
+    assert trials == [
+        Trial(1, "id1/a/00001.wav", "id1/b/00002.wav"),
+        Trial(0, "id1/a/00001.wav", "id2/c/00001.wav"),
+    ]
 
 
 def test_missing_file_names_it(tmp_path):
@@ -55,13 +59,16 @@ def test_empty_file_is_an_error(tmp_path, text):
         read_trials(f)
 
 
-@pytest.mark.parametrize("bad, problem", [
-    ("1 id1/a/00001.wav", "3 fields"),
-    ("1 id1/a/00001.wav id2/b/00001.wav extra", "3 fields"),
-    ("2 id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
-    ("target id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
-    ("-1 id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("1 id1/a/00001.wav", "3 fields"),
+        ("1 id1/a/00001.wav id2/b/00001.wav extra", "3 fields"),
+        ("2 id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
+        ("target id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
+        ("-1 id1/a/00001.wav id2/b/00001.wav", "label must be 0 or 1"),
+    ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, bad, problem):
     lines = OFFICIAL_LINES[:2] + [""] + [bad] + OFFICIAL_LINES[2:]
     f = write(tmp_path / "broken.txt", "\n".join(lines) + "\n")
@@ -74,18 +81,33 @@ def test_malformed_line_names_file_and_line(tmp_path, bad, problem):
 
 def test_write_read_round_trip(tmp_path):
     rng = random.Random(0)
-    trials = [Trial(rng.randint(0, 1), f"id{rng.randint(1, 9)}/v/{i:05d}.wav",
-                    f"id{rng.randint(1, 9)}/w/{i:05d}.wav") for i in range(50)]
+    trials = [
+        Trial(
+            rng.randint(0, 1),
+            f"id{rng.randint(1, 9)}/v/{i:05d}.wav",
+            f"id{rng.randint(1, 9)}/w/{i:05d}.wav",
+        )
+        for i in range(50)
+    ]
     path = tmp_path / "out.txt"
     assert write_trials(path, trials) == 50
     assert read_trials(path) == trials
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "out.txt"
+    ]  # no temp file left
 
 
 def test_trial_files_unique_in_first_use_order():
-    trials = [Trial(1, "b", "a"), Trial(0, "a", "c"), Trial(1, "c", "b"), Trial(0, "d", "d")]
+    trials = [
+        Trial(1, "b", "a"),
+        Trial(0, "a", "c"),
+        Trial(1, "c", "b"),
+        Trial(0, "d", "d"),
+    ]
     files = trial_files(trials)
-    assert sorted(files) == sorted({x for t in trials for x in (t.enrol, t.test)})
+    assert sorted(files) == sorted(
+        {x for t in trials for x in (t.enrol, t.test)}
+    )
     flat = [x for t in trials for x in (t.enrol, t.test)]
     assert files == sorted(files, key=flat.index)
 
@@ -101,14 +123,17 @@ def test_read_scores_splits_targets_and_nontargets(tmp_path):
     assert scores.negative.tolist() == [-0.5, 0.75]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("a b 0.5 1\nc d 0.5\n", "line 2: expected 4 fields"),
-    ("a b 0.5 1\nc d high 0\n", "line 2: score 'high' is not a number"),
-    ("a b nan 1\nc d 0.1 0\n", "line 1: score 'nan' is not finite"),
-    ("a b 0.5 1\nc d 0.1 2\n", "line 2: label '2' must be 1"),
-    ("a b 0.5 1\nc d 0.1 1\n", "got 2 and 0"),
-    ("", "needs both target"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a b 0.5 1\nc d 0.5\n", "line 2: expected 4 fields"),
+        ("a b 0.5 1\nc d high 0\n", "line 2: score 'high' is not a number"),
+        ("a b nan 1\nc d 0.1 0\n", "line 1: score 'nan' is not finite"),
+        ("a b 0.5 1\nc d 0.1 2\n", "line 2: label '2' must be 1"),
+        ("a b 0.5 1\nc d 0.1 1\n", "got 2 and 0"),
+        ("", "needs both target"),
+    ],
+)
 def test_read_scores_errors_name_file_and_line(tmp_path, content, message):
     path = tmp_path / "bad_scores.txt"
     path.write_text(content)
@@ -133,18 +158,25 @@ def test_trial_list_with_a_byte_order_mark(tmp_path):
     assert [f"{t.label} {t.enrol} {t.test}" for t in trials] == OFFICIAL_LINES
 
 
-@pytest.mark.parametrize("text", ["a b 0.5 1\nc d 0.25 0\n", "\n  a b 0.5 1\nc d 0.25 0\n"])
+@pytest.mark.parametrize(
+    "text", ["a b 0.5 1\nc d 0.25 0\n", "\n  a b 0.5 1\nc d 0.25 0\n"]
+)
 def test_score_file_with_a_byte_order_mark(tmp_path, text):
     """The BOM is dropped, not read as a field (the second file would then
     have a line of one field, or of five)."""
     f = write(tmp_path / "scores.txt", BOM + text)
     scores = read_scores(f)
-    assert scores.positive.tolist() == [0.5] and scores.negative.tolist() == [0.25]
+    assert scores.positive.tolist() == [0.5] and scores.negative.tolist() == [
+        0.25
+    ]
 
 
 def test_write_scores_round_trip(tmp_path):
-    trials = [Trial(1, "s1/a/1.wav", "s1/b/2.wav"), Trial(0, "s1/a/1.wav", "s2/c/1.wav"),
-              Trial(0, "s2/c/1.wav", "s1/b/2.wav")]
+    trials = [
+        Trial(1, "s1/a/1.wav", "s1/b/2.wav"),
+        Trial(0, "s1/a/1.wav", "s2/c/1.wav"),
+        Trial(0, "s2/c/1.wav", "s1/b/2.wav"),
+    ]
     scores = torch.tensor([0.8125, -0.25, 0.1234567])
     path = tmp_path / "scores.txt"
     assert write_scores(path, trials, scores) == 3
@@ -159,15 +191,24 @@ def test_write_scores_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["scores.txt"]
 
 
-@pytest.mark.parametrize("scores, problem", [
-    ([0.5], "1 scores for 2 trials"),
-    ([0.5, float("nan")], "score nan of trial a.wav c.wav is not finite"),
-])
-def test_write_scores_refuses_bad_scores_and_keeps_the_old_file(tmp_path, scores, problem):
+@pytest.mark.parametrize(
+    "scores, problem",
+    [
+        ([0.5], "1 scores for 2 trials"),
+        ([0.5, float("nan")], "score nan of trial a.wav c.wav is not finite"),
+    ],
+)
+def test_write_scores_refuses_bad_scores_and_keeps_the_old_file(
+    tmp_path, scores, problem
+):
     path = tmp_path / "scores.txt"
     path.write_text("old\n")
     with pytest.raises(ValueError, match="scores.txt") as error:
-        write_scores(path, [Trial(1, "a.wav", "b.wav"), Trial(0, "a.wav", "c.wav")], scores)
+        write_scores(
+            path,
+            [Trial(1, "a.wav", "b.wav"), Trial(0, "a.wav", "c.wav")],
+            scores,
+        )
     assert problem in str(error.value)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.txt"]

@@ -7,7 +7,11 @@ import torch
 from torch import nn
 
 from speechbrain_mrmha.resnet import ResNet34
-from speechbrain_mrmha.windowing import encode_windowed, receptive_field_frames, window_frames
+from speechbrain_mrmha.windowing import (
+    encode_windowed,
+    receptive_field_frames,
+    window_frames,
+)
 
 TINY = [4, 8, 16, 32]
 
@@ -24,15 +28,22 @@ class MaskedMeanPooling(nn.Module):
             return x.mean(dim=1, keepdim=True)
         counts = torch.round(lengths * x.shape[1])
         keep = (torch.arange(x.shape[1])[None, :] < counts[:, None]).to(x.dtype)
-        return (keep.unsqueeze(-1) * x).sum(dim=1, keepdim=True) / counts[:, None, None]
+        return (keep.unsqueeze(-1) * x).sum(dim=1, keepdim=True) / counts[
+            :, None, None
+        ]
 
 
 def trained_bn_model(channels=TINY, block_counts=(3, 4, 6, 3), seed=0):
     """Tiny model in eval mode whose BatchNorm maps zeros to non-zeros (as
     after training), so that wrong zero padding would show."""
     torch.manual_seed(seed)
-    model = ResNet34(n_mels=24, channels=channels, block_counts=list(block_counts),
-                     pooling=MaskedMeanPooling, lin_neurons=16)
+    model = ResNet34(
+        n_mels=24,
+        channels=channels,
+        block_counts=list(block_counts),
+        pooling=MaskedMeanPooling,
+        lin_neurons=16,
+    )
     for module in model.modules():
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -50,8 +61,13 @@ def test_receptive_field_equals_measured_one(channels, block_counts):
     found by autograd (input frames with a non-zero gradient for one output
     frame), rounded up to the time stride; ResNet34 stores it."""
     torch.manual_seed(0)
-    model = ResNet34(n_mels=24, channels=channels, block_counts=block_counts,
-                     lin_neurons=8, chunk_frames=None).eval()
+    model = ResNet34(
+        n_mels=24,
+        channels=channels,
+        block_counts=block_counts,
+        lin_neurons=8,
+        chunk_frames=None,
+    ).eval()
     feats = torch.randn(1, 700, 24, requires_grad=True)
     frames, _ = model.frames(feats)
     middle = frames.shape[1] // 2
@@ -66,9 +82,13 @@ def test_receptive_field_equals_measured_one(channels, block_counts):
     assert context % model.time_stride == 0
 
 
-@pytest.mark.parametrize("chunk_frames, window", [(1, 8), (8, 8), (63, 56), (64, 64),
-                                                  (2048, 2048), (None, None), (0, None)])
-def test_window_is_chunk_frames_rounded_down_to_the_stride(chunk_frames, window):
+@pytest.mark.parametrize(
+    "chunk_frames, window",
+    [(1, 8), (8, 8), (63, 56), (64, 64), (2048, 2048), (None, None), (0, None)],
+)
+def test_window_is_chunk_frames_rounded_down_to_the_stride(
+    chunk_frames, window
+):
     model = ResNet34(n_mels=24, channels=TINY, lin_neurons=8)
     model.chunk_frames = chunk_frames
     assert window_frames(model) == window
@@ -87,8 +107,9 @@ def test_encode_windowed_equals_encode(window):
         windowed = encode_windowed(model, feats, counts, window)
     assert windowed.shape == reference.shape
     for row, count in enumerate(-(-counts // model.time_stride)):
-        torch.testing.assert_close(windowed[row, :count], reference[row, :count],
-                                   atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            windowed[row, :count], reference[row, :count], atol=1e-10, rtol=0
+        )
 
 
 @pytest.mark.parametrize("chunk_frames", [8, 56, 100, 333, 999])
@@ -109,8 +130,9 @@ def test_chunked_encoding_equals_single_pass(chunk_frames):
     assert frames.shape == ref_frames.shape and torch.equal(rel, ref_rel)
     counts = torch.round(ref_rel * ref_frames.shape[1]).long()
     for row, count in enumerate(counts):
-        torch.testing.assert_close(frames[row, :count], ref_frames[row, :count],
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            frames[row, :count], ref_frames[row, :count], atol=1e-5, rtol=0
+        )
     torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
 
 
