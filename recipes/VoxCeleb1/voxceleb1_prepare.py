@@ -44,7 +44,7 @@ import struct
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import NamedTuple
 
-from speechbrain_mrmha.io import atomic_write, write_text_atomic
+from speechbrain_mrmha.io import atomic_write, audio_info, write_text_atomic
 from speechbrain_mrmha.trials import read_trials, trial_files
 
 logger = logging.getLogger(__name__)
@@ -145,14 +145,10 @@ def read_wav_duration(path):
 
 
 def _soundfile_duration(path):
-    """Fallback for files the header parser does not handle."""
-    import soundfile
-
-    try:
-        info = soundfile.info(path)
-    except Exception as e:  # soundfile raises its own RuntimeError subclasses
-        raise ValueError(f"unreadable WAV header in {path!r}: {e}") from e
-    return info.frames / info.samplerate
+    """Fallback for files the header parser does not handle (the plugin's
+    one header reader; its ValueError names the file)."""
+    frames, rate = audio_info(path)
+    return frames / rate
 
 
 def _durations_chunk(paths):
