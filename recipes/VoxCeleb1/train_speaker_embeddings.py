@@ -21,6 +21,7 @@ Authors
 
 import logging
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.distributed import run_on_main
-from voxceleb1_prepare import prepare_voxceleb1
+from voxceleb1_prepare import check_training_audio, prepare_voxceleb1
 
 from speechbrain_mrmha.annotation import read_annotation
 from speechbrain_mrmha.config import (
@@ -42,6 +43,7 @@ from speechbrain_mrmha.config import (
 from speechbrain_mrmha.export import write_pretrained
 from speechbrain_mrmha.io import load_audio, write_text_atomic
 from speechbrain_mrmha.pooling import attention_entropy
+from speechbrain_mrmha.runs import hold_run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +97,19 @@ class SpeakerBrain(sb.core.Brain):
         """The pooling module, also when the model is wrapped by DDP."""
         return self.hparams.embedding_model.pooling
 
+    def on_fit_start(self):
+        """Recover, then drop log lines of epochs the recovered checkpoint
+        does not hold (they are trained again)."""
+        super().on_fit_start()
+        if sb.utils.distributed.if_main_process():
+            keep_logged_epochs(
+                self.hparams.train_log, self.hparams.epoch_counter.current
+            )
+
     def on_stage_start(self, stage, epoch=None):
-        """Reset the per-stage statistics."""
+        """Reset the per-stage statistics; crops follow the epoch."""
+        if stage == sb.Stage.TRAIN:
+            self.hparams.crops.epoch = epoch
         self.entropy_sum, self.entropy_count = 0.0, 0
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
@@ -129,23 +142,67 @@ class SpeakerBrain(sb.core.Brain):
             )
 
 
-def crop(wav, duration, sentence_len, sample_rate, start=None):
-    """Read ``sentence_len`` seconds of ``wav`` from ``start`` samples
-    (random if None); a shorter file is repeated to the length."""
+class RandomCrops:
+    """Where each training crop starts: drawn from (seed, epoch, utterance),
+    so a resumed run reads the very crops of an uninterrupted one.
+
+    Arguments
+    ---------
+    seed : int
+        The experiment seed.
+
+    Example
+    -------
+    >>> crops = RandomCrops(seed=3)
+    >>> crops.epoch = 2
+    >>> crops.start("utt1", 1000) == RandomCrops(3).start("utt1", 1000)
+    False
+    >>> crops.start("utt1", 1000) == crops.start("utt1", 1000)
+    True
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.epoch = 0
+
+    def start(self, utterance, span):
+        """A start in [0, span] for ``utterance`` in the current epoch."""
+        key = f"{self.seed}:{self.epoch}:{utterance}"
+        return random.Random(key).randint(0, span)
+
+
+def crop(wav, duration, sentence_len, sample_rate, start):
+    """Read ``sentence_len`` seconds of ``wav`` from sample ``start`` (a
+    function of the free span, or a number); a shorter file is repeated to
+    the length."""
     length = int(round(sentence_len * sample_rate))
     total = int(duration * sample_rate)
     if total <= length:
         sig = load_audio(wav, sample_rate, min_seconds=0)
-        repeats = -(-length // max(1, sig.shape[0]))
-        return sig.repeat(repeats)[:length]
-    if start is None:
-        start = random.randint(0, total - length)
+        return sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
+    if callable(start):
+        start = start(total - length)
     sig = load_audio(
         wav, sample_rate, min_seconds=0, offset=start, num_samples=length
     )
     if sig.shape[0] < length:  # header duration rounded up: pad by repeating
         sig = sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
     return sig
+
+
+def keep_logged_epochs(train_log, last_epoch):
+    """Remove the ``epoch: N`` lines of ``train_log`` with N > last_epoch."""
+    path = Path(train_log)
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if not (m := re.match(r"epoch: (\d+)", line)) or int(m[1]) <= last_epoch
+    ]
+    if kept != lines:
+        write_text_atomic(path, "".join(kept))
 
 
 def speakers_of(hparams):
@@ -163,16 +220,19 @@ def speakers_of(hparams):
     return train, valid, speakers
 
 
-def dataio_prep(hparams, train_rows, valid_rows, speakers):
+def dataio_prep(hparams, train_rows, valid_rows, speakers, crops):
     """Train / valid DynamicItemDatasets with crops and encoded speaker ids."""
     label_encoder = CategoricalEncoder()
     label_encoder.update_from_iterable(speakers)
     sentence_len, sample_rate = hparams["sentence_len"], hparams["sample_rate"]
 
-    @sb.utils.data_pipeline.takes("wav", "duration")
+    @sb.utils.data_pipeline.takes("id", "wav", "duration")
     @sb.utils.data_pipeline.provides("sig")
-    def train_audio(wav, duration):
-        return crop(wav, duration, sentence_len, sample_rate)
+    def train_audio(utterance, wav, duration):
+        def start(span):
+            return crops.start(utterance, span)
+
+        return crop(wav, duration, sentence_len, sample_rate, start)
 
     @sb.utils.data_pipeline.takes("wav", "duration")
     @sb.utils.data_pipeline.provides("sig")
@@ -264,12 +324,37 @@ def class_count_overrides(settings, overrides, speakers):
     return overrides, True
 
 
+def fractional_checkpoint_interval(argv):
+    """SpeechBrain parses --ckpt_interval_minutes as a whole number; take it
+    out of argv as a float (it reaches the Brain through the yaml key)."""
+    rest, minutes = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("--ckpt_interval_minutes"):
+            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+            try:
+                minutes = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"--ckpt_interval_minutes must be a number, got {value!r}"
+                ) from None
+        else:
+            rest.append(arg)
+    return rest, minutes
+
+
 def main(argv):
     """Prepare, build the model once with the right class count, train, export."""
+    argv, minutes = fractional_checkpoint_interval(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = parse_overrides(overrides)
+    if minutes is not None:
+        overrides["ckpt_interval_minutes"] = minutes
     # plain values only: a mistyped override stops here, before any work
     settings = plain_values(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
+    if sb.utils.distributed.if_main_process():
+        hold_run_lock(settings["output_folder"], "training")
     sb.create_experiment_directory(
         experiment_directory=settings["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -287,9 +372,21 @@ def main(argv):
                 ],
                 "seed": settings["seed"],
                 "num_workers": settings["prepare_workers"],
+                "sample_rate": settings["sample_rate"],
+                "allow_resampling": settings["allow_resampling"],
             },
         )
     train_rows, valid_rows, speakers = speakers_of(settings)
+    if settings["skip_prep"]:  # the checks preparation makes, on the CSVs
+        check_training_audio(
+            [
+                row["wav"]
+                for row in [*train_rows.values(), *valid_rows.values()]
+            ],
+            settings["sample_rate"],
+            settings["allow_resampling"],
+            settings["prepare_workers"],
+        )
     overrides, changed = class_count_overrides(settings, overrides, speakers)
     if changed:  # the saved hyperparams.yaml records the model actually built
         run_on_main(
@@ -302,8 +399,9 @@ def main(argv):
         )
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    hparams["crops"] = RandomCrops(hparams["seed"])
     train_data, valid_data, label_encoder = dataio_prep(
-        hparams, train_rows, valid_rows, speakers
+        hparams, train_rows, valid_rows, speakers, hparams["crops"]
     )
     hparams["augment"] = build_augmentation(hparams)
 

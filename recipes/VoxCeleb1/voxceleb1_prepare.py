@@ -49,7 +49,8 @@ from speechbrain_mrmha.trials import read_trials, trial_files
 
 logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_options.json"
-_VERSION = 2  # 2: no label_encoder.txt (the training script makes it)
+SHOWN = 20  # problems listed in one error
+_VERSION = 3  # 3: sample rate checks and a digest of the file listing
 _BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
 
 
@@ -71,8 +72,8 @@ class PrepareResult(NamedTuple):
     skipped: bool
 
 
-def read_wav_duration(path):
-    """Duration in seconds of a WAV file, from its RIFF header only.
+def read_wav_header(path):
+    """Frames and sample rate of a WAV file, from its RIFF header only.
 
     Finds the ``fmt `` and ``data`` chunks; frames = data bytes // block
     align (PCM of any width, float, A/mu-law; a data size beyond the end of
@@ -86,8 +87,9 @@ def read_wav_duration(path):
 
     Returns
     -------
-    float
-        Number of frames divided by the sample rate.
+    frames : int
+        Samples per channel.
+    sample_rate : int
 
     Raises
     ------
@@ -99,13 +101,18 @@ def read_wav_duration(path):
     >>> import tempfile, numpy, soundfile
     >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(f, numpy.zeros(24000), 16000, subtype="PCM_16")
-    >>> read_wav_duration(f)
-    1.5
+    >>> read_wav_header(f)
+    (24000, 16000)
     """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        raise ValueError(f"cannot open WAV file {path!r}: {e}") from e
+        reason = (
+            "file does not exist" if not os.path.exists(path) else e.strerror
+        )
+        raise ValueError(
+            f"{path}: cannot read audio header ({reason})"
+        ) from None
     try:
         head, size = os.read(fd, 512), os.fstat(fd).st_size
         if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
@@ -137,26 +144,42 @@ def read_wav_duration(path):
                         if csize in (0, 0xFFFFFFFF)
                         else min(csize, available)
                     )
-                    return (data // fmt[4]) / fmt[2]
+                    return data // fmt[4], fmt[2]
                 pos += 8 + csize + (csize & 1)
     finally:
         os.close(fd)
-    return _soundfile_duration(path)
+    return audio_info(path)  # the plugin's reader; names the file
 
 
-def _soundfile_duration(path):
-    """Fallback for files the header parser does not handle (the plugin's
-    one header reader; its ValueError names the file)."""
-    frames, rate = audio_info(path)
+def read_wav_duration(path):
+    """Duration in seconds of a WAV file, from its header (see
+    ``read_wav_header``).
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(f, numpy.zeros(8000), 16000, subtype="PCM_16")
+    >>> read_wav_duration(f)
+    0.5
+    """
+    frames, rate = read_wav_header(path)
     return frames / rate
 
 
-def _durations_chunk(paths):
-    return [read_wav_duration(p) for p in paths]
+def _headers_chunk(paths):
+    """Header of each file, or the problem (a message naming the file)."""
+    headers = []
+    for path in paths:
+        try:
+            headers.append(read_wav_header(path))
+        except ValueError as error:
+            headers.append(str(error))
+    return headers
 
 
-def read_durations(paths, num_workers=None):
-    """Durations of many WAV files from their headers, in parallel.
+def read_headers(paths, num_workers=None):
+    """Headers of many WAV files, in parallel; never raises for a file.
 
     Worker processes (fork where available) read chunks of files: about 2x
     faster than one process with warm caches on 2 cores, and more on cold
@@ -174,16 +197,17 @@ def read_durations(paths, num_workers=None):
 
     Returns
     -------
-    list of float
-        Durations in seconds, in the order of ``paths``.
+    list
+        Per path, in order: ``(frames, sample_rate)``, or a message naming
+        the file when its header cannot be read.
 
     Example
     -------
     >>> import tempfile, numpy, soundfile
     >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
     >>> soundfile.write(f, numpy.zeros(800), 16000, subtype="PCM_16")
-    >>> read_durations([f, f], num_workers=1)
-    [0.05, 0.05]
+    >>> read_headers([f, "/nonexistent.wav"], num_workers=1)[0]
+    (800, 16000)
     """
     workers = (
         min(16, 2 * (os.cpu_count() or 1))
@@ -191,11 +215,11 @@ def read_durations(paths, num_workers=None):
         else int(num_workers)
     )
     if workers <= 1 or len(paths) <= 2048:
-        return _durations_chunk(paths)
+        return _headers_chunk(paths)
     step = max(256, len(paths) // (8 * workers) + 1)
     chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
     try:
-        pickle.dumps(_durations_chunk)
+        pickle.dumps(_headers_chunk)
         methods = multiprocessing.get_all_start_methods()
         pool = ProcessPoolExecutor(
             workers,
@@ -206,7 +230,57 @@ def read_durations(paths, num_workers=None):
     except (pickle.PicklingError, AttributeError, TypeError):
         pool = ThreadPoolExecutor(workers)
     with pool:
-        return [d for part in pool.map(_durations_chunk, chunks) for d in part]
+        return [h for part in pool.map(_headers_chunk, chunks) for h in part]
+
+
+def audio_problems(paths, headers, sample_rate, allow_resampling=False):
+    """What makes each file unusable for training: an unreadable header, no
+    samples, or (unless ``allow_resampling``) another sample rate.
+
+    Example
+    -------
+    >>> audio_problems(["a.wav", "b.wav", "c.wav"],
+    ...                [(16000, 16000), (0, 16000), (8000, 8000)], 16000)
+    ['b.wav: no samples', 'c.wav: 8000 Hz, the recipe trains at 16000 Hz (allow_resampling: True resamples on the fly)']
+    """
+    problems = []
+    for path, header in zip(paths, headers):
+        if isinstance(header, str):
+            problems.append(header)
+        elif header[0] <= 0:
+            problems.append(f"{path}: no samples")
+        elif header[1] != sample_rate and not allow_resampling:
+            problems.append(
+                f"{path}: {header[1]} Hz, the recipe trains at {sample_rate} Hz "
+                "(allow_resampling: True resamples on the fly)"
+            )
+    return problems
+
+
+def check_training_audio(
+    paths, sample_rate=16000, allow_resampling=False, num_workers=None
+):
+    """Raise one ValueError listing every unusable training file (see
+    ``audio_problems``); return the headers otherwise.
+
+    Example
+    -------
+    >>> check_training_audio(["/nonexistent.wav"], num_workers=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 of 1 training audio files cannot be used:
+      /nonexistent.wav: cannot read audio header (file does not exist)
+    """
+    headers = read_headers(paths, num_workers)
+    problems = audio_problems(paths, headers, sample_rate, allow_resampling)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = len(problems) - SHOWN
+        raise ValueError(
+            f"{len(problems)} of {len(paths)} training audio files cannot be "
+            f"used:\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+    return headers
 
 
 def _scan(wav_root):
@@ -223,6 +297,16 @@ def _scan(wav_root):
                     if e.name.endswith(".wav") and e.is_file()
                 )
     return sorted(found)
+
+
+def _listing_digest(prefix, files):
+    """A digest of the file names, sizes and modification times: files
+    added, removed or rewritten change it."""
+    digest = hashlib.sha1()
+    for name in files:
+        stat = os.stat(prefix + name)
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _examples(items):
@@ -248,8 +332,10 @@ def prepare_voxceleb1(
     valid_utterances_per_speaker=2,
     seed=1234,
     num_workers=None,
+    sample_rate=16000,
+    allow_resampling=False,
 ):
-    """Write train/valid CSVs, label encoder and trial files for VoxCeleb1.
+    """Write train/valid CSVs and trial files for VoxCeleb1.
 
     Arguments
     ---------
@@ -268,6 +354,10 @@ def prepare_voxceleb1(
     num_workers : int, optional
         Processes reading WAV headers (default: twice the CPU count, at
         most 16); 1 reads serially.
+    sample_rate : int
+        The recipe's sample rate: files at another rate are an error...
+    allow_resampling : bool
+        ... unless this is True (training then resamples them).
 
     Returns
     -------
@@ -312,6 +402,11 @@ def prepare_voxceleb1(
     trials = read_trials(verification_file)
     with open(verification_file, "rb") as fh:
         trials_sha1 = hashlib.sha1(fh.read()).hexdigest()
+    wav_root = os.path.join(data_folder, "wav")
+    if not os.path.isdir(wav_root):
+        wav_root = data_folder
+    files = _scan(wav_root)
+    prefix = os.path.join(wav_root, "")
     options = {
         "version": _VERSION,
         "data_folder": data_folder,
@@ -319,6 +414,9 @@ def prepare_voxceleb1(
         "verification_sha1": trials_sha1,
         "seed": int(seed),
         "valid_utterances_per_speaker": int(valid_utterances_per_speaker),
+        "sample_rate": int(sample_rate),
+        "allow_resampling": bool(allow_resampling),
+        "files_sha1": _listing_digest(prefix, files),
     }
     out = PrepareResult(
         *(
@@ -345,10 +443,6 @@ def prepare_voxceleb1(
     if os.path.exists(options_path):
         os.remove(options_path)  # outputs are about to change
 
-    wav_root = os.path.join(data_folder, "wav")
-    if not os.path.isdir(wav_root):
-        wav_root = data_folder
-    files = _scan(wav_root)
     if not files:
         raise ValueError(
             f"no WAV files found as {wav_root}/idNNNNN/<video>/<nnnnn>.wav"
@@ -370,9 +464,15 @@ def prepare_voxceleb1(
         )
 
     all_paths = train_files + needed
-    prefix = os.path.join(wav_root, "")
-    durations = read_durations([prefix + f for f in all_paths], num_workers)
-    duration = dict(zip(all_paths, durations))
+    headers = check_training_audio(
+        [prefix + f for f in all_paths],
+        sample_rate,
+        allow_resampling,
+        num_workers,
+    )
+    duration = {
+        f: frames / rate for f, (frames, rate) in zip(all_paths, headers)
+    }
     by_speaker = {}
     for f in train_files:
         by_speaker.setdefault(f.split("/")[0], []).append(f)
@@ -449,6 +549,12 @@ def main(argv=None):
     parser.add_argument("--valid_utterances_per_speaker", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--num_workers", type=int, default=None)
+    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument(
+        "--allow_resampling",
+        action="store_true",
+        help="accept other sample rates (training resamples them)",
+    )
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = prepare_voxceleb1(
@@ -458,6 +564,8 @@ def main(argv=None):
         valid_utterances_per_speaker=a.valid_utterances_per_speaker,
         seed=a.seed,
         num_workers=a.num_workers,
+        sample_rate=a.sample_rate,
+        allow_resampling=a.allow_resampling,
     )
     print(
         f"{'up to date' if result.skipped else 'prepared'}: {os.path.dirname(result.train_csv)}"

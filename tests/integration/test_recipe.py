@@ -6,10 +6,13 @@ speed switches (bf16, fp16, channels_last, torch.compile)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -687,3 +690,164 @@ def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(
         FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"
     ):
         resolve_entries(["spk2"], data, enrol)
+
+
+def newest_checkpoint(output):
+    """The newest CKPT+ folder of a run."""
+    return sorted(
+        (output / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime
+    )[-1]
+
+
+@pytest.mark.parametrize("damage", ["killed while saving", "unreadable file"])
+def test_resume_skips_a_damaged_checkpoint_and_ends_like_an_uninterrupted_run(
+    trained, tiny_corpus, tmp_path, damage
+):
+    """A run killed during a checkpoint save (SpeechBrain writes the meta
+    file first, so the folder looks valid with an empty optimizer.ckpt)
+    resumes with the same command from the newest complete checkpoint, with
+    a warning naming the damaged one; weights and train_log.txt then equal
+    those of the uninterrupted run (``trained``: same options, 2 epochs)."""
+    output = tmp_path / "resumed"
+    extra = ["--num_heads=2"]
+    train(tiny_corpus, output, epochs=2, extra=extra)
+    damaged = newest_checkpoint(output)
+    if damage == "killed while saving":
+        (damaged / "optimizer.ckpt").write_bytes(b"")  # and no COMPLETE mark
+        (damaged / "COMPLETE").unlink()
+    else:  # complete on paper, unreadable in fact
+        size = (damaged / "optimizer.ckpt").stat().st_size
+        (damaged / "optimizer.ckpt").write_bytes(b"\0" * size)
+    result = train(tiny_corpus, output, epochs=2, extra=extra)
+    log = result.stdout + result.stderr
+    assert (
+        f"skipping {'incomplete' if 'kill' in damage else 'unreadable'} checkpoint"
+        in log
+    )
+    assert damaged.name in log
+    assert (output / "train_log.txt").read_text() == (
+        trained / "train_log.txt"
+    ).read_text()
+    for name in ("embedding_model.ckpt", "classifier.ckpt"):
+        ours = torch.load(output / "pretrained" / name)
+        reference = torch.load(trained / "pretrained" / name)
+        for key, value in reference.items():
+            assert torch.equal(ours[key], value), (name, key)
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tiny_corpus, tmp_path):
+    """One run per output folder: a second training (or verification) into
+    a folder held by a live process stops at once naming that process; the
+    lock of a dead process is taken over."""
+    output = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from speechbrain_mrmha.runs import hold_run_lock; "
+            f"hold_run_lock({str(output)!r}, 'training'); print('held', flush=True); "
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = train(tiny_corpus, output, epochs=1, check=False)
+        assert result.returncode != 0
+        assert (
+            f"is in use by process {holder.pid}"
+            in result.stdout + result.stderr
+        )
+        assert not (output / "train_log.txt").exists()
+        assert not (output / "log.txt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny_corpus, output, epochs=1)  # the dead holder's lock is taken over
+    assert (output / "train_log.txt").read_text().startswith("epoch: 1")
+
+
+def test_checkpoint_intervals_below_a_minute(tiny_corpus, tmp_path):
+    """--ckpt_interval_minutes takes fractions (SpeechBrain parses it as a
+    whole number): one epoch of one step then leaves an intra-epoch
+    checkpoint besides the end-of-epoch one."""
+    output = tmp_path / "often"
+    train(
+        tiny_corpus,
+        output,
+        epochs=1,
+        extra=["--ckpt_interval_minutes=0.0001", "--num_heads=2"],
+    )
+    metas = [p.read_text() for p in (output / "save").glob("CKPT+*/CKPT.yaml")]
+    assert sum("brain_intra_epoch_ckpt: true" in m for m in metas) == 1
+    assert sum("end-of-epoch: true" in m for m in metas) == 1
+
+
+def test_non_finite_training_audio_stops_the_run_naming_the_file(
+    tiny_corpus, tmp_path
+):
+    import soundfile
+
+    data = tmp_path / "vox"
+    shutil.copytree(tiny_corpus.root, data)
+    bad = sorted((data / "wav").glob("*/*/*.wav"))
+    speakers = {p.parts[-3] for p in bad}
+    trial_speakers = {
+        line.split()[1].split("/")[0]
+        for line in Path(tiny_corpus.verification_file).read_text().splitlines()
+    }
+    target = next(p for p in bad if p.parts[-3] in speakers - trial_speakers)
+    frames = soundfile.info(str(target)).frames
+    soundfile.write(
+        str(target),
+        np.full(frames, np.nan, dtype="float32"),
+        16000,
+        subtype="FLOAT",
+    )
+    result = train(
+        SimpleNamespace(root=str(data)), tmp_path / "nan", epochs=1, check=False
+    )
+    assert result.returncode != 0
+    assert str(target) in result.stdout + result.stderr
+    assert "non-finite" in result.stdout + result.stderr
+
+
+def test_a_second_verification_into_the_same_folder_stops_at_once(
+    trained, tiny_corpus, tmp_path
+):
+    out = tmp_path / "verification"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from speechbrain_mrmha.runs import hold_run_lock; "
+            f"hold_run_lock({str(out)!r}, 'verification'); print('held', flush=True); "
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run(
+            [
+                RECIPE / "speaker_verification_cosine.py",
+                RECIPE / "hparams" / "verification.yaml",
+                f"--data_folder={tiny_corpus.root}",
+                f"--pretrained_path={trained / 'pretrained'}",
+                f"--output_folder={out}",
+            ],
+            check=False,
+        )
+        assert result.returncode != 0
+        assert (
+            f"is in use by process {holder.pid}"
+            in result.stdout + result.stderr
+        )
+        assert (
+            not (out / "scores.txt").exists() and not (out / "log.txt").exists()
+        )
+    finally:
+        holder.kill()
+        holder.wait()

@@ -11,7 +11,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "speechbrain_mrmha"
 LIBRARY = ["pooling", "resnet", "cosams", "scoring", "lengths", "windowing"]
-SERVICES = ["io", "extraction", "export", "trials", "config", "annotation"]
+SERVICES = [
+    "io",
+    "extraction",
+    "export",
+    "trials",
+    "config",
+    "annotation",
+    "runs",
+]
 
 
 def imported_modules(path):

@@ -346,8 +346,8 @@ def test_parallel_durations_keep_order(tmp_path, monkeypatch, importable):
     for i in range(3000):  # above the parallel threshold
         paths.append(str(tmp_path / f"l{i}.wav"))
         os.link(sources[(i * 7) % 5], paths[-1])
-    expected = [sf.info(s).duration for s in sources]
-    assert prep.read_durations(paths, num_workers=2) == [
+    expected = [(sf.info(s).frames, 16000) for s in sources]
+    assert prep.read_headers(paths, num_workers=2) == [
         expected[(i * 7) % 5] for i in range(3000)
     ]
 
@@ -361,8 +361,8 @@ def test_parallel_error_names_the_file(tmp_path):
         os.link(good, paths[-1])
     (tmp_path / "bad.wav").write_bytes(b"not a wav at all")
     paths.insert(2500, str(tmp_path / "bad.wav"))
-    with pytest.raises(ValueError, match="bad.wav"):
-        prep.read_durations(paths, num_workers=2)
+    with pytest.raises(ValueError, match="(?s)1 of 3001 .*bad.wav"):
+        prep.check_training_audio(paths, num_workers=2)
 
 
 def test_command_line(corpus, tmp_path):
@@ -431,3 +431,59 @@ def test_wav_folder_itself_is_accepted(prepared, corpus, tmp_path):
         Path(direct.train_csv).read_bytes()
         == Path(prepared.train_csv).read_bytes()
     )
+
+
+def test_every_bad_training_file_in_one_error(corpus, tmp_path):
+    """Unreadable files, files with no samples and other sample rates are
+    all listed in one error; allow_resampling accepts the rates."""
+    data = tmp_path / "vox"
+    shutil.copytree(corpus.root, data)
+    video = data / "wav" / "id10001" / "badvideo"
+    video.mkdir()
+    (video / "00001.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    (video / "00002.wav").write_bytes(b"")
+    sf.write(str(video / "00003.wav"), np.zeros(0), 16000, subtype="PCM_16")
+    sf.write(str(video / "00004.wav"), np.zeros(8000), 8000, subtype="PCM_16")
+    sf.write(str(video / "00005.wav"), np.zeros(44100), 44100, subtype="PCM_16")
+    args = (str(data), str(tmp_path / "save"), corpus.verification_file)
+    with pytest.raises(ValueError) as error:
+        prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    message = str(error.value)
+    assert message.startswith("5 of ")
+    for name in ("00001", "00002", "00003", "00004", "00005"):
+        assert f"badvideo/{name}.wav" in message, name
+    assert "00003.wav: no samples" in message
+    assert "00004.wav: 8000 Hz" in message and "00005.wav: 44100 Hz" in message
+    for name in ("00001", "00002", "00003"):
+        (video / f"{name}.wav").unlink()
+    done = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, num_workers=1, allow_resampling=True
+    )
+    assert "badvideo/00004.wav" in Path(done.train_csv).read_text() + Path(
+        done.valid_csv
+    ).read_text()
+
+
+def test_rerun_prepares_again_when_files_change(corpus, tmp_path):
+    data = tmp_path / "vox"
+    shutil.copytree(corpus.root, data)
+    args = (str(data), str(tmp_path / "save"), corpus.verification_file)
+    first = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    speakers = {r["spk_id"] for r in rows(first.train_csv)}
+    # a new speaker is added: prepared again, and trained on
+    new = data / "wav" / "id19999" / "video1"
+    new.mkdir(parents=True)
+    for i in range(3):
+        sf.write(str(new / f"0000{i}.wav"), np.ones(16000) * 0.1, 16000)
+    again = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    assert not again.skipped
+    assert {r["spk_id"] for r in rows(again.train_csv)} == speakers | {"id19999"}
+    # a file removed: prepared again, and gone from the CSVs
+    (new / "00000.wav").unlink()
+    third = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    assert not third.skipped
+    listed = Path(third.train_csv).read_text() + Path(third.valid_csv).read_text()
+    assert "id19999/video1/00000.wav" not in listed
+    assert prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, num_workers=1
+    ).skipped

@@ -1,0 +1,212 @@
+"""Runs that own their output folder: one run per folder at a time, and
+checkpoints that are complete or skipped.
+
+* ``hold_run_lock``: an exclusive ``flock`` on ``<folder>/.run.lock``. A
+  second training or verification into the same folder stops at once,
+  naming the process that holds it. The kernel drops the lock when its
+  process dies, however it dies, so a lock left by a dead process is taken
+  over with no stale-lock clean-up.
+* ``CompleteCheckpointer``: SpeechBrain's ``Checkpointer`` that marks a
+  checkpoint complete (file sizes in a ``COMPLETE`` file, written last) and,
+  when recovering, skips with a warning every checkpoint that is incomplete
+  (a kill during the save) or unreadable, in favour of the newest complete
+  one.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process
+
+from speechbrain_mrmha.io import write_text_atomic
+
+__all__ = ["RunLockedError", "hold_run_lock", "CompleteCheckpointer"]
+
+logger = logging.getLogger(__name__)
+LOCK_FILE = ".run.lock"
+MARKER = "COMPLETE"
+_HELD = {}  # folder -> open lock file, kept for the life of the process
+
+
+class RunLockedError(RuntimeError):
+    """Another live process runs into the same output folder."""
+
+
+def hold_run_lock(folder, what="run"):
+    """Hold the output folder for this process until it exits.
+
+    Arguments
+    ---------
+    folder : str or Path
+        The output folder (created if needed).
+    what : str
+        What this process is, recorded for the message a second run gets.
+
+    Returns
+    -------
+    lock : Path
+        The lock file.
+
+    Raises
+    ------
+    RunLockedError
+        Another live process holds the folder; the message names it.
+
+    Example
+    -------
+    >>> import subprocess, sys, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = hold_run_lock(folder, "training")
+    >>> other = subprocess.run([sys.executable, "-c",
+    ...     "from speechbrain_mrmha.runs import hold_run_lock; "
+    ...     f"hold_run_lock({folder!r})"], capture_output=True, text=True)
+    >>> "is in use by process" in other.stderr
+    True
+    """
+    import fcntl
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        return folder / LOCK_FILE
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLockedError(
+            f"output folder {folder} is in use by process {holder}; wait for "
+            "it to finish or choose another --output_folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(
+        f"{os.getpid()} on {socket.gethostname()} ({what}, since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)})\n"
+    )
+    handle.flush()
+    _HELD[key] = handle
+    return folder / LOCK_FILE
+
+
+def _sizes(path):
+    """Sizes of the files of a checkpoint folder, marker excluded."""
+    return {
+        p.name: p.stat().st_size
+        for p in sorted(Path(path).iterdir())
+        if p.is_file() and p.name != MARKER
+    }
+
+
+class CompleteCheckpointer(Checkpointer):
+    """SpeechBrain's ``Checkpointer`` whose checkpoints are used only when
+    complete.
+
+    SpeechBrain writes a checkpoint's meta file first and its parameter
+    files after it, so a kill during a save leaves a folder that looks
+    valid, with a short or empty parameter file. Here a ``COMPLETE`` file
+    holding every file's size is written last; a checkpoint without it, with
+    other sizes, or whose files fail to load is skipped with a warning
+    naming it, and the newest complete checkpoint is recovered instead.
+    Skipped folders stay on disk for inspection and are never deleted.
+
+    Arguments
+    ---------
+    checkpoints_dir, recoverables, custom_load_hooks, custom_save_hooks,
+    allow_partial_load
+        As SpeechBrain's ``Checkpointer``.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> model = torch.nn.Linear(2, 2)
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> saver = CompleteCheckpointer(folder, {"model": model})
+    >>> first = saver.save_checkpoint(meta={"n": 1})
+    >>> second = saver.save_checkpoint(meta={"n": 2})
+    >>> _ = (second.path / "model.ckpt").write_bytes(b"")  # killed mid-save
+    >>> saver.recover_if_possible().meta["n"]
+    1
+    """
+
+    def save_checkpoint(
+        self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO
+    ):
+        """Save as SpeechBrain does, then mark the checkpoint complete."""
+        if meta is None:
+            meta = {}
+        checkpoint = super().save_checkpoint(
+            meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
+        )
+        if checkpoint is not None and if_main_process():
+            sizes = json.dumps(_sizes(checkpoint.path), sort_keys=True)
+            write_text_atomic(Path(checkpoint.path) / MARKER, sizes + "\n")
+        return checkpoint
+
+    def is_complete(self, checkpoint):
+        """True when the checkpoint's files are those its marker lists."""
+        marker = Path(checkpoint.path) / MARKER
+        try:
+            listed = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return listed == _sizes(checkpoint.path)
+
+    def list_checkpoints(self):
+        """The complete checkpoints; incomplete ones are named in a warning."""
+        complete = []
+        for checkpoint in super().list_checkpoints():
+            if self.is_complete(checkpoint):
+                complete.append(checkpoint)
+            else:
+                logger.warning(
+                    "skipping incomplete checkpoint %s (interrupted while "
+                    "saving?)",
+                    checkpoint.path,
+                )
+        return complete
+
+    def recover_if_possible(
+        self,
+        importance_key=None,
+        max_key=None,
+        min_key=None,
+        ckpt_predicate=None,
+    ):
+        """Load the best complete checkpoint; one that fails to load is
+        skipped with a warning naming it and the next best is tried."""
+        failed = set()
+
+        def usable(checkpoint):
+            if checkpoint.path in failed:
+                return False
+            return ckpt_predicate is None or ckpt_predicate(checkpoint)
+
+        while True:
+            checkpoint = self.find_checkpoint(
+                importance_key, max_key, min_key, usable
+            )
+            if checkpoint is None:
+                return None
+            try:
+                self.load_checkpoint(checkpoint)
+                return checkpoint
+            except Exception as error:  # torch.load raises many types
+                logger.warning(
+                    "skipping unreadable checkpoint %s: %s",
+                    checkpoint.path,
+                    error,
+                )
+                failed.add(checkpoint.path)
