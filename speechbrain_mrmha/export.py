@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.extraction import use_channels_last
+from speechbrain_mrmha.extraction import check_device, use_channels_last
 from speechbrain_mrmha.io import replace_folder
 
 INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
@@ -201,7 +201,11 @@ def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
     folder : str or Path
         A folder written by ``write_pretrained``.
     savedir : str or Path, optional
-        Where SpeechBrain links the files (default ``<folder>/.sb_cache``).
+        A folder where SpeechBrain links the files. By default (None)
+        SpeechBrain reads them from ``folder`` itself and writes nothing, so
+        a read-only folder loads. A savedir that already holds links is
+        reused as it is (SpeechBrain's ``fetch``), whatever ``folder`` is:
+        give each model its own savedir, or none.
     device : str
         ``"cpu"`` or ``"cuda:N"``.
     channels_last : bool
@@ -216,9 +220,11 @@ def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
     from speechbrain.inference.classifiers import EncoderClassifier
 
     folder = check_pretrained(folder).resolve()
-    savedir = Path(savedir) if savedir else folder / ".sb_cache"
+    check_device(device)
     encoder = EncoderClassifier.from_hparams(
-        source=str(folder), savedir=str(savedir), run_opts={"device": device}
+        source=str(folder),
+        savedir=None if savedir is None else str(savedir),
+        run_opts={"device": device},
     )
     if channels_last:
         use_channels_last(encoder)

@@ -1,17 +1,20 @@
 """Embedding extraction with a pretrained ``EncoderClassifier``: batches of
 similar length, frame-exact lengths so that an utterance's embedding does not
-depend on its batch, and a resumable cache (on disk, or in memory).
+depend on its batch, a resumable cache (on disk, or in memory) keyed by the
+content of each audio file and tied to the model's content, the data folder
+and the precision, and a check of the device before any model is loaded.
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import json
 import time
 from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.io import atomic_write, load_audio
+from speechbrain_mrmha.io import atomic_write, content_digest, load_audio
 from speechbrain_mrmha.lengths import frame_counts, relative_lengths
 from speechbrain_mrmha.pooling import attention_entropy
 
@@ -20,6 +23,9 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # batches only adds padding and cache misses (docs/BENCHMARKS.md), on a GPU
 # large batches are what fills the device.
 DEFAULT_BATCH_SECONDS = {"cpu": 12.0, "cuda": 240.0}
+# the files of a pretrained folder that define its embeddings
+MODEL_FILES = ("embedding_model.ckpt", "hyperparams.yaml")
+SHOWN = 20  # files listed in one error
 
 
 def encode_signals(encoder, signals, precision="fp32"):
@@ -150,8 +156,16 @@ def length_batches(durations, batch_seconds, max_batch_size):
 
 
 class EmbeddingCache:
-    """Embeddings (and attention entropies) of files, saved atomically to one
-    ``.pt`` file, tied to a model fingerprint so a new model starts afresh.
+    """Embeddings (and attention entropies) of audio content, saved
+    atomically to one ``.pt`` file, tied to a fingerprint of everything else
+    they depend on (``cache_fingerprint``: model content, data folder,
+    precision); a cache of another fingerprint starts afresh.
+
+    Entries are keyed by the content digest of the audio file
+    (``io.content_digest``), never by its name: a file replaced under the
+    same name is a new key, and nothing can serve the embedding of other
+    audio. Non-finite embeddings are never stored (``put`` refuses them)
+    nor served (entries of an older file that hold any are dropped on load).
 
     Arguments
     ---------
@@ -159,18 +173,18 @@ class EmbeddingCache:
         The cache file; None keeps the cache in memory only (nothing is read,
         ``save`` does nothing).
     fingerprint : str
-        Identifies the model (e.g. checkpoint size and mtime).
+        Identifies what the embeddings depend on besides the audio.
 
     Example
     -------
     >>> import tempfile
     >>> cache = EmbeddingCache(Path(tempfile.mkdtemp()) / "emb.pt", "model-1")
-    >>> cache.put("a.wav", torch.ones(4), None); cache.save()
-    >>> "a.wav" in EmbeddingCache(cache.path, "model-1"), "a.wav" in EmbeddingCache(cache.path, "m2")
+    >>> cache.put("digest-a", torch.ones(4), None); cache.save()
+    >>> "digest-a" in EmbeddingCache(cache.path, "model-1"), "digest-a" in EmbeddingCache(cache.path, "m2")
     (True, False)
     >>> memory = EmbeddingCache(None, "model-1")
-    >>> memory.put("a.wav", torch.ones(4), None); memory.save()
-    >>> memory.path, "a.wav" in memory
+    >>> memory.put("digest-a", torch.ones(4), None); memory.save()
+    >>> memory.path, "digest-a" in memory
     (None, True)
     """
 
@@ -181,32 +195,43 @@ class EmbeddingCache:
         if self.path is not None and self.path.is_file():
             stored = torch.load(self.path, map_location="cpu")
             if stored.get("fingerprint") == fingerprint:
-                self.embeddings, self.entropies = (
-                    stored["embeddings"],
-                    stored["entropies"],
-                )
+                for key, embedding in stored["embeddings"].items():
+                    entropy = stored["entropies"].get(key)
+                    if _finite(embedding) and (
+                        entropy is None or _finite(entropy)
+                    ):
+                        self.put(key, embedding, entropy)
 
     def __contains__(self, key):
         return key in self.embeddings
 
     def put(self, key, embedding, entropy):
-        """Store one file's embedding and entropy (or None).
+        """Store the embedding and entropy (or None) of one audio content.
 
         Arguments
         ---------
         key : str
+            The content digest of the audio file.
         embedding : torch.Tensor
-            (emb_dim,)
+            (emb_dim,), finite.
         entropy : torch.Tensor or None
-            (heads,) attention entropy.
+            (heads,) attention entropy, finite.
 
         Example
         -------
         >>> cache = EmbeddingCache(None, "m")
-        >>> cache.put("a.wav", torch.zeros(3), torch.ones(2))
-        >>> cache.entropies["a.wav"]
+        >>> cache.put("digest-a", torch.zeros(3), torch.ones(2))
+        >>> cache.entropies["digest-a"]
         tensor([1., 1.])
+        >>> cache.put("digest-b", torch.tensor([0.0, float("nan")]), None)
+        Traceback (most recent call last):
+        ...
+        ValueError: embedding of digest-b is not finite; not cached
         """
+        if not _finite(embedding) or (
+            entropy is not None and not _finite(entropy)
+        ):
+            raise ValueError(f"embedding of {key} is not finite; not cached")
         self.embeddings[key] = embedding
         if entropy is not None:
             self.entropies[key] = entropy
@@ -234,29 +259,134 @@ class EmbeddingCache:
             )
 
 
+def _finite(tensor):
+    return bool(torch.isfinite(tensor).all())
+
+
 def model_fingerprint(folder):
-    """A string that changes whenever the folder's checkpoint changes.
+    """Content digests of the files of a pretrained folder that define its
+    embeddings: ``embedding_model.ckpt`` (the weights) and
+    ``hyperparams.yaml`` (the architecture and features). Unlike size and
+    modification time, they change whenever the content does.
 
     Arguments
     ---------
     folder : str or Path
-        A pretrained-model folder holding ``embedding_model.ckpt``.
+        A pretrained-model folder.
 
     Returns
     -------
-    fingerprint : str
-        The checkpoint's size and modification time.
+    fingerprint : dict
+        File name -> sha256 hex digest.
 
     Example
     -------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
     >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1234")
-    >>> model_fingerprint(folder).startswith("4-")
-    True
+    >>> _ = (folder / "hyperparams.yaml").write_text("a: 1")
+    >>> before = model_fingerprint(folder)
+    >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1235")
+    >>> sorted(before), before == model_fingerprint(folder)
+    (['embedding_model.ckpt', 'hyperparams.yaml'], False)
     """
-    stat = (Path(folder) / "embedding_model.ckpt").stat()
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+    return {name: content_digest(Path(folder) / name) for name in MODEL_FILES}
+
+
+def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
+    """What an ``EmbeddingCache`` depends on besides the audio content: the
+    model's content (``model_fingerprint``), the data folder (resolved) and
+    the precision.
+
+    Arguments
+    ---------
+    model_folder : str or Path
+        The pretrained-model folder.
+    data_folder : str or Path or None
+        The folder the audio comes from.
+    precision : str
+        See ``encode_signals``.
+
+    Returns
+    -------
+    fingerprint : str
+        JSON, with keys ``model``, ``data_folder`` and ``precision``.
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1234")
+    >>> _ = (folder / "hyperparams.yaml").write_text("a: 1")
+    >>> fp = json.loads(cache_fingerprint(folder, "/data", "bf16"))
+    >>> fp["data_folder"], fp["precision"]
+    ('/data', 'bf16')
+    """
+    _autocast_dtype(precision)
+    return json.dumps(
+        {
+            "model": model_fingerprint(model_folder),
+            "data_folder": None
+            if data_folder is None
+            else str(Path(data_folder).resolve()),
+            "precision": precision,
+        },
+        sort_keys=True,
+    )
+
+
+def check_device(device):
+    """Refuse, with a one-line message, a device string torch cannot parse
+    or a device this machine does not have, before any model is loaded.
+
+    Arguments
+    ---------
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ...
+
+    Returns
+    -------
+    device : str
+        As given.
+
+    Example
+    -------
+    >>> check_device("cpu")
+    'cpu'
+    >>> check_device("gpu0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'gpu0' is not a torch device (...); use cpu or cuda:N
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device {device!r} is not a torch device ({error}); use cpu "
+            "or cuda:N"
+        ) from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available on this machine "
+                "(no GPU or no CUDA driver); use cpu"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {device!r}: this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+    try:
+        torch.empty(1, device=parsed)
+    except Exception as error:  # torch raises several types
+        message = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"device {device!r} is not available ({message})"
+        ) from None
+    return device
 
 
 def embed_files(
@@ -271,7 +401,16 @@ def embed_files(
     save_every_seconds=60.0,
     precision="fp32",
 ):
-    """Embed every file not yet in ``cache``, batched by length.
+    """Embed every file whose content is not yet in ``cache``, batched by
+    length.
+
+    Each file is identified by the digest of its bytes
+    (``io.content_digest``), so a file replaced under the same name is
+    embedded afresh, and files with identical content are embedded once.
+    A file that cannot be embedded (unreadable, too short, non-finite
+    samples, or a non-finite embedding) stops the embedding; the remaining
+    files are then only read, so that one ValueError lists every such file.
+    The cache is saved either way, with the finished embeddings only.
 
     Arguments
     ---------
@@ -290,45 +429,86 @@ def embed_files(
         Most files per batch.
     sample_rate : int
     progress : bool
-        Show a tqdm bar.
+        Show tqdm bars.
     save_every_seconds : float
     precision : str
         See ``encode_signals``.
 
     Returns
     -------
-    cache : EmbeddingCache
+    embeddings : dict
+        key -> (emb_dim,) embedding, for every key of ``files``.
+    entropies : dict
+        key -> (heads,) attention entropy (empty for poolings without
+        attention).
     """
     from tqdm import tqdm
 
     _autocast_dtype(precision)  # a bad name fails before any work
     if batch_seconds is None:
         batch_seconds = default_batch_seconds(encoder.device)
-    todo = [key for key in files if key not in cache]
+    digests = {}
+    for key in tqdm(files, disable=not progress, desc="hashing", unit="file"):
+        try:
+            digests[key] = content_digest(files[key])
+        except OSError as error:
+            raise ValueError(
+                f"{files[key]}: cannot read ({error.strerror or error})"
+            ) from None
+    todo = list(dict.fromkeys(d for d in digests.values() if d not in cache))
+    path_of = {}
+    for key, digest in digests.items():
+        path_of.setdefault(digest, (files[key], durations[key]))
     batches = length_batches(
-        [durations[k] for k in todo], batch_seconds, max_batch_size
+        [path_of[d][1] for d in todo], batch_seconds, max_batch_size
     )
+    problems = []
     last_save = time.monotonic()
     bar = tqdm(
         total=len(todo), disable=not progress, desc="embedding", unit="file"
     )
     for batch in batches:
         keys = [todo[i] for i in batch]
-        signals = [load_audio(files[k], sample_rate) for k in keys]
-        embeddings, entropies = encode_signals(encoder, signals, precision)
-        for row, key in enumerate(keys):
-            cache.put(
-                key,
-                embeddings[row].clone(),
-                None if entropies is None else entropies[row].clone(),
-            )
+        signals = []
+        for digest in keys:
+            try:
+                signals.append(load_audio(path_of[digest][0], sample_rate))
+            except ValueError as error:  # names the file
+                problems.append(str(error))
         bar.update(len(keys))
+        if problems:  # only read the rest, to list every bad file
+            continue
+        embeddings, entropies = encode_signals(encoder, signals, precision)
+        for row, digest in enumerate(keys):
+            entropy = None if entropies is None else entropies[row].clone()
+            try:
+                cache.put(digest, embeddings[row].clone(), entropy)
+            except ValueError:
+                problems.append(
+                    f"{path_of[digest][0]}: the model gave a non-finite "
+                    f"embedding (precision {precision})"
+                )
         if time.monotonic() - last_save > save_every_seconds:
             cache.save()
             last_save = time.monotonic()
     bar.close()
     cache.save()
-    return cache
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = len(problems) - SHOWN
+        raise ValueError(
+            f"{len(problems)} file{'s' * (len(problems) != 1)} cannot be "
+            f"embedded:\n{shown}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+    return (
+        {key: cache.embeddings[d] for key, d in digests.items()},
+        {
+            key: cache.entropies[d]
+            for key, d in digests.items()
+            if d in cache.entropies
+        },
+    )
 
 
 __all__ = [
@@ -338,5 +518,7 @@ __all__ = [
     "length_batches",
     "EmbeddingCache",
     "model_fingerprint",
+    "cache_fingerprint",
+    "check_device",
     "embed_files",
 ]

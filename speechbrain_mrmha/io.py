@@ -1,6 +1,6 @@
 """File services shared by the plugin, the CLI and the recipe: audio reading
-(whole files or crops, mono, resampled) with errors that name the file, and
-atomic writes whose files follow the umask.
+(whole files or crops, mono, resampled) with errors that name the file,
+content digests of files, and atomic writes whose files follow the umask.
 
 A writer never leaves a half-written file under the final name: it writes a
 fresh temporary file in the destination folder, then renames it into place
@@ -13,6 +13,7 @@ Authors
  * speechbrain-mrmha developers
 """
 
+import hashlib
 import math
 import os
 import shutil
@@ -20,6 +21,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy
 import soundfile
 import torch
 import torchaudio
@@ -27,13 +29,17 @@ import torchaudio
 __all__ = [
     "MIN_SECONDS",
     "audio_info",
+    "audio_seconds",
     "load_audio",
+    "content_digest",
     "atomic_write",
     "write_text_atomic",
     "replace_folder",
 ]
 
 MIN_SECONDS = 0.5  # shortest audio load_audio accepts by default
+DIGEST = "sha256"  # of file contents: hardware-accelerated (SHA-NI, ARMv8)
+_CHUNK = 1 << 20  # bytes read at a time when hashing
 # Extra native-rate context read around a crop before resampling, in units of
 # the longer sample period: torchaudio's default sinc filter reaches 6 zero
 # crossings of the lower rate (lowpass_filter_width=6, rolloff 0.99).
@@ -80,6 +86,86 @@ def audio_info(path):
     return int(info.frames), int(info.samplerate)
 
 
+def audio_seconds(path, sample_rate=16000, min_seconds=MIN_SECONDS):
+    """Duration of an audio file from its header, refusing a file that
+    ``load_audio`` would refuse as too short (the same test and message), so
+    a caller can list every bad file before any audio is decoded.
+
+    Arguments
+    ---------
+    path : str or Path
+        An audio file soundfile can read.
+    sample_rate : int
+        The rate ``load_audio`` will resample to.
+    min_seconds : float
+        Shorter files are refused.
+
+    Returns
+    -------
+    seconds : float
+
+    Example
+    -------
+    >>> import tempfile
+    >>> wav = Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav, torch.zeros(800).numpy(), 16000)
+    >>> audio_seconds(wav, min_seconds=0)
+    0.05
+    >>> audio_seconds(wav)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: /.../a.wav: audio too short (0.05 s, need at least 0.5 s)
+    """
+    frames, rate = audio_info(path)
+    # the length torchaudio's resampler gives: ceil(frames * new / old)
+    _check_length(
+        path, -(-frames * sample_rate // rate), sample_rate, min_seconds
+    )
+    return frames / rate
+
+
+def _check_length(path, samples, sample_rate, min_seconds):
+    """The one "too short" test of ``load_audio`` and ``audio_seconds``."""
+    if samples < min_seconds * sample_rate:
+        raise ValueError(
+            f"{path}: audio too short ({samples / sample_rate:.2f} s, "
+            f"need at least {min_seconds} s)"
+        )
+
+
+def content_digest(path):
+    """Hex digest (sha256) of a file's bytes, read in chunks: the identity of
+    its content, whatever its name, place or modification time.
+
+    Arguments
+    ---------
+    path : str or Path
+
+    Returns
+    -------
+    digest : str
+        64 hex digits.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> _ = f.write_bytes(b"abc")
+    >>> content_digest(f)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.new(DIGEST)
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fin:
+        while True:
+            count = fin.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
 def _native_span(offset, num_samples, rate, sample_rate, frames):
     """The native-rate frames [start, stop) to read for target samples
     [offset, offset + num_samples), and the index of ``offset`` in the
@@ -105,7 +191,9 @@ def load_audio(
 ):
     """Read a file, or a crop of it, as mono float32 at ``sample_rate``.
 
-    Channels are averaged, other sample rates are resampled. A crop reads
+    Channels are averaged, other sample rates are resampled; audio with a
+    NaN or infinite sample is refused (a ValueError naming the file, never
+    a NaN embedding or score downstream). A crop reads
     only the frames it needs (plus a little context when resampling) and
     equals the same slice of the whole file's result (exactly at the file's
     own rate, up to float rounding when resampling).
@@ -175,6 +263,12 @@ def load_audio(
             )
         except Exception as error:
             raise ValueError(f"{path}: cannot read audio ({error})") from None
+    finite = numpy.isfinite(data)
+    if not finite.all():  # only float files can hold NaN / inf
+        raise ValueError(
+            f"{path}: audio has non-finite samples "
+            f"({data.size - int(finite.sum())} NaN or inf values)"
+        )
     signal = torch.from_numpy(data).mean(dim=1)
     if rate != sample_rate:
         signal = torchaudio.functional.resample(signal, rate, sample_rate)
@@ -183,11 +277,7 @@ def load_audio(
         if num_samples is None
         else signal[skip : skip + num_samples]
     )
-    if signal.shape[0] < min_seconds * sample_rate:
-        raise ValueError(
-            f"{path}: audio too short ({signal.shape[0] / sample_rate:.2f} s, "
-            f"need at least {min_seconds} s)"
-        )
+    _check_length(path, signal.shape[0], sample_rate, min_seconds)
     return signal
 
 

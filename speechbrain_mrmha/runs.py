@@ -38,7 +38,13 @@ _HELD = {}  # folder -> open lock file, kept for the life of the process
 
 
 class RunLockedError(RuntimeError):
-    """Another live process runs into the same output folder."""
+    """Another live process runs into the same output folder.
+
+    Example
+    -------
+    >>> issubclass(RunLockedError, RuntimeError)
+    True
+    """
 
 
 def hold_run_lock(folder, what="run"):

@@ -9,7 +9,10 @@ To run:
 
 Writes <output_folder>/scores.txt (enrol test score label), metrics.json
 (EER %, normalised minDCF at p_target 0.01 and 0.05, trial count, per-head
-attention entropy) and embeddings.pt, a cache that lets a rerun skip finished files.
+attention entropy, the data folder, the trial list's sha256) and
+embeddings.pt, a cache keyed by the content of each audio file and tied to
+the model's content, the data folder and the precision, so that a rerun
+skips exactly the files embedded before with the same content.
 
 Authors
  * speechbrain-mrmha developers
@@ -28,10 +31,17 @@ from speechbrain_mrmha.annotation import read_annotation
 from speechbrain_mrmha.export import load_encoder
 from speechbrain_mrmha.extraction import (
     EmbeddingCache,
+    cache_fingerprint,
+    check_device,
     embed_files,
-    model_fingerprint,
 )
-from speechbrain_mrmha.io import audio_info, write_text_atomic
+from speechbrain_mrmha.io import (
+    MIN_SECONDS,
+    audio_seconds,
+    content_digest,
+    write_text_atomic,
+)
+from speechbrain_mrmha.runs import hold_run_lock
 from speechbrain_mrmha.scoring import (
     EER,
     cohort_statistics,
@@ -59,7 +69,7 @@ def candidates(entry, data_folder):
 
 def resolve_entries(entries, data_folder, annotation=None):
     """Audio path and header duration of each trial entry; one error lists
-    every entry that is missing, ambiguous or unreadable."""
+    every entry that is missing, ambiguous, unreadable or too short."""
     found, problems = lookup(entries, data_folder, annotation)
     raise_problems(problems)
     return found
@@ -81,7 +91,8 @@ def raise_problems(problems):
 
 def lookup(entries, data_folder, annotation=None):
     """Entry -> (audio path, duration) for the entries found, and the
-    problems of the others."""
+    problems of the others (missing, ambiguous, unreadable, or shorter than
+    io.MIN_SECONDS, from the header or the annotation's duration)."""
     rows = None
     if annotation is not None:
         rows = read_annotation(
@@ -93,8 +104,14 @@ def lookup(entries, data_folder, annotation=None):
             key = entry if entry in rows else entry.removesuffix(".wav")
             if key not in rows:
                 problems.append(f"{entry}: no ID {key!r} in {annotation}")
-                continue
-            found[entry] = (rows[key]["wav"], rows[key]["duration"])
+            elif rows[key]["duration"] < MIN_SECONDS:
+                problems.append(
+                    f"{entry}: {rows[key]['wav']}: audio too short "
+                    f"({rows[key]['duration']:.2f} s in {annotation}, need "
+                    f"at least {MIN_SECONDS} s)"
+                )
+            else:
+                found[entry] = (rows[key]["wav"], rows[key]["duration"])
             continue
         paths = [p for p in candidates(entry, Path(data_folder)) if p.is_file()]
         if not paths:
@@ -108,8 +125,7 @@ def lookup(entries, data_folder, annotation=None):
             )
         else:
             try:
-                frames, rate = audio_info(paths[0])
-                found[entry] = (str(paths[0]), frames / rate)
+                found[entry] = (str(paths[0]), audio_seconds(paths[0]))
             except ValueError as error:  # names the file
                 problems.append(str(error))
     return found, problems
@@ -133,7 +149,7 @@ def cohort_embeddings(encoder, hparams, cache):
         for group in chosen.values()
         for row in group
     }
-    embed_files(
+    embeddings, _ = embed_files(
         encoder,
         files,
         durations,
@@ -145,9 +161,7 @@ def cohort_embeddings(encoder, hparams, cache):
     )
     return torch.stack(
         [
-            torch.stack([cache.embeddings[row["wav"]] for row in group]).mean(
-                dim=0
-            )
+            torch.stack([embeddings[row["wav"]] for row in group]).mean(dim=0)
             for group in chosen.values()
         ]
     )
@@ -162,6 +176,8 @@ def main(argv):
         raise ValueError(
             f"score_norm must be one of {SCORE_NORMS}, got {hparams['score_norm']!r}"
         )
+    device = check_device(run_opts.get("device") or "cpu")
+    hold_run_lock(hparams["output_folder"], "verification")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -182,19 +198,23 @@ def main(argv):
     )
     durations = dict([*enrol.values(), *test.values()])
 
+    # read from the pretrained folder itself: no links that could outlive it
     encoder = load_encoder(
         hparams["pretrained_path"],
-        savedir=output / "model",
-        device=run_opts.get("device") or "cpu",
+        device=device,
         channels_last=hparams["channels_last"],
     )
-    # the cache holds embeddings of one precision: another starts afresh
+    # embeddings are cached by audio content, for this model content, data
+    # folder and precision: any other starts afresh
     hparams["precision"] = run_opts.get("precision") or "fp32"
-    fingerprint = model_fingerprint(hparams["pretrained_path"])
-    if hparams["precision"] != "fp32":
-        fingerprint += f"-{hparams['precision']}"
+    fingerprint = cache_fingerprint(
+        hparams["pretrained_path"],
+        hparams["data_folder"],
+        hparams["precision"],
+    )
     cache = EmbeddingCache(output / "embeddings.pt", fingerprint)
-    embed_files(
+    cached = len(cache.embeddings)
+    embedded, entropies = embed_files(
         encoder,
         {n: n for n in names},
         durations,
@@ -204,7 +224,11 @@ def main(argv):
         hparams["sample_rate"],
         precision=hparams["precision"],
     )
-    embeddings = torch.stack([cache.embeddings[n] for n in names])
+    print(
+        f"embedded {len(cache.embeddings) - cached} of {len(names)} files "
+        f"(the others from {output / 'embeddings.pt'})"
+    )
+    embeddings = torch.stack([embedded[n] for n in names])
     scores = cosine_score_trials(embeddings, enrol_index, test_index)
 
     if hparams["score_norm"] is not None:
@@ -219,7 +243,7 @@ def main(argv):
         mean, std = cohort_statistics(embeddings, cohort, top_k=top_k)
         scores = normalize_scores(scores, enrol_index, test_index, mean, std)
 
-    metrics = report(hparams, trials, scores, names, cache)
+    metrics = report(hparams, trials, scores, names, entropies)
     write_scores(output / "scores.txt", trials, scores)
     write_text_atomic(
         output / "metrics.json", json.dumps(metrics, indent=2) + "\n"
@@ -228,8 +252,9 @@ def main(argv):
     return metrics
 
 
-def report(hparams, trials, scores, names, cache):
-    """EER, normalised minDCF and the run's settings as a dict."""
+def report(hparams, trials, scores, names, entropies):
+    """EER, normalised minDCF and the run's settings as a dict: the data
+    folder, the trial list and its sha256, the pretrained folder."""
     labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
     positive, negative = scores[labels], scores[~labels]
     eer, threshold = EER(positive, negative)
@@ -249,11 +274,15 @@ def report(hparams, trials, scores, names, cache):
         "n_files": len(names),
         "score_norm": hparams["score_norm"],
         "precision": hparams["precision"],
+        "data_folder": str(Path(hparams["data_folder"]).resolve()),
         "verification_file": str(hparams["verification_file"]),
+        "verification_file_sha256": content_digest(
+            hparams["verification_file"]
+        ),
         "pretrained_path": str(hparams["pretrained_path"]),
     }
-    if cache.entropies:
-        entropy = torch.stack([cache.entropies[n] for n in names]).mean(dim=0)
+    if entropies:
+        entropy = torch.stack([entropies[n] for n in names]).mean(dim=0)
         metrics["entropy_per_head"] = [round(float(e), 4) for e in entropy]
     return metrics
 

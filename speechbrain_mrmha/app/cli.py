@@ -14,8 +14,10 @@ Commands (``--help`` on each):
 * ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.app.demo``).
 
 Audio at another sample rate is resampled and stereo is mixed down. Bad
-input (an unreadable or too short file, a missing model folder, ...) prints
-``error: <message>`` on stderr and exits with code 2.
+input (unreadable, too short or non-finite audio, a missing model folder, an
+unknown or absent ``--device``, ...) prints ``error: <message>`` on stderr
+and exits with code 2; every unreadable or too short file is listed in one
+error before the model loads.
 
 Authors
  * speechbrain-mrmha developers
@@ -26,7 +28,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 PROG = "python -m speechbrain_mrmha"
@@ -109,7 +110,7 @@ def write_embeddings(paths, embeddings, out):
 
     Example
     -------
-    >>> import numpy, torch
+    >>> import numpy, tempfile, torch
     >>> out = Path(tempfile.mkdtemp()) / "emb.npz"
     >>> vectors = {"a.wav": torch.ones(3), "b.wav": torch.zeros(3)}
     >>> _ = write_embeddings(["a.wav", "b.wav", "a.wav"], vectors, out)
@@ -171,14 +172,27 @@ def check_embedding_path(out):
 
 
 def _load_model(stack, model, device):
-    """Load a pretrained folder, SpeechBrain's links in a temporary folder."""
+    """Load a pretrained folder (read in place: nothing is written)."""
     from speechbrain_mrmha.export import check_pretrained, load_encoder
 
     check_pretrained(model)
-    savedir = stack.enter_context(
-        tempfile.TemporaryDirectory(prefix="mrmha-model-")
-    )
-    return load_encoder(model, savedir=savedir, device=device)
+    return load_encoder(model, device=device)
+
+
+def _check_device(device):
+    """A bad or absent device fails before any file or model is read."""
+    from speechbrain_mrmha.extraction import check_device
+
+    check_device(device)
+
+
+def _bad_files(problems):
+    """One error listing every file that cannot be used."""
+    if problems:
+        raise ValueError(
+            f"{len(problems)} file{'s' * (len(problems) != 1)} cannot be "
+            "used: " + "; ".join(problems)
+        )
 
 
 def _run_verify(args, stack):
@@ -188,15 +202,28 @@ def _run_verify(args, stack):
     from speechbrain_mrmha.extraction import encode_signals
     from speechbrain_mrmha.io import load_audio
 
+    _check_device(args.device)
     if args.threshold is None:
         threshold, source = default_threshold(args.model)
     else:
         threshold, source = args.threshold, "--threshold"
-    signals = [
-        load_audio(path, SAMPLE_RATE) for path in (args.first, args.second)
-    ]
+    signals, problems = [], []
+    for path in (args.first, args.second):
+        try:
+            signals.append(load_audio(path, SAMPLE_RATE))
+        except ValueError as error:  # names the file
+            problems.append(str(error))
+    _bad_files(problems)
     encoder = _load_model(stack, args.model, args.device)
     embeddings, _ = encode_signals(encoder, signals, args.precision)
+    _bad_files(
+        [
+            f"{path}: the model gave a non-finite embedding (precision "
+            f"{args.precision})"
+            for path, row in zip((args.first, args.second), embeddings)
+            if not torch.isfinite(row).all()
+        ]
+    )
     score = float(
         torch.nn.functional.cosine_similarity(
             embeddings[0], embeddings[1], dim=0
@@ -216,8 +243,9 @@ def _run_embed(args, stack):
         default_batch_seconds,
         embed_files,
     )
-    from speechbrain_mrmha.io import audio_info
+    from speechbrain_mrmha.io import audio_seconds
 
+    _check_device(args.device)
     check_embedding_path(args.out)
     if args.batch_seconds is None:
         args.batch_seconds = default_batch_seconds(args.device)
@@ -226,14 +254,17 @@ def _run_embed(args, stack):
             "--batch-seconds must be > 0 and --max-batch-size >= 1"
         )
     files = {path: path for path in args.files}  # each file once
-    durations = {}
-    for path in (
-        files
-    ):  # every header up front: unreadable files fail before the model loads
-        frames, rate = audio_info(path)
-        durations[path] = frames / rate
+    # every header up front: unreadable and too short files are listed
+    # together, before the model loads
+    durations, problems = {}, []
+    for path in files:
+        try:
+            durations[path] = audio_seconds(path, SAMPLE_RATE)
+        except ValueError as error:  # names the file
+            problems.append(str(error))
+    _bad_files(problems)
     encoder = _load_model(stack, args.model, args.device)
-    cache = embed_files(
+    embeddings, _ = embed_files(
         encoder,
         files,
         durations,
@@ -244,8 +275,8 @@ def _run_embed(args, stack):
         progress=False,
         precision=args.precision,
     )
-    out = write_embeddings(args.files, cache.embeddings, args.out)
-    dim = next(iter(cache.embeddings.values())).shape[0]
+    out = write_embeddings(args.files, embeddings, args.out)
+    dim = next(iter(embeddings.values())).shape[0]
     print(f"{len(args.files)} embeddings of dim {dim} -> {out}")
     return 0
 
@@ -259,6 +290,7 @@ def _run_plot_attention(args, stack):
     )
     from speechbrain_mrmha.io import load_audio
 
+    _check_device(args.device)
     _matplotlib()  # fail early with the install hint
     signal = load_audio(args.wav, SAMPLE_RATE)
     encoder = _load_model(stack, args.model, args.device)
@@ -463,9 +495,13 @@ def build_parser():
 
 
 def _one_line(error):
-    return "; ".join(
-        line.strip() for line in str(error).splitlines() if line.strip()
-    )
+    """A multi-line message on one line ("N files ...:" then one per line)."""
+    text = ""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line:
+            text += (" " if text.endswith(":") else "; ") * bool(text) + line
+    return text
 
 
 def main(argv=None):

@@ -540,3 +540,100 @@ def test_demo_without_the_recipe_says_so_in_one_line(
     )
     assert str(tmp_path / "missing") in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: errors must come before it."""
+    from speechbrain_mrmha import export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(export, "load_encoder", refuse)
+
+
+def one_error_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1, captured
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_embed_lists_every_unreadable_or_short_file_before_the_model(
+    inputs, tmp_path, no_model, capsys
+):
+    """Too short files are known from the header: they are listed with the
+    unreadable ones in one error, before the model loads."""
+    tiny = tmp_path / "tiny.wav"
+    soundfile.write(tiny, np.zeros(800, dtype="float32"), 16000)
+    files = [inputs.first, inputs.short, inputs.not_audio, str(tiny)]
+    out = tmp_path / "e.pt"
+    assert (
+        main(["embed", "--model", inputs.model, *files, "--out", str(out)]) == 2
+    )
+    line = one_error_line(capsys)
+    assert line.startswith("error: 3 files cannot be used: ")
+    assert f"{inputs.short}: audio too short (0.10 s" in line
+    assert f"{tiny}: audio too short (0.05 s" in line
+    assert f"{inputs.not_audio}: cannot read audio header" in line
+    assert not out.exists()
+
+
+def test_non_finite_audio_is_an_error_naming_the_file_not_a_nan_score(
+    inputs, tmp_path, capsys
+):
+    """A float WAV full of NaN used to print 'score: nan' and exit 0."""
+    nan = tmp_path / "nan.wav"
+    soundfile.write(
+        nan, np.full(16000, np.nan, dtype="float32"), 16000, subtype="FLOAT"
+    )
+    assert (
+        main(["verify", "--model", inputs.model, inputs.first, str(nan)]) == 2
+    )
+    assert f"{nan}: audio has non-finite samples" in one_error_line(capsys)
+    out = tmp_path / "e.npy"
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                inputs.model,
+                inputs.first,
+                str(nan),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    line = one_error_line(capsys)
+    assert line.startswith("error: 1 file cannot be embedded: ")
+    assert f"{nan}: audio has non-finite samples" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:0", "cuda:x"])
+@pytest.mark.parametrize("command", ["verify", "embed", "attention"])
+def test_unknown_or_absent_device_is_one_line_before_the_model(
+    inputs, tmp_path, no_model, capsys, command, device
+):
+    """--device cuda:0 without a GPU used to end in a 31-line traceback."""
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    args = {
+        "verify": ["verify", inputs.first, inputs.second],
+        "embed": ["embed", inputs.first, "--out", str(tmp_path / "e.pt")],
+        "attention": [
+            "plot",
+            "attention",
+            "--wav",
+            inputs.first,
+            "--out",
+            str(tmp_path / "a.png"),
+        ],
+    }[command]
+    assert main([*args, "--model", inputs.model, "--device", device]) == 2
+    assert one_error_line(capsys).startswith(f"error: device {device!r}")
+    assert list(tmp_path.iterdir()) == []

@@ -126,7 +126,7 @@ def test_training_logs_loss_accuracy_and_entropy(trained):
 def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     from speechbrain_mrmha.export import load_encoder
     from speechbrain_mrmha.extraction import encode_signals
-    from speechbrain_mrmha.io import load_audio
+    from speechbrain_mrmha.io import content_digest, load_audio
     from speechbrain_mrmha.scoring import EER
     from speechbrain_mrmha.trials import read_trials
 
@@ -155,16 +155,27 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
         100 * EER(scores[labels], scores[~labels])[0], abs=1e-3
     )
 
-    # the script's embeddings equal EncoderClassifier.encode_batch on each file alone
-    cache = torch.load(out / "embeddings.pt")["embeddings"]
-    encoder = load_encoder(trained / "pretrained", savedir=tmp_path / "enc")
+    # the script's embeddings (cached by content digest) equal
+    # EncoderClassifier.encode_batch on each file alone
+    stored = torch.load(out / "embeddings.pt")
+    wav_files = {
+        name: Path(tiny_corpus.wav_folder) / name
+        for t in trials
+        for name in (t.enrol, t.test)
+    }
+    cache = {
+        name: stored["embeddings"][content_digest(path)]
+        for name, path in wav_files.items()
+    }
+    assert len(stored["embeddings"]) == len(cache) == metrics["n_files"]
+    encoder = load_encoder(trained / "pretrained")
     for name in list(cache)[:4]:
-        signal = load_audio(Path(tiny_corpus.wav_folder) / name)
+        signal = load_audio(wav_files[name])
         alone = encoder.encode_batch(signal.unsqueeze(0)).squeeze()
         assert torch.allclose(cache[name], alone, atol=1e-4), name
     # ... and whatever batch they are computed in
     names = list(cache)[:5]
-    signals = [load_audio(Path(tiny_corpus.wav_folder) / n) for n in names]
+    signals = [load_audio(wav_files[n]) for n in names]
     batched, _ = encode_signals(encoder, signals)
     reversed_batch, _ = encode_signals(encoder, signals[::-1])
     assert torch.allclose(batched, reversed_batch.flip(0), atol=1e-4)
@@ -174,7 +185,7 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
 
     # a rerun reuses the cache (same file content) and gives the same scores
     before = (out / "scores.txt").read_text()
-    run(args)
+    assert f"embedded 0 of {metrics['n_files']} files" in run(args).stdout
     assert (out / "scores.txt").read_text() == before
 
     # --precision=bf16 embeds afresh (the cache is per precision), close to fp32
@@ -182,17 +193,13 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
     metrics16 = json.loads((out / "metrics.json").read_text())
     assert metrics["precision"] == "fp32" and metrics16["precision"] == "bf16"
     cache16 = torch.load(out / "embeddings.pt")
-    assert (
-        cache16["fingerprint"].endswith("-bf16")
-        and cache16["embeddings"].keys() == cache.keys()
-    )
+    assert json.loads(cache16["fingerprint"])["precision"] == "bf16"
+    assert cache16["embeddings"].keys() == stored["embeddings"].keys()
     for name, embedding in cache.items():
-        assert not torch.equal(cache16["embeddings"][name], embedding), name
+        half = cache16["embeddings"][content_digest(wav_files[name])]
+        assert not torch.equal(half, embedding), name
         assert (
-            torch.nn.functional.cosine_similarity(
-                cache16["embeddings"][name], embedding, dim=0
-            )
-            > 0.99
+            torch.nn.functional.cosine_similarity(half, embedding, dim=0) > 0.99
         ), name
 
 
@@ -851,3 +858,213 @@ def test_a_second_verification_into_the_same_folder_stops_at_once(
     finally:
         holder.kill()
         holder.wait()
+
+
+def verify(data, model, out, extra=(), check=True):
+    """The verification recipe on ``data`` with pretrained folder ``model``."""
+    return run(
+        [
+            RECIPE / "speaker_verification_cosine.py",
+            RECIPE / "hparams" / "verification.yaml",
+            f"--data_folder={data}",
+            f"--pretrained_path={model}",
+            f"--output_folder={out}",
+            *extra,
+        ],
+        check=check,
+    )
+
+
+def read_score_file(out):
+    """(enrol, test) -> score of a scores.txt."""
+    rows = [
+        line.split() for line in (out / "scores.txt").read_text().split("\n")
+    ]
+    return {(r[0], r[1]): float(r[2]) for r in rows if r}
+
+
+def perturb_checkpoint(folder, seed):
+    """New weights of the same shapes, same file size and mtime."""
+    ckpt = Path(folder) / "embedding_model.ckpt"
+    stat = ckpt.stat()
+    state = torch.load(ckpt)
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if value.is_floating_point() and "norm" not in key:
+            value += 0.3 * torch.randn(value.shape, generator=generator)
+    torch.save(state, ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ckpt.stat().st_size == stat.st_size
+
+
+def test_verification_cache_follows_audio_model_and_data_folder(
+    tiny_corpus, tiny_pretrained, tmp_path
+):
+    """The cache never serves the embedding of other audio or another model.
+    Observed before: every file replaced with noise, rerun into the same
+    folder: 0 files embedded, the old EER; a second model run into the same
+    folder used the first model (SpeechBrain reused its links in
+    OUT/model). Outputs are readable by all under umask 022."""
+    import hashlib
+    import shutil
+    import stat
+
+    import soundfile
+
+    from speechbrain_mrmha.trials import read_trials
+
+    data, model, out = tmp_path / "data", tmp_path / "model", tmp_path / "out"
+    shutil.copytree(tiny_corpus.root, data)
+    shutil.copytree(tiny_pretrained, model)
+    trials = read_trials(data / "meta" / "veri_test2.txt")
+    n_files = len({name for t in trials for name in (t.enrol, t.test)})
+    umask = os.umask(0o022)
+    try:
+        first = verify(data, model, out)
+    finally:
+        os.umask(umask)
+    assert f"embedded {n_files} of {n_files} files" in first.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data_folder"] == str(data.resolve())
+    assert (
+        metrics["verification_file_sha256"]
+        == hashlib.sha256(
+            (data / "meta" / "veri_test2.txt").read_bytes()
+        ).hexdigest()
+    )
+    for name in ("scores.txt", "metrics.json", "embeddings.pt"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert not (out / "model").exists()  # no links to a model folder
+    scores = read_score_file(out)
+
+    # 1. one file's audio replaced: same name, same size, same mtime
+    replaced = data / "wav" / trials[0].enrol
+    info, before = soundfile.info(replaced), replaced.stat()
+    noise = np.random.default_rng(0).standard_normal(info.frames) * 0.1
+    soundfile.write(replaced, noise, info.samplerate, subtype=info.subtype)
+    os.utime(replaced, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert replaced.stat().st_size == before.st_size
+    assert f"embedded 1 of {n_files} files" in verify(data, model, out).stdout
+    rescored = read_score_file(out)
+    for (enrol, test), score in scores.items():
+        if trials[0].enrol in (enrol, test):
+            assert abs(rescored[enrol, test] - score) > 1e-4, (enrol, test)
+        else:
+            assert rescored[enrol, test] == score, (enrol, test)
+
+    # 2. the checkpoint's content changes, same size and mtime
+    perturb_checkpoint(model, seed=1)
+    assert f"embedded {n_files} of {n_files}" in verify(data, model, out).stdout
+    changed = read_score_file(out)
+    assert max(abs(changed[k] - rescored[k]) for k in changed) > 1e-3
+
+    # 3. another model folder into the same output folder is that model
+    other = tmp_path / "other"
+    shutil.copytree(tiny_pretrained, other)
+    perturb_checkpoint(other, seed=2)
+    verify(data, other, out)
+    verify(data, other, tmp_path / "fresh")
+    fresh = read_score_file(tmp_path / "fresh")
+    assert max(abs(read_score_file(out)[k] - fresh[k]) for k in fresh) < 1e-4
+    assert max(abs(changed[k] - fresh[k]) for k in fresh) > 1e-3
+
+    # 4. the same content under another data folder: the cache is tied to
+    # its data folder, so everything is embedded afresh (same scores)
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    result = verify(copy, other, out)
+    assert f"embedded {n_files} of {n_files} files" in result.stdout
+    assert max(abs(read_score_file(out)[k] - fresh[k]) for k in fresh) < 1e-4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data_folder"] == str(copy.resolve())
+
+
+def test_verification_names_non_finite_audio_and_writes_no_result(
+    tiny_corpus, tiny_pretrained, tmp_path
+):
+    """A float WAV holding NaN (or inf) used to end in 'EER:
+    positive_scores contains NaN', naming no file."""
+    import shutil
+
+    import soundfile
+
+    from speechbrain_mrmha.trials import read_trials
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(tiny_corpus.root, data)
+    trials = read_trials(data / "meta" / "veri_test2.txt")
+    bad = [data / "wav" / trials[0].enrol, data / "wav" / trials[0].test]
+    for path, value in zip(bad, (np.nan, np.inf)):
+        frames = soundfile.info(path).frames
+        soundfile.write(
+            path, np.full(frames, value, "float32"), 16000, subtype="FLOAT"
+        )
+    result = verify(data, tiny_pretrained, out, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "2 files cannot be embedded" in output
+    for path in bad:
+        assert f"{path}: audio has non-finite samples" in output
+    assert not (out / "scores.txt").exists()
+    assert not (out / "metrics.json").exists()
+
+
+def test_too_short_trial_files_are_listed_up_front(tmp_path, monkeypatch):
+    """A 0.05 s file used to pass the up-front check and fail after the
+    other files were embedded."""
+    import soundfile
+
+    monkeypatch.syspath_prepend(str(RECIPE))
+    from speaker_verification_cosine import resolve_entries
+
+    data = tmp_path / "data"
+    (data / "wav").mkdir(parents=True)
+    for name, seconds in (("good", 1.0), ("short", 0.05), ("edge", 0.49)):
+        soundfile.write(
+            data / "wav" / f"{name}.wav",
+            np.zeros(int(16000 * seconds), "float32"),
+            16000,
+        )
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_entries(["good", "short", "missing", "edge"], data)
+    message = str(error.value)
+    assert "3 trial entries cannot be read" in message
+    assert "short.wav: audio too short (0.05 s, need at least 0.5 s)" in message
+    assert "edge.wav: audio too short (0.49 s" in message
+    assert "missing: missing" in message and "good" not in message
+
+    csv = tmp_path / "test.csv"
+    csv.write_text(
+        "ID,duration,wav\n"
+        f"a,1.0,{data / 'wav' / 'good.wav'}\n"
+        f"b,0.2,{data / 'wav' / 'short.wav'}\n"
+    )
+    assert resolve_entries(["a"], data, csv)["a"][1] == 1.0
+    with pytest.raises(
+        FileNotFoundError, match=r"b: .*short.wav: audio too short \(0.20 s in "
+    ):
+        resolve_entries(["a", "b"], data, csv)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "banana"])
+def test_verification_refuses_an_absent_device_before_any_work(
+    tiny_corpus, tiny_pretrained, tmp_path, monkeypatch, device
+):
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.syspath_prepend(str(RECIPE))
+    from speaker_verification_cosine import main
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"device '{device}'"):
+        main(
+            [
+                str(RECIPE / "hparams" / "verification.yaml"),
+                f"--data_folder={tiny_corpus.root}",
+                f"--pretrained_path={tiny_pretrained}",
+                f"--output_folder={out}",
+                f"--device={device}",
+            ]
+        )
+    assert not out.exists()

@@ -1,20 +1,32 @@
 """Tests of the extraction helpers (speechbrain_mrmha/extraction.py) that
 need no training: channels-last weights, autocast precision, CPU batch
-budget, windowed encoding of long inputs through ``encode_signals``, and the
-embedding cache on disk and in memory."""
+budget, windowed encoding of long inputs through ``encode_signals``, the
+embedding cache on disk and in memory (keyed by audio content, never serving
+a non-finite embedding, tied to the model's content), errors that list every
+bad file, and the device check."""
 
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from speechbrain_mrmha.export import load_encoder
 from speechbrain_mrmha.extraction import (
     EmbeddingCache,
+    cache_fingerprint,
+    check_device,
     default_batch_seconds,
     embed_files,
     encode_signals,
     length_batches,
+    model_fingerprint,
 )
-from speechbrain_mrmha.io import load_audio
+from speechbrain_mrmha.io import content_digest, load_audio
 
 
 def noise(seconds, seed):
@@ -127,7 +139,7 @@ def test_embed_files_default_budget_matches_encode_alone(
     wavs = sorted(Path(tiny_corpus.wav_folder).rglob("*.wav"))[:5]
     files = {str(p): str(p) for p in wavs}
     durations = {k: load_audio(v).shape[0] / 16000 for k, v in files.items()}
-    cache = embed_files(
+    embeddings, entropies = embed_files(
         tiny_encoder,
         files,
         durations,
@@ -135,22 +147,23 @@ def test_embed_files_default_budget_matches_encode_alone(
         progress=False,
     )
     for key, path in files.items():
-        alone, _ = encode_signals(tiny_encoder, [load_audio(path)])
-        assert (cache.embeddings[key] - alone[0]).abs().max() <= 1e-4, key
+        alone, entropy = encode_signals(tiny_encoder, [load_audio(path)])
+        assert (embeddings[key] - alone[0]).abs().max() <= 1e-4, key
+        assert (entropies[key] - entropy[0]).abs().max() <= 1e-4, key
 
 
 def test_cache_on_disk_round_trip_and_atomic_save(tmp_path):
     path = tmp_path / "cache" / "emb.pt"
     cache = EmbeddingCache(path, "model-1")
-    cache.put("a.wav", torch.arange(3.0), torch.ones(2))
+    cache.put("digest-a", torch.arange(3.0), torch.ones(2))
     cache.save()
     assert [p.name for p in path.parent.iterdir()] == [
         "emb.pt"
     ]  # no temporary file left
     again = EmbeddingCache(path, "model-1")
-    assert torch.equal(again.embeddings["a.wav"], torch.arange(3.0))
-    assert torch.equal(again.entropies["a.wav"], torch.ones(2))
-    assert "a.wav" not in EmbeddingCache(
+    assert torch.equal(again.embeddings["digest-a"], torch.arange(3.0))
+    assert torch.equal(again.entropies["digest-a"], torch.ones(2))
+    assert "digest-a" not in EmbeddingCache(
         path, "model-2"
     )  # another model starts afresh
 
@@ -167,7 +180,7 @@ def test_in_memory_cache_reads_and_writes_nothing(
     durations = {p: load_audio(p).shape[0] / 16000 for p in wavs}
     cache = EmbeddingCache(None, "m")
     assert cache.path is None and not cache.embeddings
-    filled = embed_files(
+    embeddings, _ = embed_files(
         tiny_encoder,
         {p: p for p in wavs},
         durations,
@@ -175,5 +188,201 @@ def test_in_memory_cache_reads_and_writes_nothing(
         progress=False,
         save_every_seconds=0.0,
     )
-    assert filled is cache and sorted(cache.embeddings) == wavs
+    assert sorted(embeddings) == wavs
+    assert sorted(cache.embeddings) == sorted(content_digest(p) for p in wavs)
     assert list(tmp_path.iterdir()) == []
+
+
+def write_wav(path, seconds, seed, subtype="PCM_16", value=None):
+    """Noise (or a constant ``value``) at 16 kHz; returns the path as str."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (
+        np.full(int(16000 * seconds), value, dtype="float32")
+        if value is not None
+        else 0.1
+        * np.random.default_rng(seed).standard_normal(int(16000 * seconds))
+    )
+    soundfile.write(path, data, 16000, subtype=subtype)
+    return str(path)
+
+
+def embed(encoder, paths, cache):
+    """embed_files on {path: path} with header durations."""
+    files = {str(p): str(p) for p in paths}
+    durations = {p: soundfile.info(p).duration for p in files}
+    return embed_files(encoder, files, durations, cache, progress=False)
+
+
+def test_replaced_audio_under_the_same_name_is_embedded_afresh(
+    tiny_encoder, tmp_path
+):
+    """The observed bug: audio replaced under the same name, rerun with the
+    same cache file, served the old embedding. Same size, same mtime."""
+    cache_file = tmp_path / "emb.pt"
+    wav = write_wav(tmp_path / "data" / "a.wav", 1.2, seed=1)
+    other = write_wav(tmp_path / "data" / "b.wav", 1.4, seed=2)
+    before, _ = embed(
+        tiny_encoder, [wav, other], EmbeddingCache(cache_file, "m")
+    )
+    stat = os.stat(wav)
+    write_wav(tmp_path / "data" / "a.wav", 1.2, seed=3)  # new audio
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(wav).st_size == stat.st_size
+    cache = EmbeddingCache(cache_file, "m")
+    after, _ = embed(tiny_encoder, [wav, other], cache)
+    fresh, _ = encode_signals(tiny_encoder, [load_audio(wav)])
+    assert (after[wav] - fresh[0]).abs().max() <= 1e-4
+    assert (after[wav] - before[wav]).abs().max() > 1e-3
+    assert torch.equal(after[other], before[other])  # served from the cache
+    assert len(cache.embeddings) == 3  # old a, b, new a
+
+
+def test_identical_content_is_one_key_whatever_the_name_or_folder(
+    tiny_encoder, tmp_path
+):
+    """The key is the content: a copy under another name or folder is served
+    the same embedding (within one fingerprint; ``cache_fingerprint`` ties a
+    cache to its data folder, see test_cache_fingerprint_...)."""
+    wav = write_wav(tmp_path / "one" / "a.wav", 1.1, seed=4)
+    copy = tmp_path / "two" / "renamed.wav"
+    copy.parent.mkdir()
+    shutil.copyfile(wav, copy)
+    cache = EmbeddingCache(tmp_path / "emb.pt", "m")
+    embeddings, _ = embed(tiny_encoder, [wav, copy], cache)
+    assert list(cache.embeddings) == [content_digest(wav)]
+    assert torch.equal(embeddings[wav], embeddings[str(copy)])
+
+
+def test_cached_non_finite_embedding_is_never_served(tiny_encoder, tmp_path):
+    wav = write_wav(tmp_path / "a.wav", 1.3, seed=5)
+    digest = content_digest(wav)
+    cache_file = tmp_path / "emb.pt"
+    poisoned = torch.full((16,), float("nan"))
+    torch.save(  # a cache file written by an older version
+        {
+            "fingerprint": "m",
+            "embeddings": {digest: poisoned},
+            "entropies": {digest: torch.ones(2)},
+        },
+        cache_file,
+    )
+    cache = EmbeddingCache(cache_file, "m")
+    assert digest not in cache
+    embeddings, _ = embed(tiny_encoder, [wav], cache)
+    assert torch.isfinite(embeddings[wav]).all()
+    with pytest.raises(ValueError, match="not finite; not cached"):
+        cache.put("x", poisoned, None)
+    with pytest.raises(ValueError, match="not finite; not cached"):
+        cache.put("x", torch.ones(16), torch.tensor([1.0, float("inf")]))
+
+
+def test_non_finite_embedding_is_an_error_naming_the_file(
+    tiny_encoder, tmp_path, monkeypatch
+):
+    from speechbrain_mrmha import extraction
+
+    wavs = [write_wav(tmp_path / f"{i}.wav", 1.0 + i / 10, i) for i in range(3)]
+    real = extraction.encode_signals
+
+    def nan_for_the_longest(encoder, signals, precision="fp32"):
+        embeddings, entropies = real(encoder, signals, precision)
+        longest = max(range(len(signals)), key=lambda i: len(signals[i]))
+        embeddings[longest] = float("nan")
+        return embeddings, entropies
+
+    monkeypatch.setattr(extraction, "encode_signals", nan_for_the_longest)
+    cache = EmbeddingCache(tmp_path / "emb.pt", "m")
+    with pytest.raises(ValueError) as error:
+        embed(tiny_encoder, wavs, cache)
+    assert f"{wavs[2]}: the model gave a non-finite embedding" in str(
+        error.value
+    )
+    assert content_digest(wavs[2]) not in EmbeddingCache(cache.path, "m")
+
+
+def test_every_bad_file_is_listed_and_finished_embeddings_are_kept(
+    tiny_encoder, tmp_path
+):
+    """Non-finite samples are found when a file is read: the first one stops
+    the embedding, the rest are only read, one error lists them all, and the
+    cache holds only complete, finite embeddings (a rerun resumes)."""
+    good = [write_wav(tmp_path / f"g{i}.wav", 3.0, seed=i) for i in range(2)]
+    nan = write_wav(tmp_path / "nan.wav", 2.0, 0, "FLOAT", float("nan"))
+    inf = write_wav(tmp_path / "inf.wav", 1.0, 0, "FLOAT", float("inf"))
+    cache = EmbeddingCache(tmp_path / "emb.pt", "m")
+    files = {p: p for p in good + [nan, inf]}
+    durations = {p: soundfile.info(p).duration for p in files}
+    with pytest.raises(ValueError) as error:
+        embed_files(
+            tiny_encoder,
+            files,
+            durations,
+            cache,
+            max_batch_size=1,
+            progress=False,
+        )
+    message = str(error.value)
+    assert message.startswith("2 files cannot be embedded:")
+    assert f"{nan}: audio has non-finite samples" in message
+    assert f"{inf}: audio has non-finite samples" in message
+    stored = EmbeddingCache(tmp_path / "emb.pt", "m")
+    assert sorted(stored.embeddings) == sorted(content_digest(p) for p in good)
+    assert all(torch.isfinite(e).all() for e in stored.embeddings.values())
+
+
+def test_model_fingerprint_follows_content_not_size_or_mtime(
+    tiny_pretrained, tmp_path
+):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_pretrained, folder)
+    ckpt = folder / "embedding_model.ckpt"
+    before = model_fingerprint(folder)
+    stat = ckpt.stat()
+    state = torch.load(ckpt)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 1.0
+    torch.save(state, ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ckpt.stat().st_size == stat.st_size
+    assert ckpt.stat().st_mtime_ns == stat.st_mtime_ns
+    assert model_fingerprint(folder) != before
+    assert model_fingerprint(tiny_pretrained) == before  # the original
+
+
+def test_cache_fingerprint_covers_model_data_folder_and_precision(
+    tiny_pretrained, tmp_path
+):
+    base = cache_fingerprint(tiny_pretrained, tmp_path / "data", "fp32")
+    assert base == cache_fingerprint(
+        tiny_pretrained, tmp_path / "x" / ".." / "data", "fp32"
+    )
+    assert base != cache_fingerprint(tiny_pretrained, tmp_path / "copy")
+    assert base != cache_fingerprint(tiny_pretrained, tmp_path / "data", "bf16")
+    fields = json.loads(base)
+    assert fields["data_folder"] == str((tmp_path / "data").resolve())
+    assert fields["model"]["embedding_model.ckpt"] == content_digest(
+        Path(tiny_pretrained) / "embedding_model.ckpt"
+    )
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cache_fingerprint(tiny_pretrained, tmp_path, "fp8")
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("banana", "device 'banana' is not a torch device"),
+        ("cuda:x", "device 'cuda:x' is not a torch device"),
+        ("cuda:0", "device 'cuda:0': CUDA is not available"),
+        ("xpu", "device 'xpu' is not available"),
+    ],
+)
+def test_check_device_refuses_unknown_or_absent_devices(device, message):
+    if device.startswith("cuda:0") and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    if device == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
+        pytest.skip("an XPU is present")
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ValueError) as error:
+        check_device(device)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)

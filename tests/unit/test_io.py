@@ -1,7 +1,9 @@
 """Audio reading of speechbrain_mrmha/io.py: crops equal slices of the whole
-file (at the file's rate and resampled), mono mixdown, header info, and
-errors that name the file. (The atomic writers are covered by their
-doctests and by every writer's tests.)"""
+file (at the file's rate and resampled), mono mixdown, header info, errors
+that name the file (non-finite samples included), the header-only length
+check that agrees with the loader's, and content digests. (The atomic
+writers are covered by their doctests, by every writer's tests and by
+tests/unit/test_permissions.py.)"""
 
 import numpy as np
 import pytest
@@ -9,7 +11,12 @@ import soundfile
 import torch
 import torchaudio
 
-from speechbrain_mrmha.io import audio_info, load_audio
+from speechbrain_mrmha.io import (
+    audio_info,
+    audio_seconds,
+    content_digest,
+    load_audio,
+)
 
 
 def write_noise(path, rate, seconds=1.3, channels=1, seed=0):
@@ -136,3 +143,60 @@ def test_errors_name_the_file(tmp_path):
         with pytest.raises(ValueError) as error:
             call()
         assert str(error.value).startswith(message), (str(error.value), message)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_audio_is_refused_naming_the_file(tmp_path, bad):
+    """A float WAV with a NaN or infinite sample is an error naming the file
+    (it used to give a NaN embedding, then a score of nan), for whole files,
+    crops and stereo files alike."""
+    data = 0.1 * np.ones((16000, 2), dtype="float32")
+    data[12345, 1] = bad
+    path = tmp_path / "bad.wav"
+    soundfile.write(path, data, 16000, subtype="FLOAT")
+    for call in (
+        lambda: load_audio(path),
+        lambda: load_audio(path, min_seconds=0, offset=12000, num_samples=800),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == (
+            f"{path}: audio has non-finite samples (1 NaN or inf values)"
+        )
+    # a crop that does not reach the bad sample is fine
+    assert load_audio(path, min_seconds=0, num_samples=800).shape == (800,)
+
+
+@pytest.mark.parametrize(
+    "rate, frames",
+    [(16000, 7999), (16000, 8000), (8000, 3999), (8000, 4000), (44100, 22049)],
+)
+def test_header_length_check_agrees_with_the_loader(tmp_path, rate, frames):
+    """audio_seconds refuses exactly the files load_audio refuses as too
+    short, with the same message, from the header alone."""
+    path = tmp_path / "a.wav"
+    soundfile.write(path, np.zeros(frames, dtype="float32"), rate)
+    try:
+        load_audio(path)
+        loader = None
+    except ValueError as error:
+        loader = str(error)
+    try:
+        assert audio_seconds(path) == frames / rate
+        header = None
+    except ValueError as error:
+        header = str(error)
+    assert header == loader
+    # measured at the model's rate, after resampling: ceil(frames * 16 kHz / rate)
+    assert (loader is None) == (-(-frames * 16000 // rate) >= 8000)
+
+
+def test_content_digest_is_the_sha256_of_the_bytes(tmp_path):
+    import hashlib
+
+    path = tmp_path / "a.bin"
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # 3 chunks +
+    path.write_bytes(data)
+    assert content_digest(path) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert content_digest(tmp_path / "empty") == hashlib.sha256().hexdigest()
