@@ -110,7 +110,11 @@ class ResNet34(nn.Module):
     batch padding looks like the convolution's own zero padding), counts follow
     each stride-2 stage exactly (L -> ceil(L / 2)), and the pooling receives
     the relative lengths of the final frames. In train mode BatchNorm batch
-    statistics still see padded steps, as in any padded batch.
+    statistics still see padded steps, as in any padded batch. This holds
+    for lengths that count frames exactly (``lengths.relative_lengths``);
+    SpeechBrain's ``wav_lens``, relative to the padded samples, are made
+    exact by ``lengths.FrameExactLengths``, which a pretrained folder sets
+    up for ``EncoderClassifier.encode_batch``.
 
     At paper size (defaults) with the default StatisticsPooling (2048 pooled
     dims, no parameters) the network has 24,948,928 parameters: 23,636,160 in
