@@ -447,7 +447,9 @@ def test_every_bad_training_file_in_one_error(corpus, tmp_path):
     sf.write(str(video / "00005.wav"), np.zeros(44100), 44100, subtype="PCM_16")
     args = (str(data), str(tmp_path / "save"), corpus.verification_file)
     with pytest.raises(ValueError) as error:
-        prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+        prep.prepare_voxceleb1(
+            *args, valid_utterances_per_speaker=1, num_workers=1
+        )
     message = str(error.value)
     assert message.startswith("5 of ")
     for name in ("00001", "00002", "00003", "00004", "00005"):
@@ -457,32 +459,46 @@ def test_every_bad_training_file_in_one_error(corpus, tmp_path):
     for name in ("00001", "00002", "00003"):
         (video / f"{name}.wav").unlink()
     done = prep.prepare_voxceleb1(
-        *args, valid_utterances_per_speaker=1, num_workers=1, allow_resampling=True
+        *args,
+        valid_utterances_per_speaker=1,
+        num_workers=1,
+        allow_resampling=True,
     )
-    assert "badvideo/00004.wav" in Path(done.train_csv).read_text() + Path(
-        done.valid_csv
-    ).read_text()
+    assert (
+        "badvideo/00004.wav"
+        in Path(done.train_csv).read_text() + Path(done.valid_csv).read_text()
+    )
 
 
 def test_rerun_prepares_again_when_files_change(corpus, tmp_path):
     data = tmp_path / "vox"
     shutil.copytree(corpus.root, data)
     args = (str(data), str(tmp_path / "save"), corpus.verification_file)
-    first = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    first = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, num_workers=1
+    )
     speakers = {r["spk_id"] for r in rows(first.train_csv)}
     # a new speaker is added: prepared again, and trained on
     new = data / "wav" / "id19999" / "video1"
     new.mkdir(parents=True)
     for i in range(3):
         sf.write(str(new / f"0000{i}.wav"), np.ones(16000) * 0.1, 16000)
-    again = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    again = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, num_workers=1
+    )
     assert not again.skipped
-    assert {r["spk_id"] for r in rows(again.train_csv)} == speakers | {"id19999"}
+    assert {r["spk_id"] for r in rows(again.train_csv)} == speakers | {
+        "id19999"
+    }
     # a file removed: prepared again, and gone from the CSVs
     (new / "00000.wav").unlink()
-    third = prep.prepare_voxceleb1(*args, valid_utterances_per_speaker=1, num_workers=1)
+    third = prep.prepare_voxceleb1(
+        *args, valid_utterances_per_speaker=1, num_workers=1
+    )
     assert not third.skipped
-    listed = Path(third.train_csv).read_text() + Path(third.valid_csv).read_text()
+    listed = (
+        Path(third.train_csv).read_text() + Path(third.valid_csv).read_text()
+    )
     assert "id19999/video1/00000.wav" not in listed
     assert prep.prepare_voxceleb1(
         *args, valid_utterances_per_speaker=1, num_workers=1
