@@ -3,6 +3,7 @@ EncoderClassifier / SpeakerRecognition -> verification script; resuming an
 interrupted training; DDP with two gloo processes; yaml keys all used; the
 speed switches (bf16, fp16, channels_last, torch.compile)."""
 
+import contextlib
 import json
 import os
 import re
@@ -742,17 +743,15 @@ def test_resume_skips_a_damaged_checkpoint_and_ends_like_an_uninterrupted_run(
             assert torch.equal(ours[key], value), (name, key)
 
 
-def test_a_second_run_into_the_same_folder_stops_at_once(tiny_corpus, tmp_path):
-    """One run per output folder: a second training (or verification) into
-    a folder held by a live process stops at once naming that process; the
-    lock of a dead process is taken over."""
-    output = tmp_path / "busy"
+@contextlib.contextmanager
+def folder_held_by_another_process(folder, what):
+    """A live process holding ``folder``'s run lock; yields its pid."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from speechbrain_mrmha.runs import hold_run_lock; "
-            f"hold_run_lock({str(output)!r}, 'training'); print('held', flush=True); "
+            "import time; from speechbrain_mrmha.runs import hold_run_lock; "
+            f"hold_run_lock({str(folder)!r}, {what!r}); print('held', flush=True); "
             "time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -760,17 +759,23 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tiny_corpus, tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = train(tiny_corpus, output, epochs=1, check=False)
-        assert result.returncode != 0
-        assert (
-            f"is in use by process {holder.pid}"
-            in result.stdout + result.stderr
-        )
-        assert not (output / "train_log.txt").exists()
-        assert not (output / "log.txt").exists()
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tiny_corpus, tmp_path):
+    """One run per output folder: a second training (or verification) into
+    a folder held by a live process stops at once naming that process; the
+    lock of a dead process is taken over."""
+    output = tmp_path / "busy"
+    with folder_held_by_another_process(output, "training") as pid:
+        result = train(tiny_corpus, output, epochs=1, check=False)
+        assert result.returncode != 0
+        assert f"is in use by process {pid}" in result.stdout + result.stderr
+        assert not (output / "train_log.txt").exists()
+        assert not (output / "log.txt").exists()
     train(tiny_corpus, output, epochs=1)  # the dead holder's lock is taken over
     assert (output / "train_log.txt").read_text().startswith("epoch: 1")
 
@@ -824,40 +829,15 @@ def test_a_second_verification_into_the_same_folder_stops_at_once(
     trained, tiny_corpus, tmp_path
 ):
     out = tmp_path / "verification"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; from speechbrain_mrmha.runs import hold_run_lock; "
-            f"hold_run_lock({str(out)!r}, 'verification'); print('held', flush=True); "
-            "time.sleep(120)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        result = run(
-            [
-                RECIPE / "speaker_verification_cosine.py",
-                RECIPE / "hparams" / "verification.yaml",
-                f"--data_folder={tiny_corpus.root}",
-                f"--pretrained_path={trained / 'pretrained'}",
-                f"--output_folder={out}",
-            ],
-            check=False,
+    with folder_held_by_another_process(out, "verification") as pid:
+        result = verify(
+            tiny_corpus.root, trained / "pretrained", out, check=False
         )
         assert result.returncode != 0
-        assert (
-            f"is in use by process {holder.pid}"
-            in result.stdout + result.stderr
-        )
+        assert f"is in use by process {pid}" in result.stdout + result.stderr
         assert (
             not (out / "scores.txt").exists() and not (out / "log.txt").exists()
         )
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def verify(data, model, out, extra=(), check=True):
