@@ -131,6 +131,21 @@ def lookup(entries, data_folder, annotation=None):
     return found, problems
 
 
+def embed(encoder, durations, cache, hparams):
+    """Embeddings (and entropies) of the audio files ``durations`` names,
+    with the recipe's batch settings and precision."""
+    return embed_files(
+        encoder,
+        {path: path for path in durations},
+        durations,
+        cache,
+        hparams["batch_seconds"],
+        hparams["max_batch_size"],
+        hparams["sample_rate"],
+        precision=hparams["precision"],
+    )
+
+
 def cohort_embeddings(encoder, hparams, cache):
     """Mean embedding of each cohort speaker, (speakers, emb_dim)."""
     rows = read_annotation(hparams["cohort_data"], hparams["data_folder"])
@@ -141,24 +156,12 @@ def cohort_embeddings(encoder, hparams, cache):
             < hparams["cohort_utterances_per_speaker"]
         ):
             chosen[row["spk_id"]].append(row)
-    files = {
-        row["wav"]: row["wav"] for group in chosen.values() for row in group
-    }
     durations = {
         row["wav"]: row["duration"]
         for group in chosen.values()
         for row in group
     }
-    embeddings, _ = embed_files(
-        encoder,
-        files,
-        durations,
-        cache,
-        hparams["batch_seconds"],
-        hparams["max_batch_size"],
-        hparams["sample_rate"],
-        precision=hparams["precision"],
-    )
+    embeddings, _ = embed(encoder, durations, cache, hparams)
     return torch.stack(
         [
             torch.stack([embeddings[row["wav"]] for row in group]).mean(dim=0)
@@ -214,15 +217,8 @@ def main(argv):
     )
     cache = EmbeddingCache(output / "embeddings.pt", fingerprint)
     cached = len(cache.embeddings)
-    embedded, entropies = embed_files(
-        encoder,
-        {n: n for n in names},
-        durations,
-        cache,
-        hparams["batch_seconds"],
-        hparams["max_batch_size"],
-        hparams["sample_rate"],
-        precision=hparams["precision"],
+    embedded, entropies = embed(
+        encoder, {n: durations[n] for n in names}, cache, hparams
     )
     print(
         f"embedded {len(cache.embeddings) - cached} of {len(names)} files "
