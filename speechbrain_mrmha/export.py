@@ -9,19 +9,35 @@ load with no network:
 <folder>/classifier.ckpt        CosAMS cosine classifier
 <folder>/label_encoder.txt      training speakers (also as label_encoder.ckpt,
                                 the name SpeechBrain's Pretrainer looks for)
+<folder>/calibration.json       optional: cosine -> log-likelihood-ratio
+                                calibration and thresholds, fitted at the end
+                                of training on held-out speakers
+                                (``calibrate_pretrained``, ``load_calibration``)
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import json
 import shutil
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.extraction import check_device, use_channels_last
-from speechbrain_mrmha.io import replace_folder
+from speechbrain_mrmha.calibration import (
+    Calibration,
+    fit_calibration,
+    sample_trials,
+)
+from speechbrain_mrmha.extraction import (
+    EmbeddingCache,
+    check_device,
+    embed_files,
+    use_channels_last,
+)
+from speechbrain_mrmha.io import replace_folder, write_text_atomic
+from speechbrain_mrmha.scoring import cosine_score_trials
 
 INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
 FOLDER_FILES = (
@@ -30,6 +46,9 @@ FOLDER_FILES = (
     "classifier.ckpt",
     "label_encoder.txt",
 )
+# written after the folder by the training script; absent when no
+# calibration speakers were held out
+CALIBRATION_FILE = "calibration.json"
 
 
 def interface_template():
@@ -162,7 +181,8 @@ def write_pretrained(
 
 
 def check_pretrained(folder):
-    """Raise a clear error if ``folder`` is not a complete pretrained folder.
+    """Raise a clear error if ``folder`` is not a complete pretrained folder
+    (or holds a malformed ``calibration.json``).
 
     Arguments
     ---------
@@ -190,7 +210,72 @@ def check_pretrained(folder):
             f"pretrained model folder {folder} lacks {', '.join(missing)} "
             "(it is written at the end of train_speaker_embeddings.py)"
         )
+    load_calibration(folder)  # a malformed calibration.json is an error
     return folder
+
+
+def write_calibration(folder, calibration):
+    """Save a calibration as ``calibration.json`` in a pretrained folder,
+    atomically.
+
+    Arguments
+    ---------
+    folder : str or Path
+        An existing pretrained folder.
+    calibration : speechbrain_mrmha.calibration.Calibration
+
+    Returns
+    -------
+    path : Path
+        The file written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> write_calibration(folder, Calibration(slope=12.0, offset=-6.0)).name
+    'calibration.json'
+    >>> load_calibration(folder).slope
+    12.0
+    """
+    text = json.dumps(calibration.to_dict(), indent=1) + "\n"
+    return write_text_atomic(Path(folder) / CALIBRATION_FILE, text)
+
+
+def load_calibration(folder):
+    """The calibration of a pretrained folder, or None when it has none.
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder.
+
+    Returns
+    -------
+    calibration : speechbrain_mrmha.calibration.Calibration or None
+        None when ``calibration.json`` does not exist; a ValueError naming
+        the file when it is not a valid calibration.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> load_calibration(folder) is None
+    True
+    >>> _ = (folder / "calibration.json").write_text("{")
+    >>> load_calibration(folder)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../calibration.json: not valid JSON (Expecting property name ...)
+    """
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    return Calibration.from_dict(data, source=str(path))
 
 
 def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
@@ -229,3 +314,106 @@ def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
     if channels_last:
         use_channels_last(encoder)
     return encoder
+
+
+def calibrate_pretrained(
+    folder,
+    utterances,
+    max_trials=100000,
+    quality=False,
+    prior=0.5,
+    seed=0,
+    device="cpu",
+    sample_rate=16000,
+):
+    """Embed whole calibration utterances with a pretrained folder, score
+    their trials (``calibration.sample_trials``), fit a calibration
+    (``calibration.fit_calibration``) and save it in the folder
+    (``write_calibration``).
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder (``write_pretrained``).
+    utterances : dict
+        ID -> (audio path, duration in seconds, speaker) of utterances of
+        speakers never used in training.
+    max_trials : int
+        Most calibration trials (all same-speaker pairs up to half of it,
+        the rest different-speaker pairs).
+    quality : bool
+        Also use the duration quality measures.
+    prior : float
+        Training prior of the fit.
+    seed : int
+        Seed of the trial sample.
+    device : str
+        Where to embed.
+    sample_rate : int
+
+    Returns
+    -------
+    calibration : speechbrain_mrmha.calibration.Calibration
+        As written; ``statistics`` also holds the speaker and utterance
+        counts.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> model_yaml = (
+    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
+    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
+    ...     "    norm_type: sentence\\n"
+    ...     "embedding_model: !new:speechbrain_mrmha.resnet.ResNet34\\n"
+    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
+    ...     "    lin_neurons: 4\\n"
+    ...     "classifier: !new:speechbrain_mrmha.cosams.CosineClassifier [4, 2]\\n")
+    >>> model = load_hyperpyyaml(model_yaml)
+    >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["a", "b"])
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> folder = write_pretrained(tmp / "model", model_yaml,
+    ...     model["embedding_model"], model["classifier"], encoder)
+    >>> rng, utterances = numpy.random.default_rng(0), {}
+    >>> for i in range(6):
+    ...     path = str(tmp / f"u{i}.wav")
+    ...     soundfile.write(path, 0.1 * rng.standard_normal(8000), 16000)
+    ...     utterances[f"u{i}"] = (path, 0.5, f"speaker{i % 2}")
+    >>> cal = calibrate_pretrained(folder, utterances)
+    >>> cal.statistics["n_target"], cal.statistics["n_nontarget"]
+    (6, 9)
+    >>> load_calibration(folder) == cal
+    True
+    """
+    ids = list(utterances)
+    speakers = [utterances[i][2] for i in ids]
+    enrol, test, labels = sample_trials(speakers, max_trials, seed)
+    encoder = load_encoder(folder, device=device)
+    embedded, _ = embed_files(
+        encoder,
+        {i: utterances[i][0] for i in ids},
+        {i: utterances[i][1] for i in ids},
+        EmbeddingCache(None, "calibration"),
+        progress=False,
+        sample_rate=sample_rate,
+    )
+    embeddings = torch.stack([embedded[i] for i in ids])
+    scores = cosine_score_trials(embeddings, enrol, test)
+    durations = torch.tensor(
+        [utterances[i][1] for i in ids], dtype=torch.float64
+    )
+    pairs = torch.stack([durations[enrol], durations[test]], dim=1)
+    calibration = fit_calibration(
+        scores[labels],
+        scores[~labels],
+        pairs[labels],
+        pairs[~labels],
+        quality=quality,
+        prior=prior,
+    )
+    calibration.statistics.update(
+        n_speakers=len(set(speakers)), n_utterances=len(ids), seed=seed
+    )
+    write_calibration(folder, calibration)
+    return calibration

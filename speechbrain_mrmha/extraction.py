@@ -38,7 +38,10 @@ def encode_signals(encoder, signals, precision="fp32"):
     Arguments
     ---------
     encoder : speechbrain.inference.EncoderClassifier
-        A loaded pretrained model.
+        A loaded pretrained model, or another backend: an object with
+        ``device`` and ``encode_padded(wavs, lengths)`` taking the padded
+        batch and the valid sample counts (``deploy.OnnxEncoder``, fp32
+        only, no attention entropies).
     signals : list of torch.Tensor
         (samples,) waveforms.
     precision : str
@@ -58,9 +61,16 @@ def encode_signals(encoder, signals, precision="fp32"):
     batch = torch.zeros(len(signals), int(lengths.max()))
     for row, signal in enumerate(signals):
         batch[row, : signal.shape[0]] = signal
+    dtype = _autocast_dtype(precision)
+    encode_padded = getattr(encoder, "encode_padded", None)
+    if encode_padded is not None:
+        if dtype is not None:
+            raise ValueError(
+                f"precision {precision}: this backend runs in fp32 only"
+            )
+        return encode_padded(batch, lengths).float().cpu(), None
     frames = frame_counts(lengths)
     rel = relative_lengths(frames, int(frames.max()))
-    dtype = _autocast_dtype(precision)
     device_type = torch.device(encoder.device).type
     with (
         torch.no_grad(),
@@ -415,6 +425,7 @@ def embed_files(
     Arguments
     ---------
     encoder : speechbrain.inference.EncoderClassifier
+        Or another backend (see ``encode_signals``).
     files : dict
         key -> audio path.
     durations : dict

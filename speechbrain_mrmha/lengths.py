@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "HOP_SAMPLES",
+    "ONE_ULP_DOWN",
     "frame_counts",
     "valid_frame_counts",
     "sample_frame_counts",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
+# x - x * 2**-24 is the float32 below a positive normal x (relative_lengths)
+ONE_ULP_DOWN = 2.0**-24
 
 
 def frame_counts(num_samples, hop=HOP_SAMPLES):
@@ -149,6 +152,12 @@ def relative_lengths(counts, num_frames):
     ``(count / T) * T`` one ulp above ``count``, which would let the float
     comparison admit one padded frame; such values are moved down one ulp.
 
+    The ulp step is ``rel - rel * 2**-24``, not ``torch.nextafter`` (which
+    torch's ONNX exporter cannot translate): for a positive normal float32
+    ``rel`` the product is exact and lies between half an ulp and one ulp
+    of ``rel``, so the correctly rounded difference is the next float
+    towards zero, bit for bit (also under a fused multiply-add).
+
     Arguments
     ---------
     counts : torch.Tensor
@@ -170,7 +179,7 @@ def relative_lengths(counts, num_frames):
     target = counts.float()
     rel = target / num_frames
     above = rel * num_frames > target
-    return torch.where(above, torch.nextafter(rel, torch.zeros_like(rel)), rel)
+    return torch.where(above, rel - rel * ONE_ULP_DOWN, rel)
 
 
 class FrameExactLengths:

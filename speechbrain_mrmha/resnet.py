@@ -32,6 +32,12 @@ def _masked(x, mask):
     return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
 
 
+def _tracing():
+    """True while torch.compile / torch.export or torch.jit.trace records
+    the graph: value-dependent shortcuts and checks must stay out of it."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: [3x3 conv, BN, ReLU, 3x3 conv, BN] + shortcut,
     ReLU; the shortcut is a 1x1 conv + BN projection when the shape changes.
@@ -319,7 +325,7 @@ class ResNet34(nn.Module):
                     f"ResNet34: lengths must have shape ({batch},), got "
                     f"{tuple(lengths.shape)}"
                 )
-            if not torch.compiler.is_compiling() and not bool(
+            if not _tracing() and not bool(
                 ((lengths > 0) & (lengths <= 1 + 1e-6)).all()
             ):
                 raise ValueError(
@@ -331,7 +337,7 @@ class ResNet34(nn.Module):
         masks = counts
         if (
             counts is not None
-            and not torch.compiler.is_compiling()
+            and not _tracing()
             and bool((counts == num_frames).all())
         ):
             masks = None

@@ -7,9 +7,11 @@ To run:
     python speaker_verification_cosine.py hparams/verification.yaml \
         --data_folder=/path/to/VoxCeleb1 --pretrained_path=results/mrmha_K4/pretrained
 
-Writes <output_folder>/scores.txt (enrol test score label), metrics.json
-(EER %, normalised minDCF at p_target 0.01 and 0.05, trial count, per-head
-attention entropy, the data folder, the trial list's sha256) and
+Writes <output_folder>/scores.txt (enrol test score label; raw cosine, or
+normalised with score_norm), metrics.json (EER %, normalised minDCF and
+actDCF at p_target 0.01 and 0.05, Cllr and minCllr, which calibration gave
+the log-likelihood ratios, trial count, per-head attention entropy, the data
+folder, the trial list's sha256) and
 embeddings.pt, a cache keyed by the content of each audio file and tied to
 the model's content, the data folder and the precision, so that a rerun
 skips exactly the files embedded before with the same content.
@@ -28,7 +30,13 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_mrmha.annotation import read_annotation
-from speechbrain_mrmha.export import load_encoder
+from speechbrain_mrmha.calibration import (
+    act_dcf,
+    cllr,
+    dcf_normalizer,
+    min_cllr,
+)
+from speechbrain_mrmha.export import load_calibration, load_encoder
 from speechbrain_mrmha.extraction import (
     EmbeddingCache,
     cache_fingerprint,
@@ -225,7 +233,9 @@ def main(argv):
         f"(the others from {output / 'embeddings.pt'})"
     )
     embeddings = torch.stack([embedded[n] for n in names])
-    scores = cosine_score_trials(embeddings, enrol_index, test_index)
+    scores = raw_scores = cosine_score_trials(
+        embeddings, enrol_index, test_index
+    )
 
     if hparams["score_norm"] is not None:
         cohort = cohort_embeddings(encoder, hparams, cache)
@@ -240,11 +250,53 @@ def main(argv):
         scores = normalize_scores(scores, enrol_index, test_index, mean, std)
 
     metrics = report(hparams, trials, scores, names, entropies)
+    metrics.update(
+        calibration_metrics(hparams, trials, scores, enrol, test, raw_scores)
+    )
     write_scores(output / "scores.txt", trials, scores)
     write_text_atomic(
         output / "metrics.json", json.dumps(metrics, indent=2) + "\n"
     )
     print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def calibration_metrics(hparams, trials, scores, enrol, test, raw_scores):
+    """Cllr, minCllr and normalised actDCF of the trial LLRs: the pretrained
+    folder's calibration.json applied to the raw cosine scores when it has
+    one (and no score_norm is used), else the scores taken as LLRs as they
+    are; ``calibration`` says which."""
+    labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
+    calibration = load_calibration(hparams["pretrained_path"])
+    if calibration is None:
+        llrs, used = (
+            scores,
+            "none: the pretrained folder has no calibration.json",
+        )
+    elif hparams["score_norm"] is not None:
+        llrs, used = (
+            scores,
+            (
+                f"none: calibration.json is of raw cosine scores, not "
+                f"{hparams['score_norm']} scores"
+            ),
+        )
+    else:
+        durations = torch.tensor(
+            [[enrol[t.enrol][1], test[t.test][1]] for t in trials],
+            dtype=torch.float64,
+        )
+        llrs = calibration.llr(raw_scores, durations)
+        used = str(Path(hparams["pretrained_path"]) / "calibration.json")
+    c_miss, c_fa = hparams["c_miss"], hparams["c_fa"]
+    metrics = {
+        "calibration": used,
+        "Cllr": round(cllr(llrs[labels], llrs[~labels]), 4),
+        "minCllr": round(min_cllr(llrs[labels], llrs[~labels]), 4),
+    }
+    for p_target, key in ((0.01, "actDCF"), (0.05, "actDCF_p0.05")):
+        value = act_dcf(llrs[labels], llrs[~labels], p_target, c_miss, c_fa)
+        metrics[key] = round(value / dcf_normalizer(p_target, c_miss, c_fa), 4)
     return metrics
 
 

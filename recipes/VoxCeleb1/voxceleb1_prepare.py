@@ -7,11 +7,17 @@ to, both into the same ``wav`` folder)::
 
 Training speakers are all speakers on disk that never appear in the trial
 list (the 1,211 VoxCeleb1 dev speakers for veri_test2.txt). A seeded
-``valid_utterances_per_speaker`` utterances per training speaker are held out
-for validation. Written into ``save_folder`` (each file atomically):
+``calibration_speakers`` fraction of them (at least
+``MIN_CALIBRATION_SPEAKERS``, when at least ``MIN_SPEAKERS_FOR_CALIBRATION``
+are available) is held out whole for score
+calibration, never trained on; of the others, a seeded
+``valid_utterances_per_speaker`` utterances per speaker are held out for
+validation. Written into ``save_folder`` (each file atomically):
 
 * ``train.csv``, ``valid.csv``: ``ID,duration,wav,spk_id`` (SpeechBrain CSV;
   the training script derives its speaker labels from train.csv)
+* ``calibration.csv``: the same columns, every utterance of the calibration
+  speakers (only the header when none are held out)
 * a copy of the trial list and ``trials_files.csv`` (``ID,duration,wav``,
   every file of the trial list once)
 * ``prepare_options.json``: written last; a rerun with the same options
@@ -50,7 +56,15 @@ from speechbrain_mrmha.trials import read_trials, trial_files
 logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_options.json"
 SHOWN = 20  # problems listed in one error
-_VERSION = 3  # 3: sample rate checks and a digest of the file listing
+_VERSION = 4  # 4: calibration speakers held out (calibration.csv)
+# At least this many calibration speakers: their different-speaker trials
+# come from only n * (n - 1) / 2 speaker pairs, and with 2 speakers (1 pair)
+# the calibration measured on the synthetic corpus was worse than none at
+# p_target 0.01 (actDCF 1.76), with 5 close to minDCF (README).
+MIN_CALIBRATION_SPEAKERS = 5
+# fewer candidate speakers than this: no hold-out (it would take over a
+# quarter of the training speakers)
+MIN_SPEAKERS_FOR_CALIBRATION = 20
 _BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
 
 
@@ -59,7 +73,7 @@ class PrepareResult(NamedTuple):
 
     Arguments
     ---------
-    train_csv, valid_csv, verification_file, trials_csv : str
+    train_csv, valid_csv, verification_file, trials_csv, calibration_csv : str
         Paths of the outputs in ``save_folder``.
     skipped : bool
         True when the outputs were up to date and nothing was done.
@@ -69,6 +83,7 @@ class PrepareResult(NamedTuple):
     valid_csv: str
     verification_file: str
     trials_csv: str
+    calibration_csv: str
     skipped: bool
 
 
@@ -325,6 +340,44 @@ def _utt_id(rel):
     return rel[:-4].replace("/", "--")
 
 
+def calibration_speaker_count(n_speakers, fraction):
+    """How many of ``n_speakers`` candidate training speakers to hold out
+    for calibration: ``round(fraction * n_speakers)``, at least
+    ``MIN_CALIBRATION_SPEAKERS`` (5), and none when ``fraction`` is 0 or
+    fewer than ``MIN_SPEAKERS_FOR_CALIBRATION`` (20) speakers are available.
+
+    Example
+    -------
+    >>> [calibration_speaker_count(n, 0.02) for n in (19, 48, 1211)]
+    [0, 5, 24]
+    >>> calibration_speaker_count(1211, 0.0)
+    0
+    """
+    if not 0.0 <= float(fraction) <= 0.5:
+        raise ValueError(
+            f"calibration_speakers must be a fraction in [0, 0.5], got {fraction}"
+        )
+    if fraction == 0 or n_speakers < MIN_SPEAKERS_FOR_CALIBRATION:
+        return 0
+    return max(MIN_CALIBRATION_SPEAKERS, round(float(fraction) * n_speakers))
+
+
+def choose_calibration_speakers(speakers, fraction, seed):
+    """The seeded choice of calibration speakers among ``speakers`` (sorted
+    first, so the choice depends on the set only).
+
+    Example
+    -------
+    >>> names = [f"id{i:05d}" for i in range(40)]
+    >>> chosen = choose_calibration_speakers(names, 0.1, seed=1)
+    >>> len(chosen), chosen == choose_calibration_speakers(names[::-1], 0.1, 1)
+    (5, True)
+    """
+    speakers = sorted(speakers)
+    count = calibration_speaker_count(len(speakers), fraction)
+    return sorted(random.Random(f"calibration:{seed}").sample(speakers, count))
+
+
 def prepare_voxceleb1(
     data_folder,
     save_folder,
@@ -334,8 +387,9 @@ def prepare_voxceleb1(
     num_workers=None,
     sample_rate=16000,
     allow_resampling=False,
+    calibration_speakers=0.02,
 ):
-    """Write train/valid CSVs and trial files for VoxCeleb1.
+    """Write train/valid/calibration CSVs and trial files for VoxCeleb1.
 
     Arguments
     ---------
@@ -358,6 +412,10 @@ def prepare_voxceleb1(
         The recipe's sample rate: files at another rate are an error...
     allow_resampling : bool
         ... unless this is True (training then resamples them).
+    calibration_speakers : float
+        Fraction of the training speakers held out whole for calibration
+        (``calibration.csv``; see ``calibration_speaker_count``); 0 holds
+        out none.
 
     Returns
     -------
@@ -416,6 +474,7 @@ def prepare_voxceleb1(
         "valid_utterances_per_speaker": int(valid_utterances_per_speaker),
         "sample_rate": int(sample_rate),
         "allow_resampling": bool(allow_resampling),
+        "calibration_speakers": float(calibration_speakers),
         "files_sha1": _listing_digest(prefix, files),
     }
     out = PrepareResult(
@@ -426,12 +485,14 @@ def prepare_voxceleb1(
                 "valid.csv",
                 os.path.basename(verification_file),
                 "trials_files.csv",
+                "calibration.csv",
             )
         ),
         skipped=False,
     )
+    calibration_speaker_count(0, calibration_speakers)  # checks the fraction
     options_path = os.path.join(save_folder, OPTIONS_FILE)
-    if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:4]):
+    if os.path.isfile(options_path) and all(os.path.isfile(p) for p in out[:5]):
         with open(options_path) as fh:
             if json.load(fh) == options:
                 logger.info(
@@ -476,6 +537,19 @@ def prepare_voxceleb1(
     by_speaker = {}
     for f in train_files:
         by_speaker.setdefault(f.split("/")[0], []).append(f)
+    held_out = choose_calibration_speakers(
+        by_speaker, calibration_speakers, seed
+    )
+    if calibration_speakers and not held_out:
+        logger.warning(
+            "calibration_speakers=%s: only %d training speakers (fewer than "
+            "%d), none held out for calibration; calibration.csv is empty",
+            calibration_speakers,
+            len(by_speaker),
+            MIN_SPEAKERS_FOR_CALIBRATION,
+        )
+    calibration_files = [f for s in held_out for f in by_speaker.pop(s)]
+    train_files = [f for f in train_files if f.split("/")[0] in by_speaker]
     k = int(valid_utterances_per_speaker)
     short = [f"{s} ({len(v)})" for s, v in by_speaker.items() if len(v) <= k]
     if short:
@@ -506,6 +580,11 @@ def prepare_voxceleb1(
         rows([f for f in train_files if f in valid]),
     )
     _write_csv(
+        out.calibration_csv,
+        ["ID", "duration", "wav", "spk_id"],
+        rows(calibration_files),
+    )
+    _write_csv(
         out.trials_csv,
         ["ID", "duration", "wav"],
         rows(needed, with_speaker=False),
@@ -517,12 +596,15 @@ def prepare_voxceleb1(
         shutil.copyfileobj(fin, fout)
     write_text_atomic(options_path, json.dumps(options, indent=1))
     logger.info(
-        "VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, %d trial files",
+        "VoxCeleb1 prepared in %s: %d speakers, %d train, %d valid, "
+        "%d trial files, %d calibration files of %d speakers",
         save_folder,
         len(by_speaker),
         len(train_files) - len(valid),
         len(valid),
         len(needed),
+        len(calibration_files),
+        len(held_out),
     )
     return out
 
@@ -548,6 +630,12 @@ def main(argv=None):
     parser.add_argument("--verification_file", required=True)
     parser.add_argument("--valid_utterances_per_speaker", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--calibration_speakers",
+        type=float,
+        default=0.02,
+        help="fraction of training speakers held out for calibration (0: none)",
+    )
     parser.add_argument("--num_workers", type=int, default=None)
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument(
@@ -566,6 +654,7 @@ def main(argv=None):
         num_workers=a.num_workers,
         sample_rate=a.sample_rate,
         allow_resampling=a.allow_resampling,
+        calibration_speakers=a.calibration_speakers,
     )
     print(
         f"{'up to date' if result.skipped else 'prepared'}: {os.path.dirname(result.train_csv)}"

@@ -3,12 +3,21 @@
 
 Commands (``--help`` on each):
 
-* ``verify --model DIR a.wav b.wav [--threshold T]``: cosine score of two
-  files and a same / different speaker decision.
+* ``verify --model DIR a.wav b.wav [--threshold T | --operating-point
+  eer|min_dcf|bayes]``: cosine score of two files, its calibrated
+  log-likelihood ratio (when the folder holds ``calibration.json``) and a
+  same / different speaker decision by the model's own threshold.
 * ``embed --model DIR FILES... --out FILE``: embeddings of many files,
   batched by length (``extraction.embed_files``); ``.pt`` ({path: tensor}),
   ``.npy`` (one row per file given, in order) or ``.npz`` (``paths`` and
   ``embeddings``, one row per file given).
+* ``export --model DIR --format onnx|torchscript --out FILE
+  [--features-input]``: one self-contained ONNX or TorchScript file of the
+  model, checked against PyTorch before it is written
+  (``speechbrain_mrmha.deploy``).
+* ``verify`` and ``embed`` take ``--backend onnxruntime`` with an exported
+  ``.onnx`` file as ``--model`` (the pretrained folder with the default
+  ``--backend pytorch``); batching, checks and output are the same.
 * ``plot attention --model DIR --wav FILE --out PNG [--reference DIR]``,
   ``plot det SCORES... --out PNG``, ``plot hist SCORES --out PNG``.
 * ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.app.demo``).
@@ -171,12 +180,127 @@ def check_embedding_path(out):
     return Path(out)
 
 
-def _load_model(stack, model, device):
-    """Load a pretrained folder (read in place: nothing is written)."""
+def _load_model(stack, model, device, backend="pytorch"):
+    """Load a pretrained folder (read in place: nothing is written), or an
+    exported ONNX file into onnxruntime."""
+    if backend == "onnxruntime":
+        from speechbrain_mrmha.deploy import OnnxEncoder
+
+        return OnnxEncoder(model)
     from speechbrain_mrmha.export import check_pretrained, load_encoder
 
     check_pretrained(model)
     return load_encoder(model, device=device)
+
+
+def _check_backend(args):
+    """``--model`` is a folder for pytorch, an exported .onnx file for
+    onnxruntime, which runs fp32 on the CPU; wrong pairs fail up front."""
+    backend = getattr(args, "backend", "pytorch")
+    model = Path(args.model)
+    if backend == "onnxruntime":
+        if model.is_dir():
+            raise ValueError(
+                f"--backend onnxruntime takes an exported .onnx file as "
+                f"--model ('{PROG} export --model {model} --format onnx "
+                "--out FILE'), got the folder " + str(model)
+            )
+        if args.device != "cpu":
+            raise ValueError(
+                f"--backend onnxruntime runs on the cpu here, got --device "
+                f"{args.device}; use --backend pytorch for {args.device}"
+            )
+        if args.precision != "fp32":
+            raise ValueError(
+                f"--backend onnxruntime runs in fp32, got --precision "
+                f"{args.precision}"
+            )
+    elif model.is_file():
+        raise ValueError(
+            f"--model {model} is a file; the pytorch backend takes a "
+            "pretrained folder (for an exported .onnx file add --backend "
+            "onnxruntime)"
+        )
+
+
+def _model_calibration(args):
+    """The model's calibration: ``<folder>/calibration.json``, or the one an
+    exported file recorded from its folder; None when it has none."""
+    from speechbrain_mrmha.calibration import Calibration
+
+    if getattr(args, "backend", "pytorch") != "onnxruntime":
+        from speechbrain_mrmha.export import load_calibration
+
+        return load_calibration(args.model)
+    from speechbrain_mrmha.deploy import read_metadata
+
+    text = read_metadata(args.model).get("calibration")
+    if text is None:
+        return None
+    source = f"{args.model} (recorded calibration)"
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{source}: not valid JSON ({error})") from None
+    return Calibration.from_dict(data, source=source)
+
+
+def _verify_threshold(args, calibration):
+    """The decision rule of ``verify``: (threshold, "cosine" or "llr",
+    where it came from). --threshold (cosine), else the model's
+    calibration at ``--operating-point``, else the folder's default
+    (``default_threshold``, or the one an exported file recorded)."""
+    if args.threshold is not None:
+        if args.operating_point is not None:
+            raise ValueError(
+                "--threshold and --operating-point: give one of them"
+            )
+        return args.threshold, "cosine", "--threshold"
+    if calibration is not None:
+        point = args.operating_point or "eer"
+        if point == "bayes":
+            return (
+                calibration.decision_threshold(),
+                "llr",
+                "Bayes decision of the model's calibration at p_target "
+                f"{calibration.p_target:g}",
+            )
+        if point not in calibration.thresholds:
+            raise ValueError(
+                f"the model's calibration has no {point} threshold"
+            )
+        entry = calibration.thresholds[point]
+        name = {"eer": "EER", "min_dcf": "minDCF"}[point]
+        return (
+            float(entry["cosine"]),
+            "cosine",
+            f"{name} point of the model's calibration trials; llr "
+            f"{float(entry['llr']):.4f}",
+        )
+    if args.operating_point is not None:
+        raise ValueError(
+            f"--operating-point {args.operating_point}: {args.model} has no "
+            "calibration (calibration.json is written at the end of training "
+            "when calibration speakers are held out)"
+        )
+    if getattr(args, "backend", "pytorch") != "onnxruntime":
+        threshold, source = default_threshold(args.model)
+        return threshold, "cosine", source
+    from speechbrain_mrmha.deploy import read_metadata
+
+    metadata = read_metadata(args.model)
+    if "threshold" not in metadata:
+        return (
+            DEFAULT_THRESHOLD,
+            "cosine",
+            f"default; {args.model} records none",
+        )
+    return (
+        float(metadata["threshold"]),
+        "cosine",
+        f"{metadata.get('threshold_source', 'recorded')}; recorded in "
+        f"{args.model}",
+    )
 
 
 def _check_device(device):
@@ -203,10 +327,9 @@ def _run_verify(args, stack):
     from speechbrain_mrmha.io import load_audio
 
     _check_device(args.device)
-    if args.threshold is None:
-        threshold, source = default_threshold(args.model)
-    else:
-        threshold, source = args.threshold, "--threshold"
+    _check_backend(args)
+    calibration = _model_calibration(args)
+    threshold, scale, source = _verify_threshold(args, calibration)
     signals, problems = [], []
     for path in (args.first, args.second):
         try:
@@ -214,7 +337,7 @@ def _run_verify(args, stack):
         except ValueError as error:  # names the file
             problems.append(str(error))
     _bad_files(problems)
-    encoder = _load_model(stack, args.model, args.device)
+    encoder = _load_model(stack, args.model, args.device, args.backend)
     embeddings, _ = encode_signals(encoder, signals, args.precision)
     _bad_files(
         [
@@ -229,9 +352,20 @@ def _run_verify(args, stack):
             embeddings[0], embeddings[1], dim=0
         )
     )
-    same = score > threshold
-    print(f"score: {score:.6f}")
-    print(f"threshold: {threshold:.6f} ({source})")
+    llr = None
+    if calibration is not None:
+        durations = torch.tensor([[s.shape[0] / SAMPLE_RATE for s in signals]])
+        llr = float(calibration.llr(torch.tensor([score]), durations)[0])
+    same = (llr if scale == "llr" else score) > threshold
+    print(f"score: {score:.6f} (cosine)")
+    if llr is None:
+        print(f"llr: none ({args.model} has no calibration)")
+    else:
+        print(
+            f"llr: {llr:.4f} (calibrated log-likelihood ratio, nats; "
+            "> 0 favours the same speaker)"
+        )
+    print(f"threshold: {scale} {threshold:.6f} ({source})")
     print(f"decision: {'same speaker' if same else 'different speakers'}")
     return 0
 
@@ -246,6 +380,7 @@ def _run_embed(args, stack):
     from speechbrain_mrmha.io import audio_seconds
 
     _check_device(args.device)
+    _check_backend(args)
     check_embedding_path(args.out)
     if args.batch_seconds is None:
         args.batch_seconds = default_batch_seconds(args.device)
@@ -263,7 +398,7 @@ def _run_embed(args, stack):
         except ValueError as error:  # names the file
             problems.append(str(error))
     _bad_files(problems)
-    encoder = _load_model(stack, args.model, args.device)
+    encoder = _load_model(stack, args.model, args.device, args.backend)
     embeddings, _ = embed_files(
         encoder,
         files,
@@ -278,6 +413,36 @@ def _run_embed(args, stack):
     out = write_embeddings(args.files, embeddings, args.out)
     dim = next(iter(embeddings.values())).shape[0]
     print(f"{len(args.files)} embeddings of dim {dim} -> {out}")
+    return 0
+
+
+def _run_export(args, stack):
+    """``export``: one ONNX or TorchScript file of a pretrained folder."""
+    from speechbrain_mrmha.deploy import export_model
+    from speechbrain_mrmha.export import check_pretrained, load_calibration
+
+    check_pretrained(args.model)
+    threshold, source = default_threshold(args.model)
+    metadata = {"threshold": repr(threshold), "threshold_source": source}
+    calibration = load_calibration(args.model)
+    if calibration is not None:
+        metadata["calibration"] = json.dumps(calibration.to_dict())
+    out = export_model(
+        args.model,
+        args.out,
+        format=args.format,
+        features_input=args.features_input,
+        metadata=metadata,
+    )
+    inputs = (
+        "feats (batch, frames, n_mels) float32 + lengths (batch,) int64 "
+        "frame counts"
+        if args.features_input
+        else "wavs (batch, samples) float32 at 16 kHz + lengths (batch,) "
+        "int64 sample counts"
+    )
+    print(f"{args.format} graph of {args.model} -> {out}")
+    print(f"inputs: {inputs}; output: embeddings (batch, emb_dim)")
     return 0
 
 
@@ -351,15 +516,27 @@ def _run_plot_hist(args, stack):
     return 0
 
 
-def _model_options(parser):
+def _model_options(parser, exported=False):
     parser.add_argument(
         "--model",
         required=True,
-        metavar="DIR",
-        help="pretrained-model folder (written by train_speaker_embeddings.py)",
+        metavar="DIR|FILE" if exported else "DIR",
+        help="pretrained-model folder (written by train_speaker_embeddings.py)"
+        + (", or with --backend onnxruntime an exported .onnx file" * exported),
     )
     parser.add_argument(
         "--device", default="cpu", help="cpu (default) or cuda:N"
+    )
+
+
+def _backend_option(parser):
+    parser.add_argument(
+        "--backend",
+        choices=["pytorch", "onnxruntime"],
+        default="pytorch",
+        help="pytorch (default; --model is the pretrained folder) or "
+        "onnxruntime (--model is a .onnx file of the export command; cpu, "
+        "fp32)",
     )
 
 
@@ -397,17 +574,28 @@ def build_parser():
         description="Cosine score of the embeddings of two audio files and a decision: same "
         "speaker when the score is above the threshold.",
     )
-    _model_options(verify)
+    _model_options(verify, exported=True)
     verify.add_argument("first", metavar="a.wav")
     verify.add_argument("second", metavar="b.wav")
     verify.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="decision threshold (default: EER_threshold of "
-        "DIR/../verification/metrics.json if present, else 0.5)",
+        help="decision threshold on the cosine score (default: the "
+        "model's calibration at --operating-point; without one, "
+        "EER_threshold of DIR/../verification/metrics.json if present, "
+        "else 0.5)",
+    )
+    verify.add_argument(
+        "--operating-point",
+        choices=("eer", "min_dcf", "bayes"),
+        default=None,
+        help="with a calibrated model: decide at the cosine threshold of the "
+        "EER (default) or minDCF point of its calibration trials, or by the "
+        "Bayes rule llr > log((1 - p) / p) at its p_target",
     )
     _precision_option(verify)
+    _backend_option(verify)
     verify.set_defaults(run=_run_verify)
 
     embed = commands.add_parser(
@@ -417,7 +605,7 @@ def build_parser():
         "({path: tensor}), .npy ((N, dim), one row per file given, in order) or .npz (paths, "
         "embeddings).",
     )
-    _model_options(embed)
+    _model_options(embed, exported=True)
     embed.add_argument("files", nargs="+", metavar="FILE")
     embed.add_argument(
         "--out", required=True, help="output file (.pt, .npy or .npz)"
@@ -436,7 +624,43 @@ def build_parser():
         help="most files per batch (default 64)",
     )
     _precision_option(embed)
+    _backend_option(embed)
     embed.set_defaults(run=_run_embed)
+
+    export = commands.add_parser(
+        "export",
+        help="export a pretrained folder to one ONNX or TorchScript file",
+        description="Export the model of a pretrained folder to one "
+        "self-contained file, checked against PyTorch before it is written. "
+        "Inputs: wavs (batch, samples) float32 at 16 kHz and lengths (batch,) "
+        "int64 sample counts; with --features-input, Fbank features (batch, "
+        "frames, n_mels) and int64 frame counts. Output: embeddings (batch, "
+        "emb_dim). Batch and time are dynamic; any length is encoded in one "
+        "pass (equal to PyTorch's windows of chunk_frames up to float "
+        "rounding). ONNX needs onnx, onnxscript and onnxruntime: pip install "
+        "speechbrain-mrmha[export].",
+    )
+    export.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="pretrained-model folder (written by train_speaker_embeddings.py)",
+    )
+    export.add_argument(
+        "--format",
+        choices=["onnx", "torchscript"],
+        default="onnx",
+        help="onnx (default; torch's dynamo exporter) or torchscript (traced)",
+    )
+    export.add_argument(
+        "--out", required=True, metavar="FILE", help="the file to write"
+    )
+    export.add_argument(
+        "--features-input",
+        action="store_true",
+        help="take Fbank features and frame counts instead of waveforms",
+    )
+    export.set_defaults(run=_run_export)
 
     plot = commands.add_parser(
         "plot",

@@ -349,8 +349,9 @@ def test_verify_prints_the_cosine_of_the_embed_embeddings(runs, inputs):
         embeddings[inputs.first], embeddings[inputs.second], dim=0
     )
     assert score == pytest.approx(float(cosine), abs=1e-4)
-    assert lines[1].startswith("threshold: 0.500000 (default; no ")
-    assert lines[2] == (
+    assert lines[1] == f"llr: none ({inputs.model} has no calibration)"
+    assert lines[2].startswith("threshold: cosine 0.500000 (default; no ")
+    assert lines[3] == (
         "decision: same speaker"
         if score > 0.5
         else "decision: different speakers"
@@ -414,6 +415,86 @@ def test_verify_threshold_option_sets_the_decision(inputs, capsys):
         )
         out = capsys.readouterr().out
         assert f"decision: {decision}" in out and "(--threshold)" in out
+
+
+def _verify_lines(argv, capsys):
+    """``verify``'s printout as {field: value}."""
+    assert main(argv) == 0
+    return {
+        line.split(":")[0]: line.split(":", 1)[1].strip()
+        for line in capsys.readouterr().out.splitlines()
+    }
+
+
+def test_verify_prints_the_calibrated_llr_and_decides_by_its_thresholds(
+    inputs, tmp_path, capsys
+):
+    """With calibration.json the LLR is slope * cosine + offset, and each
+    operating point decides by its own threshold: the stored cosine of the
+    EER / minDCF point, or the Bayes rule llr > log((1 - p) / p)."""
+    from speechbrain_mrmha.calibration import Calibration
+    from speechbrain_mrmha.export import write_calibration
+
+    model = tmp_path / "pretrained"
+    shutil.copytree(inputs.model, model)
+    files = [inputs.first, inputs.second]
+    plain = _verify_lines(["verify", "--model", str(model), *files], capsys)
+    score = float(plain["score"].split()[0])
+    # thresholds just below and just above the score: EER accepts, minDCF
+    # rejects; the Bayes rule at p_target 0.5 is llr > 0
+    calibration = Calibration(
+        slope=7.0,
+        offset=-7.0 * score + 0.25,
+        p_target=0.5,
+        thresholds={
+            "eer": {"cosine": score - 1e-3, "llr": 0.1, "value": 0.2},
+            "min_dcf": {"cosine": score + 1e-3, "llr": 0.3, "value": 0.4},
+        },
+    )
+    write_calibration(model, calibration)
+    argv = ["verify", "--model", str(model), *files]
+    default = _verify_lines(argv, capsys)
+    llr = float(default["llr"].split()[0])
+    assert llr == pytest.approx(7.0 * score + calibration.offset, abs=1e-3)
+    assert default["decision"] == "same speaker"
+    assert default["threshold"].startswith(f"cosine {score - 1e-3:.6f} (EER")
+    expected = {
+        "eer": "same speaker",
+        "min_dcf": "different speakers",
+        "bayes": "same speaker",  # llr 0.25 > 0
+    }
+    for point, decision in expected.items():
+        lines = _verify_lines(argv + ["--operating-point", point], capsys)
+        assert lines["decision"] == decision, point
+    assert _verify_lines(argv + ["--operating-point", "bayes"], capsys)[
+        "threshold"
+    ].startswith("llr 0.000000 (Bayes")
+    # an explicit cosine threshold still wins, and both at once is an error
+    lines = _verify_lines(argv + ["--threshold", str(score + 0.01)], capsys)
+    assert lines["decision"] == "different speakers"
+    both = argv + ["--threshold", "0.1", "--operating-point", "eer"]
+    assert main(both) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def test_operating_point_without_calibration_is_an_error(inputs, capsys):
+    argv = ["verify", "--model", inputs.model, inputs.first, inputs.second]
+    assert main(argv + ["--operating-point", "min_dcf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --operating-point min_dcf:")
+    assert "has no calibration" in err
+
+
+def test_malformed_calibration_is_named_before_scoring(
+    inputs, tmp_path, capsys
+):
+    model = tmp_path / "pretrained"
+    shutil.copytree(inputs.model, model)
+    (model / "calibration.json").write_text('{"format": "other"}')
+    argv = ["verify", "--model", str(model), inputs.first, inputs.second]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "calibration.json" in err and "format" in err
 
 
 def test_default_threshold_reads_the_verification_metrics(tmp_path):

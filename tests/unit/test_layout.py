@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "speechbrain_mrmha"
-LIBRARY = ["pooling", "resnet", "cosams", "scoring", "lengths", "windowing"]
+LIBRARY = [
+    "pooling",
+    "resnet",
+    "cosams",
+    "scoring",
+    "calibration",
+    "lengths",
+    "windowing",
+]
 SERVICES = [
     "io",
     "extraction",
@@ -19,6 +27,7 @@ SERVICES = [
     "config",
     "annotation",
     "runs",
+    "deploy",
 ]
 
 

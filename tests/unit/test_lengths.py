@@ -15,6 +15,7 @@ from torch import nn
 
 from speechbrain_mrmha.lengths import (
     HOP_SAMPLES,
+    ONE_ULP_DOWN,
     FrameExactLengths,
     frame_counts,
     relative_lengths,
@@ -32,6 +33,35 @@ def test_relative_lengths_recovered_by_both_mask_conventions():
         assert torch.equal(mask.sum(dim=1).long(), counts)
         assert rel[-1].item() == 1.0
         assert torch.all(rel <= counts / steps)
+
+
+def _relative_lengths_with_nextafter(counts, num_frames):
+    """The former ``relative_lengths``, with ``torch.nextafter``."""
+    target = counts.float()
+    rel = target / num_frames
+    above = rel * num_frames > target
+    return torch.where(above, torch.nextafter(rel, torch.zeros_like(rel)), rel)
+
+
+def test_relative_lengths_bit_identical_to_the_nextafter_form():
+    """The exportable ulp step equals torch.nextafter bit for bit: on every
+    count of every padded length up to 3000 frames and on 2**20 random
+    positive float32 values over many binades (powers of two included)."""
+    for steps in range(1, 3001):
+        counts = torch.arange(0, steps + 1)
+        new = relative_lengths(counts, steps)
+        old = _relative_lengths_with_nextafter(counts, steps)
+        assert torch.equal(new.view(torch.int32), old.view(torch.int32))
+    generator = torch.Generator().manual_seed(0)
+    exponents = torch.randint(-100, 1, (2**20,), generator=generator)
+    mantissa = 1 + torch.rand(2**20, generator=generator, dtype=torch.float64)
+    values = (mantissa * 2.0**exponents).float()
+    values = torch.cat([values, 2.0 ** torch.arange(-100, 1).float()])
+    stepped = values - values * ONE_ULP_DOWN
+    towards_zero = torch.nextafter(values, torch.zeros_like(values))
+    assert torch.equal(
+        stepped.view(torch.int32), towards_zero.view(torch.int32)
+    )
 
 
 def test_valid_frame_counts_round_like_speechbrain():

@@ -158,6 +158,7 @@ def test_rerun_skips_and_changed_options_redo(corpus, tmp_path):
         "valid.csv",
         "veri_test2.txt",
         "trials_files.csv",
+        "calibration.csv",
         prep.OPTIONS_FILE,
     }
     second = prep.prepare_voxceleb1(
@@ -503,3 +504,121 @@ def test_rerun_prepares_again_when_files_change(corpus, tmp_path):
     assert prep.prepare_voxceleb1(
         *args, valid_utterances_per_speaker=1, num_workers=1
     ).skipped
+
+
+@pytest.fixture(scope="module")
+def calibration_corpus(tmp_path_factory):
+    """20 candidate training speakers: enough for a calibration hold-out."""
+    return generate_corpus(
+        str(tmp_path_factory.mktemp("prep_cal") / "vox1"),
+        speakers=22,
+        videos=2,
+        utterances=2,
+        test_speakers=2,
+        min_duration=0.5,
+        max_duration=0.6,
+        seed=4,
+        num_workers=1,
+    )
+
+
+def test_calibration_speakers_are_held_out_whole(calibration_corpus, tmp_path):
+    args = (
+        calibration_corpus.root,
+        str(tmp_path / "save"),
+        calibration_corpus.verification_file,
+    )
+    result = prep.prepare_voxceleb1(
+        *args,
+        valid_utterances_per_speaker=1,
+        calibration_speakers=0.25,
+        num_workers=1,
+    )
+    train, valid = rows(result.train_csv), rows(result.valid_csv)
+    calibration = rows(result.calibration_csv)
+    assert list(calibration[0]) == ["ID", "duration", "wav", "spk_id"]
+    held_out = {r["spk_id"] for r in calibration}
+    assert len(held_out) == 5  # round(0.25 * 20)
+    assert not held_out & {r["spk_id"] for r in train + valid}
+    # every utterance of a calibration speaker, and of no one else
+    trial_speakers = {
+        f.split("/")[0]
+        for f in trial_files(read_trials(calibration_corpus.verification_file))
+    }
+    on_disk = {
+        str(p)
+        for p in Path(calibration_corpus.root, "wav").rglob("*.wav")
+        if p.parts[-3] not in trial_speakers
+    }
+    assert {r["wav"] for r in train + valid + calibration} == on_disk
+    assert {r["wav"] for r in calibration} == {
+        w for w in on_disk if Path(w).parts[-3] in held_out
+    }
+    # deterministic: the same seed holds out the same speakers, another
+    # seed (eventually) others
+    again = prep.prepare_voxceleb1(
+        *args[:1],
+        str(tmp_path / "again"),
+        args[2],
+        valid_utterances_per_speaker=1,
+        calibration_speakers=0.25,
+        num_workers=1,
+    )
+    assert (
+        Path(again.calibration_csv).read_bytes()
+        == Path(result.calibration_csv).read_bytes()
+    )
+    draws = {
+        frozenset(
+            r["spk_id"]
+            for r in rows(
+                prep.prepare_voxceleb1(
+                    *args[:1],
+                    str(tmp_path / f"seed{seed}"),
+                    args[2],
+                    valid_utterances_per_speaker=1,
+                    calibration_speakers=0.25,
+                    seed=seed,
+                    num_workers=1,
+                ).calibration_csv
+            )
+        )
+        for seed in range(4)
+    }
+    assert len(draws) > 1
+
+
+def test_calibration_option_change_re_prepares(calibration_corpus, tmp_path):
+    args = (
+        calibration_corpus.root,
+        str(tmp_path / "save"),
+        calibration_corpus.verification_file,
+    )
+    options = {"valid_utterances_per_speaker": 1, "num_workers": 1}
+    first = prep.prepare_voxceleb1(*args, calibration_speakers=0.2, **options)
+    assert len({r["spk_id"] for r in rows(first.calibration_csv)}) == 5
+    assert prep.prepare_voxceleb1(
+        *args, calibration_speakers=0.2, **options
+    ).skipped
+    off = prep.prepare_voxceleb1(*args, calibration_speakers=0, **options)
+    assert not off.skipped
+    assert rows(off.calibration_csv) == []
+    assert len({r["spk_id"] for r in rows(off.train_csv)}) == 20
+    more = prep.prepare_voxceleb1(*args, calibration_speakers=0.4, **options)
+    assert not more.skipped
+    assert len({r["spk_id"] for r in rows(more.calibration_csv)}) == 8
+    os.remove(more.calibration_csv)  # a missing calibration.csv also redoes
+    assert not prep.prepare_voxceleb1(
+        *args, calibration_speakers=0.4, **options
+    ).skipped
+    with pytest.raises(ValueError, match="calibration_speakers"):
+        prep.prepare_voxceleb1(*args, calibration_speakers=0.9, **options)
+
+
+def test_calibration_speaker_count_rule():
+    count = prep.calibration_speaker_count
+    assert count(19, 0.3) == 0  # too few speakers to spare any
+    assert count(20, 0.02) == 5  # at least 5
+    assert count(1211, 0.02) == 24 and count(1211, 0) == 0
+    with pytest.raises(ValueError, match="calibration_speakers"):
+        count(100, -0.1)

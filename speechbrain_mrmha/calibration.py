@@ -1,0 +1,777 @@
+"""Calibration of cosine scores to log-likelihood ratios, and the metrics
+that judge it.
+
+A calibrated score is a log-likelihood ratio (LLR, natural log)::
+
+    llr = log p(score | same speaker) / p(score | different speakers)
+
+so that, at a prior ``p_target`` of a same-speaker trial and costs
+``c_miss`` / ``c_fa``, the Bayes decision is "accept when
+``llr > log(c_fa * (1 - p_target) / (c_miss * p_target))``" (at
+``p_target = 0.5`` and equal costs: ``llr > 0``), with no threshold tuned on
+the evaluation data.
+
+* :func:`fit_calibration` fits ``llr = a * s + b`` (linear logistic
+  regression, as in Brummer's FoCal / BOSARIS), optionally with quality
+  measures ``+ c * min(log d_e, log d_t) + d * max(log d_e, log d_t)`` of
+  the two utterance durations (QMF), by minimising the prior-weighted
+  cross-entropy in float64 with Newton's method. It returns a
+  :class:`Calibration`, which also stores the cosine thresholds at the EER
+  and minDCF points of its calibration trials with their LLR values.
+* :func:`cllr` (Brummer's Cllr in bits), :func:`min_cllr` (Cllr after the
+  optimal monotonic calibration, by pool-adjacent-violators) and
+  :func:`act_dcf` (the cost of the Bayes decisions, in the units of
+  ``scoring.minDCF``, so ``act_dcf >= minDCF`` of the same scores).
+
+Why the training prior defaults to 0.5: at 0.5 the objective is Cllr itself
+(up to the factor ``1 / log 2``), which integrates the cost over all
+operating points, so one fit serves any ``p_target``; the target and
+non-target terms are averaged separately, so the usual surplus of
+non-target trials does not tilt the fit. A DCF prior (0.01) would spend
+the fit on the few trials around one operating point.
+
+Authors
+ * speechbrain-mrmha contributors
+"""
+
+import itertools
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from speechbrain_mrmha.scoring import EER, minDCF
+
+__all__ = [
+    "Calibration",
+    "act_dcf",
+    "bayes_threshold",
+    "cllr",
+    "dcf_normalizer",
+    "fit_calibration",
+    "min_cllr",
+    "quality_features",
+    "sample_trials",
+]
+
+FORMAT = "speechbrain_mrmha.calibration/1"
+DEFAULT_PRIOR = 0.5
+# A small L2 penalty on the slopes (not the offset) keeps the fit finite when
+# the calibration trials are separable (a tiny corpus, a very good model);
+# next to a cross-entropy of order 0.1 nats it moves a slope of 20 by ~0.1 %.
+DEFAULT_REGULARIZATION = 1e-5
+LN2 = math.log(2.0)
+
+
+def _as_scores(values, name, label):
+    """A 1-D float64 tensor of finite values, or a ValueError naming it."""
+    scores = torch.as_tensor(values).detach().to("cpu", torch.float64)
+    if scores.dim() != 1:
+        raise ValueError(
+            f"{name}: {label} must be 1-D, got shape {tuple(scores.shape)}"
+        )
+    if scores.numel() == 0:
+        raise ValueError(f"{name}: {label} is empty")
+    if torch.isnan(scores).any():
+        raise ValueError(f"{name}: {label} contains NaN")
+    return scores
+
+
+def bayes_threshold(p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The LLR above which a Bayes decision accepts a trial:
+    ``log(c_fa * (1 - p_target) / (c_miss * p_target))``.
+
+    Arguments
+    ---------
+    p_target : float
+        Prior probability of a same-speaker trial, in (0, 1).
+    c_miss : float
+        Cost of rejecting a same-speaker trial.
+    c_fa : float
+        Cost of accepting a different-speaker trial.
+
+    Returns
+    -------
+    threshold : float
+        In nats; 0 at ``p_target = 0.5`` with equal costs.
+
+    Example
+    -------
+    >>> round(bayes_threshold(0.01), 4), bayes_threshold(0.5)
+    (4.5951, 0.0)
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError(
+            f"c_miss and c_fa must be > 0, got {c_miss} and {c_fa}"
+        )
+    return math.log(c_fa * (1.0 - p_target)) - math.log(c_miss * p_target)
+
+
+def dcf_normalizer(p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The cost of the best trivial system (accept all or reject all),
+    ``min(c_miss * p_target, c_fa * (1 - p_target))``: divide a DCF by it
+    to get the normalised DCF that NIST and the VoxCeleb papers report.
+
+    Arguments
+    ---------
+    p_target, c_miss, c_fa : float
+        The operating point (see ``bayes_threshold``).
+
+    Returns
+    -------
+    normalizer : float
+
+    Example
+    -------
+    >>> dcf_normalizer(0.01)
+    0.01
+    """
+    return min(c_miss * p_target, c_fa * (1.0 - p_target))
+
+
+def cllr(target_llrs, nontarget_llrs):
+    """Brummer's log-likelihood-ratio cost in bits:
+    ``(mean_t log2(1 + e^-llr) + mean_n log2(1 + e^llr)) / 2``.
+
+    0 for perfect, confident LLRs; 1 for a system that always says
+    ``llr = 0`` (no information); well-calibrated LLRs stay <= 1, and above 1
+    they are worse than saying nothing.
+
+    Arguments
+    ---------
+    target_llrs : torch.Tensor
+        1-D LLRs of same-speaker trials.
+    nontarget_llrs : torch.Tensor
+        1-D LLRs of different-speaker trials.
+
+    Returns
+    -------
+    cllr : float
+
+    Example
+    -------
+    >>> cllr(torch.zeros(3), torch.zeros(5))
+    1.0
+    >>> round(cllr(torch.tensor([4.0, 6.0]), torch.tensor([-5.0, -3.0])), 4)
+    0.0274
+    """
+    target = _as_scores(target_llrs, "cllr", "target_llrs")
+    nontarget = _as_scores(nontarget_llrs, "cllr", "nontarget_llrs")
+    miss = F.softplus(-target).mean()
+    false_alarm = F.softplus(nontarget).mean()
+    return float((miss + false_alarm) / (2 * LN2))
+
+
+def min_cllr(target_scores, nontarget_scores):
+    """Cllr after the best monotonic (non-decreasing) calibration of the
+    scores, fitted on these very trials by pool-adjacent-violators: what is
+    left once calibration is perfect, so ``cllr - min_cllr`` is the
+    calibration loss.
+
+    Arguments
+    ---------
+    target_scores : torch.Tensor
+        1-D scores (any scale) of same-speaker trials.
+    nontarget_scores : torch.Tensor
+        1-D scores of different-speaker trials.
+
+    Returns
+    -------
+    min_cllr : float
+        In [0, 1].
+
+    Example
+    -------
+    >>> min_cllr(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2]))
+    0.0
+    >>> min_cllr(torch.tensor([0.5]), torch.tensor([0.5]))
+    1.0
+    """
+    target = _as_scores(target_scores, "min_cllr", "target_scores")
+    nontarget = _as_scores(nontarget_scores, "min_cllr", "nontarget_scores")
+    scores = torch.cat([target, nontarget])
+    is_target = torch.cat(
+        [torch.ones_like(target), torch.zeros_like(nontarget)]
+    )
+    unique, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    targets = torch.zeros_like(unique).index_add_(0, inverse, is_target)
+    counts = torch.zeros_like(unique).index_add_(
+        0, inverse, torch.ones_like(is_target)
+    )
+    # pool adjacent violators: blocks of (targets, trials) with increasing
+    # target fraction
+    blocks = []
+    for t, n in zip(targets.tolist(), counts.tolist()):
+        blocks.append([t, n])
+        while (
+            len(blocks) > 1
+            and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]
+        ):
+            t_last, n_last = blocks.pop()
+            blocks[-1][0] += t_last
+            blocks[-1][1] += n_last
+    n_target, n_nontarget = target.numel(), nontarget.numel()
+    log_prior_odds = math.log(n_target / n_nontarget)
+    miss = false_alarm = 0.0
+    for t, n in blocks:
+        nt = n - t
+        if t and nt:
+            llr = math.log(t / nt) - log_prior_odds
+            miss += t * _softplus(-llr)
+            false_alarm += nt * _softplus(llr)
+    # blocks of one class only get an infinite LLR of the right sign: no cost
+    return (miss / n_target + false_alarm / n_nontarget) / (2 * LN2)
+
+
+def _softplus(x):
+    """log(1 + e^x) of a Python float, without overflow."""
+    return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+
+
+def act_dcf(target_llrs, nontarget_llrs, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The detection cost of the Bayes decisions taken by the LLRs,
+    ``c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)`` with
+    "accept when ``llr > bayes_threshold(p_target, c_miss, c_fa)``".
+
+    Unnormalised and with the float32 error rates of ``scoring.minDCF``, so
+    it equals ``minDCF`` of the same LLRs exactly when the Bayes threshold
+    makes the decisions of the minDCF threshold, and is >= it otherwise
+    (minDCF's candidates are every "accept above t" decision except
+    "accept all", which costs ``c_fa * (1 - p_target)``, more than "reject
+    all" whenever ``c_miss * p_target <= c_fa * (1 - p_target)``, e.g. at
+    every ``p_target <= 0.5`` with equal costs). Divide by
+    ``dcf_normalizer`` for the normalised value.
+
+    Arguments
+    ---------
+    target_llrs : torch.Tensor
+        1-D LLRs of same-speaker trials.
+    nontarget_llrs : torch.Tensor
+        1-D LLRs of different-speaker trials.
+    p_target, c_miss, c_fa : float
+        The operating point.
+
+    Returns
+    -------
+    act_dcf : float
+
+    Example
+    -------
+    >>> target, nontarget = torch.tensor([5.0, 1.0]), torch.tensor([-3.0, 6.0])
+    >>> round(act_dcf(target, nontarget, p_target=0.01), 4)  # 1 miss, 1 fa
+    0.5
+    """
+    target = _as_scores(target_llrs, "act_dcf", "target_llrs")
+    nontarget = _as_scores(nontarget_llrs, "act_dcf", "nontarget_llrs")
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    # the same float32 quotients and expression as scoring.minDCF
+    p_miss = (target <= threshold).sum().float() / target.numel()
+    p_fa = (nontarget > threshold).sum().float() / nontarget.numel()
+    return float(c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target))
+
+
+def quality_features(enrol_durations, test_durations):
+    """The quality measures of a trial: ``min`` and ``max`` of the natural
+    logs of the two utterance durations (seconds), so that a trial's
+    measures do not depend on which side is the enrolment.
+
+    Arguments
+    ---------
+    enrol_durations : torch.Tensor
+        (n_trials,) enrolment durations in seconds (> 0).
+    test_durations : torch.Tensor
+        (n_trials,) test durations in seconds (> 0).
+
+    Returns
+    -------
+    features : torch.Tensor
+        (n_trials, 2) float64: min and max log-duration.
+
+    Example
+    -------
+    >>> quality_features(torch.tensor([1.0, 4.0]), torch.tensor([2.0, 2.0]))
+    tensor([[0.0000, 0.6931],
+            [0.6931, 1.3863]], dtype=torch.float64)
+    """
+    enrol = _as_scores(enrol_durations, "quality_features", "enrol_durations")
+    test = _as_scores(test_durations, "quality_features", "test_durations")
+    if enrol.shape != test.shape:
+        raise ValueError(
+            f"quality_features: {enrol.numel()} enrolment durations but "
+            f"{test.numel()} test durations"
+        )
+    if (enrol <= 0).any() or (test <= 0).any():
+        raise ValueError("quality_features: durations must be > 0 seconds")
+    logs = torch.stack([enrol.log(), test.log()], dim=1)
+    return torch.stack([logs.min(dim=1).values, logs.max(dim=1).values], 1)
+
+
+def _design(scores, durations, quality, name):
+    """Rows [score, (min log d, max log d,) 1] of a set of trials."""
+    scores = _as_scores(scores, name, "scores")
+    columns = [scores.unsqueeze(1)]
+    if quality:
+        if durations is None:
+            raise ValueError(
+                f"{name}: this calibration uses quality measures: give the "
+                "durations of both sides of every trial"
+            )
+        durations = torch.as_tensor(durations, dtype=torch.float64)
+        if durations.shape != (scores.numel(), 2):
+            raise ValueError(
+                f"{name}: durations must be (n_trials, 2) = "
+                f"({scores.numel()}, 2), got {tuple(durations.shape)}"
+            )
+        columns.append(quality_features(durations[:, 0], durations[:, 1]))
+    columns.append(torch.ones_like(scores).unsqueeze(1))
+    return torch.cat(columns, dim=1)
+
+
+def _objective(params, target_rows, nontarget_rows, prior, regularization):
+    """Prior-weighted cross-entropy (nats) with its gradient and Hessian."""
+    offset = math.log(prior / (1.0 - prior))
+    penalty = torch.ones_like(params)
+    penalty[-1] = 0.0  # the offset is not penalised
+    value = regularization / 2 * (penalty * params**2).sum()
+    gradient = regularization * penalty * params
+    hessian = torch.diag(regularization * penalty)
+    for rows, sign, weight in (
+        (target_rows, -1.0, prior),
+        (nontarget_rows, 1.0, 1.0 - prior),
+    ):
+        log_odds = rows @ params + offset
+        value = value + weight * F.softplus(sign * log_odds).mean()
+        slope = torch.sigmoid(sign * log_odds) * sign  # d softplus / d z
+        curvature = torch.sigmoid(log_odds) * torch.sigmoid(-log_odds)
+        gradient = gradient + weight * rows.T @ slope / rows.shape[0]
+        hessian = hessian + weight * (rows.T * curvature) @ rows / rows.shape[0]
+    return value, gradient, hessian
+
+
+def _newton(target_rows, nontarget_rows, prior, regularization):
+    """Minimise the convex objective by damped Newton steps."""
+    params = torch.zeros(target_rows.shape[1], dtype=torch.float64)
+    args = (target_rows, nontarget_rows, prior, regularization)
+    value, gradient, hessian = _objective(params, *args)
+    for _ in range(100):
+        if float(gradient.abs().max()) < 1e-12:
+            break
+        eye = torch.eye(hessian.shape[0], dtype=torch.float64)
+        step = torch.linalg.solve(hessian + 1e-12 * eye, gradient)
+        size = 1.0
+        while size > 1e-10:
+            trial = params - size * step
+            trial_value, trial_gradient, trial_hessian = _objective(
+                trial, *args
+            )
+            if trial_value <= value:
+                break
+            size /= 2
+        else:
+            break  # no decrease left: at the optimum up to rounding
+        params, value = trial, trial_value
+        gradient, hessian = trial_gradient, trial_hessian
+    return params
+
+
+@dataclass
+class Calibration:
+    """A linear calibration of cosine scores to LLRs (nats):
+    ``llr = slope * s + offset`` (+ ``quality_weights`` . ``quality_features``
+    of the two durations, when ``quality``), with the operating point its
+    decisions use and what was measured on its calibration trials.
+
+    Arguments
+    ---------
+    slope : float
+        ``a``, LLR per unit of cosine.
+    offset : float
+        ``b``, the LLR of a cosine of 0 (with quality: of 1 s utterances).
+    quality_weights : list of float
+        ``[c, d]`` for min / max log-duration; empty without quality.
+    prior : float
+        The prior the fit was trained at.
+    regularization : float
+        The L2 penalty on the slopes used in the fit.
+    p_target, c_miss, c_fa : float
+        The operating point of ``decide`` and of the stored minDCF threshold.
+    thresholds : dict
+        ``{"eer": {...}, "min_dcf": {...}}``: each with ``cosine`` (the
+        threshold on raw cosine scores of the calibration trials, a trial is
+        accepted above it), ``llr`` (the same point on the calibrated LLRs)
+        and ``value`` (the EER or the unnormalised minDCF there).
+    statistics : dict
+        Trial and speaker counts, Cllr (raw cosine and calibrated), minCllr,
+        actDCF and minDCF on the calibration trials.
+
+    Example
+    -------
+    >>> cal = Calibration(slope=10.0, offset=-5.0)
+    >>> cal.llr(torch.tensor([0.25, 0.75]))
+    tensor([-2.5000,  2.5000], dtype=torch.float64)
+    >>> cal.decide(cal.llr(torch.tensor([0.25, 0.75])), p_target=0.5)
+    tensor([False,  True])
+    >>> Calibration.from_dict(cal.to_dict()) == cal
+    True
+    """
+
+    slope: float
+    offset: float
+    quality_weights: list = field(default_factory=list)
+    prior: float = DEFAULT_PRIOR
+    regularization: float = DEFAULT_REGULARIZATION
+    p_target: float = 0.01
+    c_miss: float = 1.0
+    c_fa: float = 1.0
+    thresholds: dict = field(default_factory=dict)
+    statistics: dict = field(default_factory=dict)
+
+    @property
+    def quality(self):
+        """True when the LLR also depends on the utterance durations."""
+        return bool(self.quality_weights)
+
+    def _params(self):
+        return torch.tensor(
+            [self.slope, *self.quality_weights, self.offset],
+            dtype=torch.float64,
+        )
+
+    def llr(self, scores, durations=None):
+        """Calibrated LLRs (nats) of raw cosine scores.
+
+        Arguments
+        ---------
+        scores : torch.Tensor
+            (n_trials,) cosine scores.
+        durations : torch.Tensor, optional
+            (n_trials, 2) enrolment and test durations in seconds; needed
+            when ``quality`` is True, ignored otherwise.
+
+        Returns
+        -------
+        llrs : torch.Tensor
+            (n_trials,) float64.
+
+        Example
+        -------
+        >>> cal = Calibration(slope=8.0, offset=-4.0, quality_weights=[1.0, 0.0])
+        >>> cal.llr(torch.tensor([0.5]), torch.tensor([[1.0, 3.0]]))
+        tensor([0.], dtype=torch.float64)
+        """
+        return _design(scores, durations, self.quality, "llr") @ self._params()
+
+    def decision_threshold(self, p_target=None, c_miss=None, c_fa=None):
+        """The Bayes LLR threshold at the given operating point (default:
+        the calibration's own ``p_target``, ``c_miss``, ``c_fa``).
+
+        Arguments
+        ---------
+        p_target, c_miss, c_fa : float, optional
+
+        Returns
+        -------
+        threshold : float
+            Accept a trial when its LLR is above it.
+
+        Example
+        -------
+        >>> round(Calibration(slope=1.0, offset=0.0).decision_threshold(), 4)
+        4.5951
+        """
+        return bayes_threshold(
+            self.p_target if p_target is None else p_target,
+            self.c_miss if c_miss is None else c_miss,
+            self.c_fa if c_fa is None else c_fa,
+        )
+
+    def decide(self, llrs, p_target=None, c_miss=None, c_fa=None):
+        """Bayes decisions: True (same speaker) where ``llrs`` exceed
+        ``decision_threshold``.
+
+        Arguments
+        ---------
+        llrs : torch.Tensor
+            Calibrated LLRs (``llr``).
+        p_target, c_miss, c_fa : float, optional
+            The operating point (default: the calibration's own).
+
+        Returns
+        -------
+        accept : torch.BoolTensor
+
+        Example
+        -------
+        >>> Calibration(slope=1.0, offset=0.0).decide(torch.tensor([4.0, 5.0]))
+        tensor([False,  True])
+        """
+        return torch.as_tensor(llrs) > self.decision_threshold(
+            p_target, c_miss, c_fa
+        )
+
+    def to_dict(self):
+        """A JSON-ready dict (with a ``format`` tag).
+
+        Returns
+        -------
+        dict
+
+        Example
+        -------
+        >>> Calibration(slope=2.0, offset=1.0).to_dict()["format"]
+        'speechbrain_mrmha.calibration/1'
+        """
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data, source="calibration"):
+        """Rebuild a calibration from ``to_dict`` output, with a clear error
+        naming ``source`` when anything is missing or of the wrong kind.
+
+        Arguments
+        ---------
+        data : dict
+        source : str
+            What the data came from (a file name), for errors.
+
+        Returns
+        -------
+        Calibration
+
+        Example
+        -------
+        >>> Calibration.from_dict({"format": "speechbrain_mrmha.calibration/1"})
+        Traceback (most recent call last):
+        ...
+        ValueError: calibration: missing slope, offset
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object")
+        if data.get("format") != FORMAT:
+            raise ValueError(
+                f"{source}: format {data.get('format')!r} is not {FORMAT!r}"
+            )
+        missing = [k for k in ("slope", "offset") if k not in data]
+        if missing:
+            raise ValueError(f"{source}: missing {', '.join(missing)}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known - {"format"})
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {', '.join(unknown)}")
+        values = {k: v for k, v in data.items() if k in known}
+        numbers = ["slope", "offset", "prior", "regularization"]
+        numbers += ["p_target", "c_miss", "c_fa"]
+        weights = values.get("quality_weights", [])
+        for key in numbers:
+            if key in values and not _is_finite_number(values[key]):
+                raise ValueError(
+                    f"{source}: {key} must be a finite number, "
+                    f"got {values[key]!r}"
+                )
+        if not isinstance(weights, list) or len(weights) not in (0, 2):
+            raise ValueError(
+                f"{source}: quality_weights must be a list of 0 or 2 numbers"
+            )
+        if not all(_is_finite_number(w) for w in weights):
+            raise ValueError(f"{source}: quality_weights must be finite")
+        for key in ("thresholds", "statistics"):
+            if not isinstance(values.get(key, {}), dict):
+                raise ValueError(f"{source}: {key} must be an object")
+        return cls(**values)
+
+
+def _is_finite_number(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def fit_calibration(
+    target_scores,
+    nontarget_scores,
+    target_durations=None,
+    nontarget_durations=None,
+    quality=False,
+    prior=DEFAULT_PRIOR,
+    regularization=DEFAULT_REGULARIZATION,
+    p_target=0.01,
+    c_miss=1.0,
+    c_fa=1.0,
+):
+    """Fit ``llr = a * s + b`` (+ quality terms) to calibration trials.
+
+    Minimises, in float64 by Newton's method (the objective is convex),
+    the prior-weighted cross-entropy of BOSARIS::
+
+        prior * mean_t log(1 + exp(-(llr_t + logit prior)))
+        + (1 - prior) * mean_n log(1 + exp(llr_n + logit prior))
+        + regularization / 2 * (a^2 + c^2 + d^2)
+
+    then measures the fit on the same trials: thresholds at the EER and
+    minDCF points (raw cosine and calibrated), Cllr, minCllr, actDCF and
+    minDCF.
+
+    Arguments
+    ---------
+    target_scores : torch.Tensor
+        1-D cosine scores of same-speaker calibration trials.
+    nontarget_scores : torch.Tensor
+        1-D cosine scores of different-speaker calibration trials.
+    target_durations, nontarget_durations : torch.Tensor, optional
+        (n, 2) durations in seconds of both sides of each trial; needed
+        with ``quality``.
+    quality : bool
+        Add the duration quality measures (QMF).
+    prior : float
+        Effective prior of the training objective (see the module
+        docstring for why 0.5).
+    regularization : float
+        L2 penalty on the slopes (>= 0).
+    p_target, c_miss, c_fa : float
+        Operating point of the stored minDCF threshold, of actDCF and of
+        ``Calibration.decide``.
+
+    Returns
+    -------
+    Calibration
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> target = 0.6 + 0.1 * torch.randn(200, generator=g)
+    >>> nontarget = 0.1 * torch.randn(2000, generator=g)
+    >>> cal = fit_calibration(target, nontarget)
+    >>> cal.slope > 0, cal.statistics["cllr"] < cal.statistics["cllr_raw"]
+    (True, True)
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(
+            f"fit_calibration: prior must be in (0, 1), got {prior}"
+        )
+    if regularization < 0:
+        raise ValueError(
+            f"fit_calibration: regularization must be >= 0, got {regularization}"
+        )
+    bayes_threshold(p_target, c_miss, c_fa)  # checks the operating point
+    name = "fit_calibration"
+    target_rows = _design(target_scores, target_durations, quality, name)
+    nontarget_rows = _design(
+        nontarget_scores, nontarget_durations, quality, name
+    )
+    params = _newton(target_rows, nontarget_rows, prior, regularization)
+    calibration = Calibration(
+        slope=float(params[0]),
+        offset=float(params[-1]),
+        quality_weights=[float(w) for w in params[1:-1]],
+        prior=float(prior),
+        regularization=float(regularization),
+        p_target=float(p_target),
+        c_miss=float(c_miss),
+        c_fa=float(c_fa),
+    )
+    target_raw, nontarget_raw = target_rows[:, 0], nontarget_rows[:, 0]
+    target_llr = target_rows @ params
+    nontarget_llr = nontarget_rows @ params
+    operating = {"p_target": p_target, "c_miss": c_miss, "c_fa": c_fa}
+    eer, eer_cosine = EER(target_raw, nontarget_raw)
+    _, eer_llr = EER(target_llr, nontarget_llr)
+    dcf, dcf_cosine = minDCF(target_raw, nontarget_raw, **operating)
+    dcf_llr_value, dcf_llr = minDCF(target_llr, nontarget_llr, **operating)
+    calibration.thresholds = {
+        "eer": {"cosine": eer_cosine, "llr": eer_llr, "value": eer},
+        "min_dcf": {"cosine": dcf_cosine, "llr": dcf_llr, "value": dcf},
+    }
+    actual = act_dcf(target_llr, nontarget_llr, **operating)
+    calibration.statistics = {
+        "n_target": int(target_rows.shape[0]),
+        "n_nontarget": int(nontarget_rows.shape[0]),
+        "cllr_raw": cllr(target_raw, nontarget_raw),
+        "cllr": cllr(target_llr, nontarget_llr),
+        "min_cllr": min_cllr(target_llr, nontarget_llr),
+        "act_dcf": actual,
+        "min_dcf": dcf_llr_value,
+        "act_dcf_normalized": actual / dcf_normalizer(**operating),
+        "min_dcf_normalized": dcf_llr_value / dcf_normalizer(**operating),
+    }
+    return calibration
+
+
+def sample_trials(speakers, max_trials=100000, seed=0):
+    """Calibration trials among utterances of known speakers: every
+    same-speaker pair (a seeded sample of ``max_trials // 2`` when there are
+    more) and a seeded sample of different-speaker pairs filling up to
+    ``max_trials`` (all of them when there are fewer). Each unordered pair
+    appears at most once.
+
+    Arguments
+    ---------
+    speakers : list of str
+        The speaker of each utterance.
+    max_trials : int
+        Most trials returned (>= 2).
+    seed : int
+        Seed of the samples.
+
+    Returns
+    -------
+    enrol_index : torch.LongTensor
+        (n_trials,) utterance of one side of each trial.
+    test_index : torch.LongTensor
+        (n_trials,) the other side (``enrol_index < test_index``).
+    labels : torch.BoolTensor
+        (n_trials,) True for same-speaker trials (listed first).
+
+    Example
+    -------
+    >>> e, t, labels = sample_trials(["a", "a", "b", "b"], max_trials=10)
+    >>> list(zip(e.tolist(), t.tolist())), labels.tolist()
+    ([(0, 1), (2, 3), (0, 2), (0, 3), (1, 2), (1, 3)], [True, True, False, False, False, False])
+    """
+    if max_trials < 2:
+        raise ValueError(
+            f"sample_trials: max_trials must be >= 2, got {max_trials}"
+        )
+    groups = {}
+    for index, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(index)
+    rng = random.Random(f"calibration-trials:{seed}")
+    targets = [
+        pair
+        for members in groups.values()
+        for pair in itertools.combinations(members, 2)
+    ]
+    if not targets or len(groups) < 2:
+        raise ValueError(
+            "sample_trials: calibration needs two speakers and one speaker "
+            f"with two utterances; got {len(speakers)} utterances of "
+            f"{len(groups)} speakers"
+        )
+    if len(targets) > max_trials // 2:
+        targets = sorted(rng.sample(targets, max_trials // 2))
+    n = len(speakers)
+    n_nontarget = (n * n - sum(len(m) ** 2 for m in groups.values())) // 2
+    wanted = min(n_nontarget, max_trials - len(targets))
+    if 2 * wanted >= n_nontarget:  # dense: enumerate, then sample
+        pairs = [
+            (i, j)
+            for i, j in itertools.combinations(range(n), 2)
+            if speakers[i] != speakers[j]
+        ]
+        nontargets = sorted(rng.sample(pairs, wanted))
+    else:  # sparse: draw pairs until enough distinct ones
+        chosen = set()
+        while len(chosen) < wanted:
+            i, j = rng.randrange(n), rng.randrange(n)
+            if speakers[i] != speakers[j]:
+                chosen.add((min(i, j), max(i, j)))
+        nontargets = sorted(chosen)
+    pairs = torch.tensor(targets + nontargets, dtype=torch.long)
+    labels = torch.zeros(pairs.shape[0], dtype=torch.bool)
+    labels[: len(targets)] = True
+    return pairs[:, 0], pairs[:, 1], labels

@@ -1,0 +1,729 @@
+"""Deployment: a pretrained folder exported as one ONNX or TorchScript file
+whose embeddings stay exact under batch padding, and an onnxruntime encoder
+that ``extraction.encode_signals`` / ``embed_files`` batch like the PyTorch
+one.
+
+The exported graph (``WaveformEmbedder``) takes
+
+* ``wavs``: float32 (batch, samples) waveforms at 16 kHz, zero-padded (the
+  graph zeroes every sample past a row's length itself, so the padding
+  content does not matter), and
+* ``lengths``: int64 (batch,) valid **sample counts**, not SpeechBrain's
+  relative lengths: integers name every length exactly at any duration,
+  every runtime knows them, and the graph derives the exact frames of each
+  signal alone from them (``lengths.frame_counts``), the frames
+  ``FrameExactLengths`` recovers in PyTorch only with the padded sample
+  count at hand;
+
+and returns float32 ``embeddings`` (batch, emb_dim). Batch and time axes are
+dynamic; Fbank and the sentence mean normalisation are inside the graph.
+``features_input=True`` exports ``FeatureEmbedder`` instead: ``feats``
+(batch, frames, n_mels) Fbank features (before the mean normalisation,
+which stays inside) and int64 valid **frame counts**.
+
+Long inputs: the graph encodes every length in a single pass
+(``ResNet34.chunk_frames`` is not applied inside it), which equals PyTorch's
+windowed encoding of inputs longer than ``chunk_frames`` (2048 frames,
+20.47 s by default) up to float rounding (``speechbrain_mrmha.windowing``):
+no length is refused, but memory grows with the longest input of a batch
+instead of staying bounded by the window.
+
+SpeechBrain's ``StatisticsPooling`` (a Python loop over the batch that adds
+random noise of 1e-5 to 9e-5 to the means) exports as
+``MaskedStatisticsPooling``: the same masked mean and unbiased standard
+deviation in one vectorised pass, with the noise's midpoint, 5e-5, added.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speechbrain_mrmha.io import atomic_write
+from speechbrain_mrmha.lengths import (
+    frame_counts,
+    relative_lengths,
+    valid_frame_counts,
+)
+
+__all__ = [
+    "FORMATS",
+    "MaskedStatisticsPooling",
+    "FeatureEmbedder",
+    "WaveformEmbedder",
+    "deployable",
+    "export_module",
+    "export_model",
+    "OnnxEncoder",
+    "read_metadata",
+]
+
+FORMATS = ("onnx", "torchscript")
+EXPORT_EXTRA = "pip install speechbrain-mrmha[export]"
+PARITY = 0.9999  # smallest cosine an export must reach against PyTorch
+OPSET = 18
+# SpeechBrain's StatisticsPooling adds eps * (9 - 8 g) to the means, g in
+# [0, 1]: the exported graph adds the midpoint of that range instead
+STATISTICS_EPS = 1e-5
+STATISTICS_MEAN_OFFSET = 5 * STATISTICS_EPS
+
+
+def _require(*names):
+    """Import the optional export packages, or say how to install them."""
+    import importlib
+
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"{', '.join(missing)} not installed (needed for ONNX export and "
+            f"the onnxruntime backend): {EXPORT_EXTRA}"
+        )
+
+
+class MaskedStatisticsPooling(nn.Module):
+    """SpeechBrain's ``StatisticsPooling`` in one vectorised, exportable pass:
+    the mean and the unbiased standard deviation (+ 1e-5) over the
+    ``round(l * T)`` valid frames of each row, with the constant 5e-5 added
+    to the means where SpeechBrain adds random noise of 1e-5 to 9e-5.
+
+    Arguments
+    ---------
+    return_mean : bool
+        Output the means.
+    return_std : bool
+        Output the standard deviations.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.pooling import StatisticsPooling
+    >>> x, lengths = torch.randn(2, 9, 4), torch.tensor([1.0, 5 / 9])
+    >>> ours = MaskedStatisticsPooling()(x, lengths)
+    >>> torch.allclose(ours, StatisticsPooling()(x, lengths), atol=1e-4)
+    True
+    >>> ours.shape
+    torch.Size([2, 1, 8])
+    """
+
+    def __init__(self, return_mean=True, return_std=True):
+        super().__init__()
+        if not (return_mean or return_std):
+            raise ValueError("MaskedStatisticsPooling: nothing to return")
+        self.return_mean, self.return_std = return_mean, return_std
+
+    def forward(self, x, lengths=None):
+        """Pools (batch, time, d) frames into (batch, 1, d or 2 d).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (batch, time, d) frames.
+        lengths : torch.Tensor or None
+            Relative lengths in (0, 1], shape (batch,); None: all valid.
+
+        Returns
+        -------
+        stats : torch.Tensor
+            (batch, 1, output), means then standard deviations.
+        """
+        num_frames = x.shape[1]
+        if lengths is None:
+            lengths = torch.ones(x.shape[0], device=x.device)
+        counts = valid_frame_counts(lengths, num_frames)
+        steps = torch.arange(num_frames, device=x.device)
+        keep = (steps[None, :] < counts[:, None]).to(x.dtype)[:, :, None]
+        n = counts.to(x.dtype)[:, None]
+        mean = (x * keep).sum(dim=1) / n
+        pieces = []
+        if self.return_mean:
+            pieces.append(mean + STATISTICS_MEAN_OFFSET)
+        if self.return_std:
+            var = (((x - mean[:, None]) * keep) ** 2).sum(dim=1) / (n - 1)
+            pieces.append(var.sqrt() + STATISTICS_EPS)
+        return torch.cat(pieces, dim=1).unsqueeze(1)
+
+
+class FeatureEmbedder(nn.Module):
+    """Embeddings of padded Fbank features and their valid frame counts:
+    sentence mean normalisation, then the embedding model, both handed
+    frame-exact relative lengths (``lengths.relative_lengths``).
+
+    Arguments
+    ---------
+    mean_var_norm : torch.nn.Module
+        SpeechBrain's ``InputNormalization`` (called with relative lengths).
+    embedding_model : torch.nn.Module
+        ``speechbrain_mrmha.resnet.ResNet34`` (or any module with its call).
+
+    Example
+    -------
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
+    >>> embedder = FeatureEmbedder(InputNormalization(norm_type="sentence"), model).eval()
+    >>> embedder(torch.randn(2, 50, 40), torch.tensor([50, 31])).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, mean_var_norm, embedding_model):
+        super().__init__()
+        self.mean_var_norm = mean_var_norm
+        self.embedding_model = embedding_model
+
+    def forward(self, feats, lengths):
+        """Embeds (batch, frames, n_mels) features.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            (batch, frames, n_mels) float32 features.
+        lengths : torch.Tensor
+            (batch,) int64 valid frames of each row, in [1, frames].
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (batch, emb_dim).
+        """
+        rel = relative_lengths(lengths, feats.shape[1])
+        feats = self.mean_var_norm(feats, rel)
+        return self.embedding_model(feats, rel)[:, 0]
+
+
+class WaveformEmbedder(nn.Module):
+    """Embeddings of zero-padded waveforms and their valid sample counts:
+    samples past each count are zeroed, then Fbank, and the features with
+    the frames of each signal alone (1 + samples // hop) go through a
+    ``FeatureEmbedder``.
+
+    Arguments
+    ---------
+    compute_features : torch.nn.Module
+        SpeechBrain's ``Fbank`` (a centred STFT).
+    embedder : FeatureEmbedder
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
+    >>> embedder = WaveformEmbedder(
+    ...     Fbank(n_mels=40),
+    ...     FeatureEmbedder(InputNormalization(norm_type="sentence"), model),
+    ... ).eval()
+    >>> embedder(torch.randn(2, 8000), torch.tensor([8000, 5555])).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, compute_features, embedder):
+        super().__init__()
+        stft = getattr(compute_features, "compute_STFT", None)
+        if stft is None or not getattr(stft, "center", False):
+            raise ValueError(
+                "WaveformEmbedder needs a feature extractor with a centred "
+                "STFT in compute_STFT (SpeechBrain's Fbank), got "
+                f"{type(compute_features).__name__}"
+            )
+        self.compute_features = compute_features
+        self.embedder = embedder
+        self.hop = int(stft.hop_length)
+        self.sample_rate = int(stft.sample_rate)
+        # the centred STFT reflects n_fft // 2 samples at each end
+        self.min_samples = int(stft.n_fft) // 2 + 1
+
+    def forward(self, wavs, lengths):
+        """Embeds (batch, samples) waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) float32 waveforms, zero-padded.
+        lengths : torch.Tensor
+            (batch,) int64 valid samples of each row, in [1, samples].
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (batch, emb_dim).
+        """
+        steps = torch.arange(wavs.shape[1], device=wavs.device)
+        wavs = wavs * (steps[None, :] < lengths[:, None]).to(wavs.dtype)
+        feats = self.compute_features(wavs)
+        return self.embedder(feats, frame_counts(lengths, self.hop))
+
+
+def _drop_hooks(module):
+    """Remove every forward (pre-)hook of a module tree (a copy's)."""
+    for sub in module.modules():
+        for name in (
+            "_forward_hooks",
+            "_forward_hooks_with_kwargs",
+            "_forward_hooks_always_called",
+            "_forward_pre_hooks",
+            "_forward_pre_hooks_with_kwargs",
+        ):
+            hooks = getattr(sub, name, None)
+            if hooks is not None:
+                hooks.clear()
+
+
+def deployable(encoder, features_input=False):
+    """The graph module of a loaded pretrained model, ready to export: a
+    copy of its modules (the encoder is unchanged) without the
+    ``FrameExactLengths`` hooks (the graph gets exact lengths itself), in
+    eval mode, with contiguous weights, ``chunk_frames`` off (one pass for
+    every length, see the module docstring) and SpeechBrain's
+    ``StatisticsPooling`` replaced by ``MaskedStatisticsPooling``.
+
+    Arguments
+    ---------
+    encoder : speechbrain.inference.EncoderClassifier or dict
+        A loaded pretrained model, or its modules ``compute_features``,
+        ``mean_var_norm`` and ``embedding_model`` by name.
+    features_input : bool
+        False: a ``WaveformEmbedder`` (waveforms, sample counts); True: a
+        ``FeatureEmbedder`` (Fbank features, frame counts).
+
+    Returns
+    -------
+    module : WaveformEmbedder or FeatureEmbedder
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.nnet.pooling import StatisticsPooling
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> mods = {"compute_features": Fbank(n_mels=40),
+    ...         "mean_var_norm": InputNormalization(norm_type="sentence"),
+    ...         "embedding_model": ResNet34(channels=[2, 2, 2, 2],
+    ...             block_counts=[1, 1, 1, 1], lin_neurons=4)}
+    >>> module = deployable(mods)
+    >>> type(module).__name__, type(module.embedder.embedding_model.pooling).__name__
+    ('WaveformEmbedder', 'MaskedStatisticsPooling')
+    >>> module.embedder.embedding_model.chunk_frames is None, mods["embedding_model"].chunk_frames
+    (True, 2048)
+    """
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    mods = encoder if isinstance(encoder, dict) else encoder.mods
+    names = ["mean_var_norm", "embedding_model"]
+    if not features_input:
+        names.insert(0, "compute_features")
+    copies = copy.deepcopy(nn.ModuleDict({name: mods[name] for name in names}))
+    _drop_hooks(copies)
+    copies = copies.to(memory_format=torch.contiguous_format).cpu().eval()
+    model = copies["embedding_model"]
+    model.chunk_frames = None
+    if isinstance(model.pooling, StatisticsPooling):
+        model.pooling = MaskedStatisticsPooling(
+            model.pooling.return_mean, model.pooling.return_std
+        )
+    module = FeatureEmbedder(copies["mean_var_norm"], model)
+    if not features_input:
+        module = WaveformEmbedder(copies["compute_features"], module)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module.eval()
+
+
+def _example_inputs(module, generator=None):
+    """A padded batch of 3 rows whose lengths are no multiple of the hop."""
+    if isinstance(module, WaveformEmbedder):
+        lengths = torch.tensor([12345, 7919, 4001])
+        wavs = 0.1 * torch.randn(3, 12345, generator=generator)
+    else:
+        lengths = torch.tensor([77, 50, 23])
+        n_mels = module.embedding_model.n_mels
+        wavs = torch.randn(3, 77, n_mels, generator=generator)
+    steps = torch.arange(wavs.shape[1])
+    keep = steps[None, :] < lengths[:, None]
+    wavs = wavs * keep.view(*keep.shape, *[1] * (wavs.dim() - 2))
+    return wavs, lengths
+
+
+def _names(module):
+    first = "wavs" if isinstance(module, WaveformEmbedder) else "feats"
+    return [first, "lengths"], ["embeddings"]
+
+
+def _to_onnx(module, example):
+    """The ONNX model (``onnx.ModelProto``) of ``module``, from torch's
+    dynamo exporter, weights inside (no external data)."""
+    _require("onnx", "onnxscript")
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1)
+    if isinstance(module, WaveformEmbedder):
+        time = Dim("samples", min=module.min_samples)
+    else:
+        time = Dim("frames", min=1)
+    inputs, outputs = _names(module)
+    quiet = io.StringIO()
+    log = logging.getLogger("torch.onnx")  # "torchvision is not installed"
+    level = log.level
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(quiet),
+        torch.no_grad(),
+        contextlib.ExitStack() as restore,
+    ):
+        warnings.simplefilter("ignore")
+        log.setLevel(logging.ERROR)
+        restore.callback(log.setLevel, level)
+        program = torch.onnx.export(
+            module,
+            example,
+            dynamo=True,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=({0: batch, 1: time}, {0: batch}),
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _to_torchscript(module, example):
+    """A traced TorchScript module (value checks are left out of the trace,
+    every shape stays symbolic)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings of skipped checks
+        return torch.jit.trace(module, example, check_trace=False)
+
+
+def _cosines(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def export_module(module, out, format="onnx", metadata=None, check=True):
+    """Export a ``WaveformEmbedder`` or ``FeatureEmbedder`` to one file,
+    written atomically (the file is complete or absent, no external data).
+
+    With ``check`` the exported graph first embeds a padded batch of three
+    rows whose lengths are no multiple of the hop, and also a single row
+    (one sample count at which nothing was traced), and nothing is written
+    unless every cosine to the PyTorch module's embeddings is >= 0.9999.
+
+    Arguments
+    ---------
+    module : WaveformEmbedder or FeatureEmbedder
+        From ``deployable``.
+    out : str or Path
+        The file to write (.onnx or .pt by convention).
+    format : str
+        "onnx" (dynamo exporter, needs onnx and onnxscript; the check needs
+        onnxruntime) or "torchscript" (``torch.jit.trace``).
+    metadata : dict or None
+        str -> str entries stored in the ONNX file (``metadata_props``) or
+        in the TorchScript file's ``extra_files`` as ``metadata.json``.
+    check : bool
+        Run the parity check before writing.
+
+    Returns
+    -------
+    out : Path
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
+    >>> module = deployable({"mean_var_norm": InputNormalization(norm_type="sentence"),
+    ...                      "embedding_model": model}, features_input=True)
+    >>> out = export_module(module, tempfile.mkdtemp() + "/m.pt", "torchscript")
+    >>> torch.jit.load(out)(torch.randn(2, 30, 40), torch.tensor([30, 17])).shape
+    torch.Size([2, 4])
+    """
+    if format not in FORMATS:
+        raise ValueError(
+            f"unknown export format {format!r}; use {' or '.join(FORMATS)}"
+        )
+    metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+    module = module.eval()
+    example = _example_inputs(module, torch.Generator().manual_seed(0))
+    if format == "onnx":
+        proto = _to_onnx(module, example)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        payload = proto.SerializeToString()
+        if check:
+            _require("onnxruntime")
+            run = _onnx_runner(payload)
+    else:
+        traced = _to_torchscript(module, example)
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit
+            torch.jit.save(
+                traced,
+                buffer,
+                _extra_files={"metadata.json": json.dumps(metadata)},
+            )
+            loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+        payload = buffer.getvalue()
+        run = lambda *inputs: loaded(*inputs)  # noqa: E731
+    if check:
+        _check_parity(module, run)
+    with atomic_write(out, "wb") as handle:
+        handle.write(payload)
+    return Path(out)
+
+
+def _onnx_runner(payload):
+    """A function (inputs, lengths) -> embeddings of an ONNX model."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        payload, providers=["CPUExecutionProvider"]
+    )
+    names = [item.name for item in session.get_inputs()]
+
+    def run(inputs, lengths):
+        feed = {names[0]: inputs.numpy(), names[1]: lengths.numpy()}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return run
+
+
+def _check_parity(module, run):
+    """Raise unless ``run`` matches ``module`` on a fresh padded batch and
+    on one row alone (cosine >= PARITY)."""
+    inputs, lengths = _example_inputs(module, torch.Generator().manual_seed(1))
+    inputs = inputs[:, : inputs.shape[1] - 7]  # shapes not traced
+    lengths = lengths.clamp(max=inputs.shape[1])
+    with torch.no_grad():
+        expected = module(inputs, lengths)
+        alone = module(inputs[1:2, : int(lengths[1])], lengths[1:2])
+    got = run(inputs, lengths)
+    got_alone = run(inputs[1:2, : int(lengths[1])].contiguous(), lengths[1:2])
+    worst = min(
+        float(_cosines(got, expected).min()),
+        float(_cosines(got_alone, alone).min()),
+    )
+    if not worst >= PARITY:
+        raise ValueError(
+            f"the exported graph does not match PyTorch (cosine {worst:.6f} "
+            f"< {PARITY}); nothing written"
+        )
+
+
+def export_model(
+    folder, out, format="onnx", features_input=False, metadata=None
+):
+    """Export a pretrained folder (written by the recipe) to one ONNX or
+    TorchScript file, atomically, after the parity check of
+    ``export_module``.
+
+    The file records in its metadata what its inputs are (``graph``,
+    ``lengths``), ``sample_rate``, ``hop``, ``n_mels``, ``emb_dim``,
+    ``chunk_frames`` of the folder's model, the folder itself, and the
+    entries of ``metadata``.
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder (``export.check_pretrained``).
+    out : str or Path
+        The file to write.
+    format : str
+        "onnx" or "torchscript".
+    features_input : bool
+        Export the features graph (``FeatureEmbedder``) instead of the
+        waveform graph (``WaveformEmbedder``).
+    metadata : dict or None
+        More str -> str entries to record (e.g. a decision threshold).
+
+    Returns
+    -------
+    out : Path
+
+    Example
+    -------
+    >>> export_model("/nonexistent", "m.onnx")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: pretrained model folder /nonexistent does not exist
+    """
+    from speechbrain_mrmha.export import check_pretrained, load_encoder
+
+    if format not in FORMATS:
+        raise ValueError(
+            f"unknown export format {format!r}; use {' or '.join(FORMATS)}"
+        )
+    folder = check_pretrained(folder)
+    if format == "onnx":
+        _require("onnx", "onnxscript", "onnxruntime")
+    encoder = load_encoder(folder, channels_last=False)
+    module = deployable(encoder, features_input=features_input)
+    stft = encoder.mods.compute_features.compute_STFT
+    model = encoder.mods.embedding_model
+    info = {
+        "graph": "features" if features_input else "waveform",
+        "lengths": "frames" if features_input else "samples",
+        "sample_rate": int(stft.sample_rate),
+        "hop": int(stft.hop_length),
+        "min_samples": int(stft.n_fft) // 2 + 1,
+        "n_mels": model.n_mels,
+        "emb_dim": model.linear2.out_features,
+        "chunk_frames": model.chunk_frames,
+        "pretrained_folder": str(Path(folder).resolve()),
+        "exporter": "speechbrain_mrmha.deploy",
+    }
+    info.update(metadata or {})
+    try:
+        return export_module(module, out, format, metadata=info)
+    except (ImportError, ValueError):
+        raise
+    except Exception as error:  # the exporters raise many types
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{folder}: {format} export failed ({type(error).__name__}: "
+            f"{first})"
+        ) from None
+
+
+class OnnxEncoder:
+    """An exported waveform graph (``export_model``, ONNX) run by
+    onnxruntime on the CPU, with what ``extraction.encode_signals`` and
+    ``embed_files`` use of an encoder: ``device`` and
+    ``encode_padded(wavs, lengths)``. So the CLI's ``--backend
+    onnxruntime`` batches, caches and checks files exactly as the PyTorch
+    backend does.
+
+    Arguments
+    ---------
+    path : str or Path
+        An ``.onnx`` file written by ``export_model`` (waveform graph).
+    threads : int or None
+        onnxruntime's intra-op threads (None: its default, all cores).
+
+    Example
+    -------
+    >>> OnnxEncoder("/nonexistent/model.onnx")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: exported model /nonexistent/model.onnx does not exist
+    """
+
+    device = "cpu"
+
+    def __init__(self, path, threads=None):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"exported model {path} does not exist")
+        _require("onnxruntime")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own types
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"{path}: not an ONNX model onnxruntime can load ({first})"
+            ) from None
+        self.path = path
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        graph = self.metadata.get("graph")
+        if graph != "waveform":
+            raise ValueError(
+                f"{path}: a {graph or 'foreign'} graph; the onnxruntime "
+                "backend needs the waveform graph of 'python -m "
+                "speechbrain_mrmha export' (without --features-input)"
+            )
+        self.sample_rate = int(self.metadata["sample_rate"])
+        self.min_samples = int(self.metadata["min_samples"])
+        self.emb_dim = int(self.metadata["emb_dim"])
+
+    def encode_padded(self, wavs, lengths):
+        """Embeddings of a zero-padded batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) float32 waveforms at ``sample_rate``.
+        lengths : torch.Tensor
+            (batch,) valid samples of each row, in [1, samples].
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (batch, emb_dim) float32 on the CPU.
+        """
+        if wavs.dim() != 2 or lengths.shape != wavs.shape[:1]:
+            raise ValueError(
+                f"{self.path}: expected wavs (batch, samples) and lengths "
+                f"(batch,), got {tuple(wavs.shape)} and {tuple(lengths.shape)}"
+            )
+        lengths = lengths.to("cpu", torch.int64)
+        if not bool(((lengths >= 1) & (lengths <= wavs.shape[1])).all()):
+            raise ValueError(
+                f"{self.path}: sample counts {lengths.tolist()} must lie in "
+                f"[1, {wavs.shape[1]}] (the padded samples)"
+            )
+        if wavs.shape[1] < self.min_samples:
+            raise ValueError(
+                f"{self.path}: {wavs.shape[1]} samples are too few for the "
+                f"features (at least {self.min_samples})"
+            )
+        feed = {
+            "wavs": wavs.detach().to("cpu", torch.float32).contiguous().numpy(),
+            "lengths": lengths.numpy(),
+        }
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def read_metadata(path):
+    """The metadata an exported ONNX file records (``export_model``).
+
+    Arguments
+    ---------
+    path : str or Path
+        An ``.onnx`` file.
+
+    Returns
+    -------
+    metadata : dict
+        str -> str.
+
+    Example
+    -------
+    >>> read_metadata("/nonexistent/model.onnx")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: exported model /nonexistent/model.onnx does not exist
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model {path} does not exist")
+    _require("onnx")
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf raises its own types
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not an ONNX file ({first})") from None
+    return {entry.key: entry.value for entry in proto.metadata_props}

@@ -1,0 +1,325 @@
+"""Export of pretrained folders to ONNX and TorchScript
+(``speechbrain_mrmha.deploy``, the CLI's ``export``) and the onnxruntime
+backend of ``embed`` and ``verify``.
+
+For every pooling family (one tiny, untrained model per recipe yaml) and
+both formats, exported through the CLI: utterances of random lengths (no
+multiple of the 160-sample hop) padded together in one batch embed like the
+PyTorch pretrained model embeds each file alone, and each file alone embeds
+like inside the padded batch (cosine >= 0.9999). Exports are made once per
+module and shared.
+"""
+
+from pathlib import Path
+
+import numpy
+import pytest
+import torch
+
+from speechbrain_mrmha import deploy
+from speechbrain_mrmha.app.cli import main
+from speechbrain_mrmha.calibration import Calibration
+from speechbrain_mrmha.export import (
+    load_calibration,
+    load_encoder,
+    write_calibration,
+)
+from speechbrain_mrmha.extraction import encode_signals
+from speechbrain_mrmha.lengths import HOP_SAMPLES
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from conftest import _write_tiny_pretrained  # noqa: E402
+
+FAMILIES = [
+    "statistics.yaml",
+    "self_attentive.yaml",
+    "attentive_statistics.yaml",
+    "split_multi_head.yaml",
+    "structured_multi_head.yaml",
+    "global_multi_head.yaml",
+    "mrmha.yaml",
+]
+FORMATS = ["onnx", "torchscript"]
+PARITY = 0.9999
+
+
+def _cosines(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def _padded(rows):
+    """Zero-padded (batch, time, ...) of tensors of different lengths."""
+    lengths = torch.tensor([row.shape[0] for row in rows])
+    batch = torch.zeros(len(rows), int(lengths.max()), *rows[0].shape[1:])
+    for i, row in enumerate(rows):
+        batch[i, : row.shape[0]] = row
+    return batch, lengths
+
+
+@pytest.fixture(scope="module")
+def signals():
+    """Five utterances of 0.5 to 1.9 s, no length a multiple of the hop."""
+    generator = torch.Generator().manual_seed(11)
+    lengths = torch.randint(8000, 30000, (5,), generator=generator)
+    lengths = lengths + (lengths % HOP_SAMPLES == 0).long()
+    return [0.1 * torch.randn(int(n), generator=generator) for n in lengths]
+
+
+def _run(path, fmt):
+    """(inputs, lengths) -> embeddings of an exported file."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(
+            str(path), providers=["CPUExecutionProvider"]
+        )
+        names = [item.name for item in session.get_inputs()]
+
+        def run(inputs, lengths):
+            feed = {names[0]: inputs.numpy(), names[1]: lengths.numpy()}
+            return torch.from_numpy(session.run(None, feed)[0])
+
+        return run
+    module = torch.jit.load(str(path))
+
+    def run(inputs, lengths):
+        with torch.no_grad():
+            return module(inputs, lengths)
+
+    return run
+
+
+class Exports:
+    """Tiny pretrained folders and their exports, made on first use."""
+
+    def __init__(self, root, corpus):
+        self.root, self.corpus = root, corpus
+        self.folders, self.files, self.encoders = {}, {}, {}
+
+    def folder(self, family):
+        if family not in self.folders:
+            self.folders[family] = _write_tiny_pretrained(
+                self.root / family / "pretrained",
+                self.corpus,
+                family,
+                seed=FAMILIES.index(family) + 3,
+            )
+            if family == "mrmha.yaml":  # one calibrated folder
+                thresholds = {
+                    "eer": {"cosine": 0.25, "llr": 0.5, "value": 0.1},
+                    "min_dcf": {"cosine": 0.5, "llr": 1.5, "value": 0.01},
+                }
+                write_calibration(
+                    self.folders[family],
+                    Calibration(slope=6.0, offset=-1.0, thresholds=thresholds),
+                )
+        return self.folders[family]
+
+    def encoder(self, family):
+        if family not in self.encoders:
+            self.encoders[family] = load_encoder(self.folder(family))
+        return self.encoders[family]
+
+    def file(self, family, fmt, features_input=False):
+        key = (family, fmt, features_input)
+        if key not in self.files:
+            suffix = ".onnx" if fmt == "onnx" else ".pt"
+            out = self.root / family / f"model{'_feats' * features_input}"
+            out = out.with_suffix(suffix)
+            argv = ["export", "--model", str(self.folder(family))]
+            argv += ["--format", fmt, "--out", str(out)]
+            assert main(argv + ["--features-input"] * features_input) == 0
+            self.files[key] = out
+        return self.files[key]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, tiny_corpus):
+    return Exports(tmp_path_factory.mktemp("exports"), tiny_corpus)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padded_batch_matches_pytorch_and_each_file_alone(
+    exports, signals, family, fmt
+):
+    run = _run(exports.file(family, fmt), fmt)
+    encoder = exports.encoder(family)
+    reference = torch.cat([encode_signals(encoder, [s])[0] for s in signals])
+    wavs, lengths = _padded(signals)
+    batched = run(wavs, lengths)
+    alone = torch.cat(
+        [run(s[None], lengths[i : i + 1]) for i, s in enumerate(signals)]
+    )
+    assert batched.shape == reference.shape
+    assert _cosines(batched, reference).min() >= PARITY
+    assert _cosines(alone, batched).min() >= PARITY
+    # the utterances differ: a graph that ignored its inputs would fail
+    assert _cosines(batched[:1], batched[1:]).max() < 0.999
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_features_input_matches_pytorch(exports, signals, fmt):
+    family = "mrmha.yaml"
+    run = _run(exports.file(family, fmt, features_input=True), fmt)
+    encoder = exports.encoder(family)
+    reference = torch.cat([encode_signals(encoder, [s])[0] for s in signals])
+    with torch.no_grad():
+        feats = [encoder.mods.compute_features(s[None])[0] for s in signals]
+    batch, frames = _padded(feats)
+    batched = run(batch, frames)
+    alone = torch.cat(
+        [run(f[None], frames[i : i + 1]) for i, f in enumerate(feats)]
+    )
+    assert batched.shape == reference.shape
+    assert _cosines(batched, reference).min() >= PARITY
+    assert _cosines(alone, batched).min() >= PARITY
+
+
+def test_padding_content_and_short_batches(exports, signals):
+    """The graph zeroes samples past each length itself, and lengths far
+    below the export example (fewer than one frame per stride) still match
+    PyTorch."""
+    family = "mrmha.yaml"
+    run = _run(exports.file(family, "onnx"), "onnx")
+    wavs, lengths = _padded(signals)
+    noisy = wavs + (wavs == 0) * torch.randn(wavs.shape)
+    assert _cosines(run(noisy, lengths), run(wavs, lengths)).min() >= PARITY
+    module = deploy.deployable(exports.encoder(family))
+    short = [signals[0][:700], signals[1][:1033]]
+    wavs, lengths = _padded(short)
+    with torch.no_grad():
+        expected = module(wavs, lengths)
+    assert _cosines(run(wavs, lengths), expected).min() >= PARITY
+
+
+def test_metadata_records_the_graph(exports):
+    metadata = deploy.read_metadata(exports.file("mrmha.yaml", "onnx"))
+    assert metadata["graph"] == "waveform"
+    assert metadata["lengths"] == "samples"
+    assert int(metadata["chunk_frames"]) == 2048
+    assert int(metadata["emb_dim"]) == 16
+    assert float(metadata["threshold"]) == 0.5
+    features = exports.file("mrmha.yaml", "onnx", features_input=True)
+    assert deploy.read_metadata(features)["lengths"] == "frames"
+
+
+def test_inputs_longer_than_chunk_frames_match_windowed_pytorch(
+    exports, monkeypatch
+):
+    """The graph encodes long inputs in one pass; PyTorch in windows of
+    chunk_frames (here 64 frames for a 301-frame input): same embedding."""
+    import speechbrain_mrmha.resnet as resnet
+
+    family = "mrmha.yaml"
+    windows = []
+    original = resnet.encode_windowed
+
+    def spy(*args, **kwargs):
+        windows.append(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(resnet, "encode_windowed", spy)
+    encoder = load_encoder(exports.folder(family))
+    encoder.mods.embedding_model.chunk_frames = 64
+    long = 0.1 * torch.randn(48071, generator=torch.Generator().manual_seed(5))
+    reference, _ = encode_signals(encoder, [long])
+    assert windows == [64]
+    run = _run(exports.file(family, "onnx"), "onnx")
+    got = run(long[None], torch.tensor([long.shape[0]]))
+    assert _cosines(got, reference).min() >= PARITY
+
+
+def test_onnxruntime_backend_of_embed_and_verify(exports, tiny_corpus, capsys):
+    family = "mrmha.yaml"
+    folder, onnx_file = exports.folder(family), exports.file(family, "onnx")
+    files = sorted(str(p) for p in Path(tiny_corpus.root).rglob("*.wav"))[:6]
+    outs = {}
+    for backend, model in (("pytorch", folder), ("onnxruntime", onnx_file)):
+        out = exports.root / f"emb_{backend}.npy"
+        argv = ["embed", "--model", str(model), *files, "--out", str(out)]
+        assert main(argv + ["--backend", backend]) == 0
+        outs[backend] = torch.from_numpy(numpy.load(out))
+    assert outs["pytorch"].shape == (6, 16)
+    assert _cosines(outs["pytorch"], outs["onnxruntime"]).min() >= PARITY
+    capsys.readouterr()
+    lines = {}
+    for backend, model in (("pytorch", folder), ("onnxruntime", onnx_file)):
+        argv = ["verify", "--model", str(model), files[0], files[3]]
+        assert main(argv + ["--backend", backend]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        lines[backend] = {
+            line.split(":")[0]: line.split(":", 1)[1].strip()
+            for line in printed
+        }
+    pt, ort = lines["pytorch"], lines["onnxruntime"]
+    score = float(pt["score"].split()[0])
+    assert abs(score - float(ort["score"].split()[0])) < 1e-4
+    # the folder's calibration travels in the exported file
+    calibration = load_calibration(folder)
+    for printed in (pt, ort):
+        llr = float(printed["llr"].split()[0])
+        assert llr == pytest.approx(
+            calibration.slope * score + calibration.offset, abs=1e-3
+        )
+        assert printed["threshold"].split()[:2] == [
+            "cosine",
+            f"{calibration.thresholds['eer']['cosine']:.6f}",
+        ]
+    threshold = calibration.thresholds["eer"]["cosine"]
+    if abs(score - threshold) > 1e-4:
+        assert pt["decision"] == ort["decision"]
+
+
+def test_cli_refuses_wrong_models_in_one_line(exports, tiny_corpus, capsys):
+    family = "mrmha.yaml"
+    folder, onnx_file = exports.folder(family), exports.file(family, "onnx")
+    features = exports.file(family, "onnx", features_input=True)
+    wav = str(next(Path(tiny_corpus.root).rglob("*.wav")))
+    cases = [
+        (["--model", str(folder), "--backend", "onnxruntime"], "onnx file"),
+        (["--model", str(onnx_file)], "--backend onnxruntime"),
+        (["--model", str(features), "--backend", "onnxruntime"], "features"),
+        (
+            ["--model", str(onnx_file), "--backend", "onnxruntime"]
+            + ["--precision", "bf16"],
+            "fp32",
+        ),
+    ]
+    for options, words in cases:
+        capsys.readouterr()
+        assert main(["verify", wav, wav, *options]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert words in err, err
+    out = exports.root / "missing.onnx"
+    assert main(["export", "--model", "/nonexistent", "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_export_leaves_one_file_and_keeps_it_on_failure(exports, monkeypatch):
+    """One self-contained file (no external data, no temporary file left);
+    an export whose graph does not match PyTorch fails its check and keeps
+    the previous file."""
+    family = "mrmha.yaml"
+    out = exports.file(family, "torchscript")
+    made = {p.name for (f, *_), p in exports.files.items() if f == family}
+    assert {p.name for p in out.parent.iterdir()} == made | {"pretrained"}
+    before = out.read_bytes()
+
+    class Wrong(torch.nn.Module):
+        def forward(self, wavs, lengths):
+            return wavs[:, :16] * lengths[:, None]
+
+    monkeypatch.setattr(
+        deploy,
+        "_to_torchscript",
+        lambda module, example: torch.jit.trace(Wrong(), example),
+    )
+    with pytest.raises(ValueError, match="does not match PyTorch"):
+        deploy.export_model(exports.folder(family), out, "torchscript")
+    assert out.read_bytes() == before
+    assert {p.name for p in out.parent.iterdir()} == made | {"pretrained"}

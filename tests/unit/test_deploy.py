@@ -1,0 +1,152 @@
+"""Tests of the deployment modules (speechbrain_mrmha/deploy.py) that need
+no exporter: the exportable statistics pooling, the graph modules in eager
+PyTorch, the copy ``deployable`` makes, the install hint of the optional
+packages, and the backend hook of ``extraction.encode_signals``. The
+exports themselves: tests/integration/test_export.py."""
+
+import sys
+
+import pytest
+import torch
+from speechbrain.nnet.pooling import StatisticsPooling
+
+from speechbrain_mrmha import deploy
+from speechbrain_mrmha.app.cli import main
+from speechbrain_mrmha.extraction import encode_signals
+
+
+def _cosines(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def test_masked_statistics_equal_speechbrain_statistics_pooling():
+    """Same means (up to SpeechBrain's 1e-5..9e-5 noise) and unbiased
+    standard deviations over round(l * T) frames, whatever the padding
+    holds."""
+    generator = torch.Generator().manual_seed(0)
+    ours, theirs = deploy.MaskedStatisticsPooling(), StatisticsPooling()
+    for steps in (2, 7, 40, 131):
+        x = torch.randn(6, steps, 5, generator=generator)
+        counts = torch.randint(2, steps + 1, (6,), generator=generator)
+        counts[0] = steps
+        lengths = counts / steps
+        expected = theirs(x, lengths)
+        got = ours(x, lengths)
+        assert got.shape == expected.shape == (6, 1, 10)
+        assert (got - expected).abs().max() < 1e-4
+        noisy = x + 100 * (
+            torch.arange(steps)[None, :, None] >= counts[:, None, None]
+        )
+        assert torch.allclose(ours(noisy, lengths), got, atol=1e-5)
+    mean_only = deploy.MaskedStatisticsPooling(return_std=False)
+    assert mean_only(x, lengths).shape == (6, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def small_mods():
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.processing.features import InputNormalization
+
+    from speechbrain_mrmha.pooling import (
+        MultiResolutionMultiHeadAttentionPooling,
+    )
+    from speechbrain_mrmha.resnet import ResNet34
+
+    torch.manual_seed(0)
+    model = ResNet34(
+        channels=[4, 4, 8, 8],
+        block_counts=[1, 1, 1, 1],
+        lin_neurons=8,
+        pooling=lambda input_size: MultiResolutionMultiHeadAttentionPooling(
+            input_size, num_heads=2, temperatures=[1.0, 0.1]
+        ),
+    )
+    return {
+        "compute_features": Fbank(n_mels=40),
+        "mean_var_norm": InputNormalization(
+            norm_type="sentence", std_norm=False
+        ),
+        "embedding_model": model.eval(),
+    }
+
+
+def test_waveform_graph_ignores_padding_and_batch(small_mods):
+    """Each row of a padded batch, whatever the padding holds, embeds as the
+    signal alone; lengths are sample counts, no multiple of the hop."""
+    module = deploy.deployable(small_mods)
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([9001, 4321, 2555])
+    wavs = torch.randn(3, 9001, generator=generator)  # padding is noise
+    with torch.no_grad():
+        batched = module(wavs, lengths)
+        alone = torch.cat(
+            [
+                module(wavs[i : i + 1, :n], lengths[i : i + 1])
+                for i, n in enumerate(lengths.tolist())
+            ]
+        )
+    assert _cosines(batched, alone).min() > 0.99999
+    assert _cosines(batched[:1], batched[1:]).max() < 0.999
+
+
+def test_deployable_copies_and_leaves_the_encoder(tiny_encoder):
+    model = tiny_encoder.mods.embedding_model
+    hooks = len(tiny_encoder.mods.compute_features._forward_hooks)
+    module = deploy.deployable(tiny_encoder)
+    assert model.chunk_frames == 2048
+    assert module.embedder.embedding_model.chunk_frames is None
+    assert module.embedder.embedding_model is not model
+    assert len(tiny_encoder.mods.compute_features._forward_hooks) == hooks > 0
+    assert not any(
+        m._forward_hooks or m._forward_pre_hooks for m in module.modules()
+    )
+    assert not any(p.requires_grad for p in module.parameters())
+    features = deploy.deployable(tiny_encoder, features_input=True)
+    assert isinstance(features, deploy.FeatureEmbedder)
+
+
+def test_missing_export_packages_name_the_extra(
+    tiny_pretrained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails
+    with pytest.raises(
+        ImportError, match=r"pip install speechbrain-mrmha\[export\]"
+    ):
+        deploy.export_model(tiny_pretrained, tmp_path / "m.onnx")
+    out = tmp_path / "cli.onnx"
+    argv = ["export", "--model", str(tiny_pretrained), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: onnxscript not installed")
+        and err.count("\n") == 1
+    )
+    assert "speechbrain-mrmha[export]" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unknown_format_is_refused(tiny_pretrained, tmp_path):
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        deploy.export_model(tiny_pretrained, tmp_path / "m", "tflite")
+
+
+def test_encode_signals_hands_a_backend_the_sample_counts():
+    """A backend with ``encode_padded`` gets the zero-padded batch and the
+    exact sample counts (the lengths the exported graph takes)."""
+
+    class Backend:
+        device = "cpu"
+
+        def encode_padded(self, wavs, lengths):
+            self.seen = wavs.clone(), lengths.clone()
+            return torch.stack([wavs.sum(dim=1), lengths.float()], dim=1)
+
+    backend = Backend()
+    signals = [torch.ones(5), torch.ones(3)]
+    embeddings, entropies = encode_signals(backend, signals)
+    wavs, lengths = backend.seen
+    assert lengths.tolist() == [5, 3]
+    assert wavs.tolist() == [[1.0] * 5, [1.0] * 3 + [0.0] * 2]
+    assert embeddings.tolist() == [[5.0, 5.0], [3.0, 3.0]] and entropies is None
+    with pytest.raises(ValueError, match="fp32 only"):
+        encode_signals(backend, signals, precision="bf16")
