@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mrmha.scoring import EER, minDCF
+from speechbrain_mrmha.scoring import EER, check_score_vector, minDCF
 
 __all__ = [
     "Calibration",
@@ -68,15 +68,7 @@ LN2 = math.log(2.0)
 def _as_scores(values, name, label):
     """A 1-D float64 tensor of finite values, or a ValueError naming it."""
     scores = torch.as_tensor(values).detach().to("cpu", torch.float64)
-    if scores.dim() != 1:
-        raise ValueError(
-            f"{name}: {label} must be 1-D, got shape {tuple(scores.shape)}"
-        )
-    if scores.numel() == 0:
-        raise ValueError(f"{name}: {label} is empty")
-    if torch.isnan(scores).any():
-        raise ValueError(f"{name}: {label} contains NaN")
-    return scores
+    return check_score_vector(scores, name, label)
 
 
 def bayes_threshold(p_target=0.01, c_miss=1.0, c_fa=1.0):

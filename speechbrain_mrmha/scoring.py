@@ -27,6 +27,7 @@ import torch.nn.functional as F
 __all__ = [
     "EER",
     "minDCF",
+    "check_score_vector",
     "index_trials",
     "cosine_score_trials",
     "cohort_statistics",
@@ -34,22 +35,48 @@ __all__ = [
 ]
 
 
+def check_score_vector(scores, name, label):
+    """Raise a ValueError naming ``name`` and ``label`` unless ``scores`` is
+    a non-empty 1-D tensor without NaN.
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        Scores of one kind of trial.
+    name : str
+        The function checking (first word of the error).
+    label : str
+        The argument checked.
+
+    Returns
+    -------
+    scores : torch.Tensor
+        Unchanged.
+
+    Example
+    -------
+    >>> check_score_vector(torch.ones(2, 2), "EER", "positive_scores")
+    Traceback (most recent call last):
+    ...
+    ValueError: EER: positive_scores must be 1-D, got shape (2, 2)
+    """
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError(f"{name}: {label} must be a torch.Tensor")
+    if scores.dim() != 1:
+        raise ValueError(
+            f"{name}: {label} must be 1-D, got shape {tuple(scores.shape)}"
+        )
+    if scores.numel() == 0:
+        raise ValueError(f"{name}: {label} is empty")
+    if torch.isnan(scores).any():
+        raise ValueError(f"{name}: {label} contains NaN")
+    return scores
+
+
 def _check_scores(positive_scores, negative_scores, name):
     """Validates and casts score tensors to one floating dtype and device."""
-    for label, scores in (
-        ("positive_scores", positive_scores),
-        ("negative_scores", negative_scores),
-    ):
-        if not isinstance(scores, torch.Tensor):
-            raise ValueError(f"{name}: {label} must be a torch.Tensor")
-        if scores.dim() != 1:
-            raise ValueError(
-                f"{name}: {label} must be 1-D, got shape {tuple(scores.shape)}"
-            )
-        if scores.numel() == 0:
-            raise ValueError(f"{name}: {label} is empty")
-        if torch.isnan(scores).any():
-            raise ValueError(f"{name}: {label} contains NaN")
+    check_score_vector(positive_scores, name, "positive_scores")
+    check_score_vector(negative_scores, name, "negative_scores")
     dtype = torch.result_type(positive_scores, negative_scores)
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
