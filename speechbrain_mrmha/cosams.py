@@ -5,7 +5,10 @@ L = -(1/B) sum_u log( exp(eta (cos theta_y - m)) /
         (exp(eta (cos theta_y - m)) + sum_{j != y} exp(eta cos theta_j)) )
 
 The cosine classifier gives cos theta_j; the loss is SpeechBrain's
-``LogSoftmaxWrapper(AngularMargin(margin, scale))``.
+``LogSoftmaxWrapper(AngularMargin(margin, scale))``. Beyond the paper:
+additive angular margin (AAM, ArcFace: cos(theta_y + m) instead of
+cos theta_y - m) on SpeechBrain's ``AdditiveAngularMargin``, and a margin
+warm-up (``MarginWarmup``); both losses take a new margin between steps.
 
 Authors
  * speechbrain-mrmha developers
@@ -14,7 +17,11 @@ Authors
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from speechbrain.nnet.losses import AngularMargin, LogSoftmaxWrapper
+from speechbrain.nnet.losses import (
+    AdditiveAngularMargin,
+    AngularMargin,
+    LogSoftmaxWrapper,
+)
 
 
 class CosineClassifier(nn.Module):
@@ -78,11 +85,24 @@ class CosAMSLoss(nn.Module):
             raise ValueError(f"CosAMS scale must be > 0, got {scale}")
         if not margin >= 0:
             raise ValueError(f"CosAMS margin must be >= 0, got {margin}")
-        self.margin = margin
         self.scale = scale
-        self.wrapper = LogSoftmaxWrapper(
-            AngularMargin(margin=margin, scale=scale)
-        )
+        self.margin = margin
+
+    @property
+    def margin(self):
+        """m; setting it (e.g. by a margin warm-up) takes effect at the next call."""
+        return self._margin
+
+    @margin.setter
+    def margin(self, value):
+        if not value >= 0:
+            raise ValueError(f"margin must be >= 0, got {value}")
+        self._margin = float(value)
+        self.wrapper = LogSoftmaxWrapper(self.margin_function(self._margin))
+
+    def margin_function(self, margin):
+        """SpeechBrain's ``AngularMargin``: scale * (cos theta_y - m)."""
+        return AngularMargin(margin=margin, scale=self.scale)
 
     def forward(self, predictions, targets, length=None):
         """Mean loss over the batch.
@@ -107,3 +127,113 @@ class CosAMSLoss(nn.Module):
         if targets.dim() == 1:
             targets = targets.unsqueeze(1)
         return self.wrapper(predictions.float(), targets)
+
+
+class AAMLoss(CosAMSLoss):
+    """Additive angular margin softmax (AAM, ArcFace; Deng et al. 2019,
+    Liu et al. 2019 for speakers) on cosine predictions: the target logit is
+    eta cos(theta_y + m) instead of CosAMS' eta (cos theta_y - m); past
+    theta_y + m > pi it continues as eta (cos theta_y - m sin m) so the
+    logit keeps decreasing. This is SpeechBrain's
+    ``LogSoftmaxWrapper(AdditiveAngularMargin(margin, scale))``.
+
+    Arguments
+    ---------
+    margin : float
+        m in radians, added to the target angle.
+    scale : float
+        eta, multiplies every cosine.
+
+    Example
+    -------
+    >>> loss = AAMLoss(margin=0.2, scale=30.0)
+    >>> cosines = torch.tensor([[[0.9, 0.1]], [[0.2, 0.8]]])
+    >>> value = loss(cosines, torch.tensor([[0], [1]]))
+    >>> value.shape, bool(value > 0)
+    (torch.Size([]), True)
+    """
+
+    def margin_function(self, margin):
+        """SpeechBrain's ``AdditiveAngularMargin``: scale * cos(theta_y + m)."""
+        return AdditiveAngularMargin(margin=margin, scale=self.scale)
+
+
+MARGIN_LOSSES = {"cosams": CosAMSLoss, "aam": AAMLoss}
+"""The margin losses by the name a configuration's ``loss`` key gives."""
+
+
+def margin_loss(kind, margin, scale):
+    """The margin loss named ``kind`` (a key of ``MARGIN_LOSSES``).
+
+    Arguments
+    ---------
+    kind : str
+        "cosams" (the paper: eta (cos theta_y - m)) or "aam"
+        (eta cos(theta_y + m)).
+    margin : float
+        m.
+    scale : float
+        eta.
+
+    Returns
+    -------
+    loss : CosAMSLoss or AAMLoss
+
+    Example
+    -------
+    >>> type(margin_loss("aam", 0.2, 30.0)).__name__
+    'AAMLoss'
+    >>> margin_loss("arcface", 0.2, 30.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: loss must be one of ['cosams', 'aam'], got 'arcface'
+    """
+    if kind not in MARGIN_LOSSES:
+        raise ValueError(
+            f"loss must be one of {list(MARGIN_LOSSES)}, got {kind!r}"
+        )
+    return MARGIN_LOSSES[kind](margin=margin, scale=scale)
+
+
+class MarginWarmup:
+    """Margin warm-up by optimizer steps: 0 for the first ``start_step``
+    steps, then rising linearly to ``margin`` at ``end_step``, then constant
+    (WeSpeaker's schedule, linear instead of exponential). With
+    ``end_step <= start_step`` the margin is ``margin`` from step 0 on.
+
+    Arguments
+    ---------
+    margin : float
+        The final margin m.
+    start_step : int
+        Last step with margin 0.
+    end_step : int
+        First step with the full margin.
+
+    Example
+    -------
+    >>> warmup = MarginWarmup(margin=0.2, start_step=10, end_step=30)
+    >>> [round(warmup(step), 3) for step in (0, 10, 20, 30, 99)]
+    [0.0, 0.0, 0.1, 0.2, 0.2]
+    >>> MarginWarmup(margin=0.2, start_step=0, end_step=0)(0)
+    0.2
+    """
+
+    def __init__(self, margin, start_step, end_step):
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+        self.start_step = int(start_step)
+        self.end_step = int(end_step)
+
+    def __call__(self, step):
+        """The margin at optimizer step ``step`` (0 for the first step)."""
+        if self.end_step <= self.start_step or step >= self.end_step:
+            return self.margin
+        if step <= self.start_step:
+            return 0.0
+        return (
+            self.margin
+            * (step - self.start_step)
+            / (self.end_step - self.start_step)
+        )

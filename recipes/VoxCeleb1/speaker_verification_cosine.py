@@ -293,6 +293,10 @@ def calibration_metrics(hparams, trials, scores, enrol, test, raw_scores):
         "calibration": used,
         "Cllr": round(cllr(llrs[labels], llrs[~labels]), 4),
         "minCllr": round(min_cllr(llrs[labels], llrs[~labels]), 4),
+        # raw cosine taken as an LLR: what calibration improves on
+        "Cllr_raw_cosine": round(
+            cllr(raw_scores[labels], raw_scores[~labels]), 4
+        ),
     }
     for p_target, key in ((0.01, "actDCF"), (0.05, "actDCF_p0.05")):
         value = act_dcf(llrs[labels], llrs[~labels], p_target, c_miss, c_fa)

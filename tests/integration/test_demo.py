@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from speechbrain_mrmha.app.demo import CONFIGS, DEFAULT_CONFIG
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -35,22 +37,25 @@ def test_demo_runs_and_reruns(tmp_path):
         command, env=ENV, capture_output=True, text=True, timeout=900
     )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    description, models = CONFIGS[DEFAULT_CONFIG]
+    mrmha = models[0][0]  # the output folder of the MRMHA model
     for row in (
-        "| MRMHA K=4 |",
+        "| MRMHA K=6 |",
         "| attentive statistics |",
         "EncoderClassifier.from_hparams",
+        f"Compared: MRMHA K=6 vs attentive statistics pooling, both with {description}",
     ):
         assert row in first.stdout
     figures = tmp_path / "demo" / "figures"
     for name in ("attention.png", "det.png", "scores_mrmha.png"):
         assert (figures / name).stat().st_size > 1000
-    log = (tmp_path / "demo" / "mrmha" / "train_log.txt").read_text()
+    log = (tmp_path / "demo" / mrmha / "train_log.txt").read_text()
     second = subprocess.run(
         command, env=ENV, capture_output=True, text=True, timeout=900
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert (
-        tmp_path / "demo" / "mrmha" / "train_log.txt"
+        tmp_path / "demo" / mrmha / "train_log.txt"
     ).read_text() == log  # no retraining
     table = [
         line for line in first.stdout.splitlines() if line.startswith("| MRMHA")

@@ -146,6 +146,11 @@ def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
         metrics["n_trials"] == len(trials)
         and len(metrics["entropy_per_head"]) == 2
     )
+    # 2 training speakers: none to spare for calibration, said, not silent
+    assert not (trained / "pretrained" / "calibration.json").exists()
+    assert "no calibration" in (trained / "log.txt").read_text()
+    assert metrics["calibration"].startswith("none")
+    assert {"Cllr", "minCllr", "actDCF", "actDCF_p0.05"} <= set(metrics)
     lines = (out / "scores.txt").read_text().split("\n")[:-1]
     assert len(lines) == len(trials)
     scores = torch.tensor([float(line.split()[2]) for line in lines])
@@ -285,6 +290,17 @@ TRAINING_YAMLS = sorted(
     for p in (RECIPE / "hparams").glob("*.yaml")
     if p.name != "verification.yaml"
 )
+# the Table 3 configurations; mrmha_modern.yaml is MRMHA K=6 beyond the paper
+PAPER_YAMLS = [y for y in TRAINING_YAMLS if y != "mrmha_modern.yaml"]
+# what mrmha_modern.yaml changes, and the paper configurations' values
+MODERN_OPTIONS = {
+    "loss": ("aam", "cosams"),
+    "margin_warmup_start_epoch": (5, 0),
+    "margin_warmup_end_epoch": (10, 0),
+    "speed_perturb": (True, False),
+    "spec_augment": (True, False),
+    "n_classes": (3 * 1211, 1211),
+}
 
 
 @pytest.mark.parametrize("yaml", TRAINING_YAMLS + ["verification.yaml"])
@@ -409,7 +425,7 @@ def test_configurations_differ_only_in_the_pooling():
     resolves to mrmha.yaml's values except the pooling entry, the keys only
     the pooling uses, and the embedding model's pooling argument."""
     reference = _resolved("mrmha.yaml", "/out")
-    for yaml in TRAINING_YAMLS:
+    for yaml in PAPER_YAMLS:
         config = _resolved(yaml, "/out")
         pooling_keys = {"penalty_weight"}
         for name in (yaml, "mrmha.yaml"):
@@ -437,7 +453,38 @@ def test_configurations_differ_only_in_the_pooling():
             assert sum(f"<{key}>" in line for line in lines) <= 1, (yaml, key)
 
 
-@pytest.mark.parametrize("yaml", TRAINING_YAMLS)
+def test_modern_configuration_is_mrmha_k6_with_the_modern_options_on():
+    """mrmha_modern.yaml resolves to mrmha.yaml with --num_heads=6 except
+    the modern options; every paper configuration has them off (and the
+    same values of every other new key, by the test above)."""
+    from ruamel.yaml import YAML
+
+    from speechbrain_mrmha.config import resolve_config
+
+    def resolved(yaml, **overrides):
+        text = resolve_config(
+            RECIPE / "hparams" / yaml,
+            {"data_folder": "/data", "output_folder": "/out", **overrides},
+        )
+        return {k: _canonical(v) for k, v in YAML(typ="rt").load(text).items()}
+
+    modern = resolved("mrmha_modern.yaml")
+    paper = resolved("mrmha.yaml", num_heads=6)
+    differing = {
+        k for k in modern.keys() | paper.keys() if modern.get(k) != paper.get(k)
+    }
+    # and the entries built from them (the classifier's size, the loss)
+    derived = {"classifier", "compute_cost", "modules", "checkpointer"}
+    assert differing == set(MODERN_OPTIONS) | derived
+    for yaml in TRAINING_YAMLS:
+        config = resolved(yaml)
+        for key, (on, off) in MODERN_OPTIONS.items():
+            expected = on if yaml == "mrmha_modern.yaml" else off
+            assert config[key] == expected, (yaml, key)
+        assert config["init_from"] is None
+
+
+@pytest.mark.parametrize("yaml", PAPER_YAMLS)
 def test_every_configuration_builds_the_paper_model(yaml, tmp_path):
     from hyperpyyaml import load_hyperpyyaml
 
@@ -1048,3 +1095,124 @@ def test_verification_refuses_an_absent_device_before_any_work(
             ]
         )
     assert not out.exists()
+
+
+def test_training_calibrates_and_verification_reports_it(tmp_path):
+    """Preparation holds out calibration speakers; training fits
+    calibration.json on them; verification applies it: Cllr and actDCF of
+    metrics.json equal the formulas on scores.txt mapped by calibration.json."""
+    from speechbrain_mrmha.app.synthetic import generate_corpus
+    from speechbrain_mrmha.calibration import act_dcf, cllr
+    from speechbrain_mrmha.export import load_calibration
+    from speechbrain_mrmha.trials import read_scores
+
+    corpus = generate_corpus(
+        str(tmp_path / "voxceleb1"),
+        speakers=23,
+        videos=2,
+        utterances=2,
+        test_speakers=3,
+        min_duration=1.0,
+        max_duration=1.5,
+        seed=3,
+        num_workers=1,
+    )
+    output = tmp_path / "mrmha"
+    train(
+        corpus,
+        output,
+        epochs=1,
+        extra=["--num_heads=2", "--calibration_speakers=0.2"],
+    )
+    calibration_rows = (output / "prepared" / "calibration.csv").read_text()
+    held_out = {line.split(",")[-1] for line in calibration_rows.split()[1:]}
+    train_rows = (output / "prepared" / "train.csv").read_text()
+    assert len(held_out) == 5  # at least 5, of 20 candidates
+    assert not held_out & {
+        line.split(",")[-1] for line in train_rows.split()[1:]
+    }
+    calibration = load_calibration(output / "pretrained")
+    stats = calibration.statistics
+    assert stats["n_speakers"] == 5 and stats["n_utterances"] == 20
+    assert stats["n_target"] == 5 * 6 and stats["n_nontarget"] == 160
+    assert set(calibration.thresholds) == {"eer", "min_dcf"}
+    assert stats["act_dcf"] >= stats["min_dcf"]
+
+    out = tmp_path / "verification"
+    run(
+        [
+            RECIPE / "speaker_verification_cosine.py",
+            RECIPE / "hparams" / "verification.yaml",
+            f"--data_folder={corpus.root}",
+            f"--pretrained_path={output / 'pretrained'}",
+            f"--output_folder={out}",
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["calibration"] == str(
+        output / "pretrained" / "calibration.json"
+    )
+    scored = read_scores(out / "scores.txt")  # raw cosine, as before
+    target, nontarget = (
+        calibration.llr(scored.positive),
+        calibration.llr(scored.negative),
+    )
+    assert metrics["Cllr"] == pytest.approx(cllr(target, nontarget), abs=1e-3)
+    assert metrics["Cllr_raw_cosine"] == pytest.approx(
+        cllr(scored.positive, scored.negative), abs=1e-3
+    )
+    assert metrics["actDCF"] == pytest.approx(
+        act_dcf(target, nontarget, 0.01) / 0.01, abs=1e-3
+    )
+    assert metrics["actDCF"] >= metrics["minDCF"] - 1e-4
+
+
+def test_calibration_annotation_is_checked_up_front(
+    tmp_path, monkeypatch, caplog
+):
+    """Before any training: a calibration speaker who is also a training
+    speaker is an error naming both CSVs; no calibration CSV (null, missing
+    with skip_prep, or without rows) is a warning, never silence."""
+    monkeypatch.syspath_prepend(str(RECIPE))
+    import soundfile
+    import train_speaker_embeddings as recipe
+
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(16000), 16000)
+    csv_path = tmp_path / "calibration.csv"
+    csv_path.write_text(
+        "ID,duration,wav,spk_id\n"
+        f"u1,1.0,{wav},spkA\nu2,1.0,{wav},spkB\nu3,1.0,{wav},spkC\n"
+    )
+    settings = {
+        "calibration_annotation": str(csv_path),
+        "calibration_speakers": 0.02,
+        "train_annotation": "train.csv",
+        "data_folder": str(tmp_path),
+        "skip_prep": True,
+        "sample_rate": 16000,
+        "allow_resampling": False,
+        "prepare_workers": 1,
+    }
+    with pytest.raises(ValueError, match="spkB") as error:
+        recipe.calibration_utterances(settings, ["spkB", "spkD"])
+    assert str(csv_path) in str(error.value) and "train.csv" in str(error.value)
+    utterances = recipe.calibration_utterances(settings, ["spkD"])
+    assert utterances == {
+        f"u{i}": (str(wav), 1.0, f"spk{name}")
+        for i, name in zip((1, 2, 3), "ABC")
+    }
+    for annotation, text in (
+        (None, None),
+        (str(tmp_path / "absent.csv"), None),
+        (str(tmp_path / "empty.csv"), "ID,duration,wav,spk_id\n"),
+    ):
+        if text is not None:
+            Path(annotation).write_text(text)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            found = recipe.calibration_utterances(
+                {**settings, "calibration_annotation": annotation}, ["spkD"]
+            )
+        assert found is None
+        assert "no calibration" in caplog.text
