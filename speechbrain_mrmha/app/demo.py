@@ -285,9 +285,10 @@ def main(argv=None):
         "the recipe README for 3 seeds).\n"
     )
     print(
-        "| pooling | EER % | minDCF (p=0.01) | mean attention entropy per head (nats) |"
+        "| pooling | EER % | minDCF (p=0.01) | actDCF (p=0.01) | Cllr "
+        "calibrated / raw cosine | mean attention entropy per head (nats) |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, label, *_ in models:
         metrics = results[name]
         entropy = (
@@ -295,8 +296,17 @@ def main(argv=None):
             or "-"
         )
         print(
-            f"| {label} | {metrics['EER']:.2f} | {metrics['minDCF']:.3f} | {entropy} |"
+            f"| {label} | {metrics['EER']:.2f} | {metrics['minDCF']:.3f} | "
+            f"{metrics['actDCF']:.3f} | {metrics['Cllr']:.3f} / "
+            f"{metrics['Cllr_raw_cosine']:.3f} | {entropy} |"
         )
+    print(
+        "\nactDCF and Cllr judge calibrated log-likelihood ratios; the "
+        "calibration is fitted at the end of training on held-out training "
+        "speakers, never on these trials. Calibration used:"
+    )
+    for name, label, *_ in models:
+        print(f"  {label}: {results[name]['calibration']}")
     print("\nPretrained folders:")
     for name, *_ in models:
         print(f"  {output / name / 'pretrained'}")

@@ -43,6 +43,8 @@ def test_demo_runs_and_reruns(tmp_path):
         "| MRMHA K=6 |",
         "| attentive statistics |",
         "EncoderClassifier.from_hparams",
+        "| pooling | EER % | minDCF (p=0.01) | actDCF (p=0.01) | Cllr",
+        "Calibration used:",
         f"Compared: MRMHA K=6 vs attentive statistics pooling, both with {description}",
     ):
         assert row in first.stdout
