@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from speechbrain_mrmha.app.demo import MODERN_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [
     "--channels=[8,16,32,64]",
@@ -34,13 +36,8 @@ SIZES = [
     "--num_workers=0",
     "--device=cpu",
 ]
-MODERN = [  # the options mrmha_modern.yaml turns on, for another pooling
-    "--loss=aam",
-    "--margin_warmup_start_epoch=5",
-    "--margin_warmup_end_epoch=10",
-    "--speed_perturb=True",
-    "--spec_augment=True",
-]
+# the options mrmha_modern.yaml turns on, for another pooling (the demo's)
+MODERN = list(MODERN_OPTIONS)
 CONFIGS = {
     # name: (label, yaml or None for the reference loop, extra overrides)
     "reference": (
