@@ -41,13 +41,13 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.deploy import OnnxEncoder, export_model
-from speechbrain_mrmha.export import (
+from speechbrain_mrmha.inference.export import OnnxEncoder, export_model
+from speechbrain_mrmha.inference.extraction import encode_signals
+from speechbrain_mrmha.inference.pretrained import (
     load_encoder,
     write_pretrained,
 )
-from speechbrain_mrmha.extraction import encode_signals
-from speechbrain_mrmha.lengths import HOP_SAMPLES
+from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
 
 SAMPLE_RATE = 16000
 CONFIG = (
@@ -61,7 +61,7 @@ def write_model(folder):
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_mrmha.config import model_definition
+    from speechbrain_mrmha.training.config import model_definition
 
     overrides = {"data_folder": str(folder), "n_classes": 2, "seed": 0}
     with open(CONFIG) as fin:

@@ -47,11 +47,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from speechbrain_mrmha.export import load_encoder, write_pretrained
-from speechbrain_mrmha.extraction import (
+from speechbrain_mrmha.inference.extraction import (
     default_batch_seconds,
     encode_signals,
     length_batches,
+)
+from speechbrain_mrmha.inference.pretrained import (
+    load_encoder,
+    write_pretrained,
 )
 
 SAMPLE_RATE = 16000
@@ -71,7 +74,7 @@ def write_model(folder):
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_mrmha.config import model_definition
+    from speechbrain_mrmha.training.config import model_definition
 
     overrides = {
         "data_folder": str(folder),
@@ -317,7 +320,7 @@ def scale(audio_per_second):
     """VoxCeleb1 sizes for the bookkeeping around the model: batching the
     153,516 durations, a cache of the 4,874 Vox1-O test embeddings (put,
     atomic save, load); projects the Vox1-O extraction time."""
-    from speechbrain_mrmha.extraction import EmbeddingCache
+    from speechbrain_mrmha.inference.extraction import EmbeddingCache
 
     durations = voxceleb_like(153_516, seed=1)
     start = time.perf_counter()

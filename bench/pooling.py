@@ -1,4 +1,4 @@
-"""Benchmark: cost of the MRMHA pooling (speechbrain_mrmha/pooling.py) on CPU.
+"""Benchmark: cost of the MRMHA pooling (speechbrain_mrmha/layers/pooling.py) on CPU.
 
 Measured in the same run, interleaved round-robin (so load from other
 processes hits every candidate alike), median of ``--repeats`` runs after
@@ -38,7 +38,9 @@ import torch
 from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
 from torch import nn
 
-from speechbrain_mrmha.pooling import MultiResolutionMultiHeadAttentionPooling
+from speechbrain_mrmha.layers.pooling import (
+    MultiResolutionMultiHeadAttentionPooling,
+)
 
 D = 1024
 
@@ -201,7 +203,7 @@ def pooling_benchmark(args):
 
 def resnet_benchmark(args, heads):
     """(c): pooling + embedding head inside a paper-size ResNet-34 forward."""
-    from speechbrain_mrmha.resnet import ResNet34
+    from speechbrain_mrmha.layers.resnet import ResNet34
 
     torch.manual_seed(0)
     model = ResNet34(

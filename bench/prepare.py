@@ -34,7 +34,7 @@ import soundfile as sf
 import torch
 
 from speechbrain_mrmha.app.synthetic import make_trials
-from speechbrain_mrmha.trials import write_trials
+from speechbrain_mrmha.dataio.trials import write_trials
 
 HERE = Path(__file__).resolve().parent
 DEV_SPEAKERS, TEST_SPEAKERS = 1211, 40

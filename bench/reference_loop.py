@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_mrmha.annotation import read_annotation
-from speechbrain_mrmha.io import load_audio
-from speechbrain_mrmha.scoring import EER, minDCF
-from speechbrain_mrmha.trials import read_trials
+from speechbrain_mrmha.dataio.annotation import read_annotation
+from speechbrain_mrmha.dataio.audio import load_audio
+from speechbrain_mrmha.dataio.trials import read_trials
+from speechbrain_mrmha.scoring.metrics import EER, minDCF
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1"
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from speechbrain_mrmha.resnet import ResNet34
+from speechbrain_mrmha.layers.resnet import ResNet34
 
 
 def best_times(cases, repeats):

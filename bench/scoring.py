@@ -1,4 +1,4 @@
-"""Benchmark of speechbrain_mrmha.scoring against its peers, in one run.
+"""Benchmark of speechbrain_mrmha.scoring.metrics against its peers, in one run.
 
 1. EER and minDCF on synthetic cosine-like scores at the sizes of the
    VoxCeleb1-O (37,611 trials) and VoxCeleb1-E (581,480 trials) lists, ours
@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mrmha import scoring
+import speechbrain_mrmha.scoring.metrics as scoring
 
 SIZES = {"Vox1-O": 37611, "Vox1-E": 581480}
 

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.cosams import CosAMSLoss, CosineClassifier
-from speechbrain_mrmha.pooling import build_pooling
-from speechbrain_mrmha.resnet import ResNet34
+from speechbrain_mrmha.layers.margins import CosAMSLoss, CosineClassifier
+from speechbrain_mrmha.layers.pooling import build_pooling
+from speechbrain_mrmha.layers.resnet import ResNet34
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "VoxCeleb1"
 TINY = [8, 16, 32, 64]

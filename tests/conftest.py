@@ -40,8 +40,8 @@ def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_mrmha.config import model_definition
-    from speechbrain_mrmha.export import write_pretrained
+    from speechbrain_mrmha.inference.pretrained import write_pretrained
+    from speechbrain_mrmha.training.config import model_definition
 
     speakers = _training_speakers(corpus)
     labels = CategoricalEncoder()
@@ -117,7 +117,7 @@ def tiny_pretrained_selfattentive(tmp_path_factory, tiny_corpus):
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, tiny_pretrained):
     """``tiny_pretrained`` loaded by SpeechBrain's EncoderClassifier (CPU)."""
-    from speechbrain_mrmha.export import load_encoder
+    from speechbrain_mrmha.inference.pretrained import load_encoder
 
     return load_encoder(
         tiny_pretrained, savedir=tmp_path_factory.mktemp("tiny_encoder_cache")

@@ -29,28 +29,31 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_mrmha.annotation import read_annotation
-from speechbrain_mrmha.calibration import (
-    act_dcf,
-    cllr,
-    dcf_normalizer,
-    min_cllr,
-)
-from speechbrain_mrmha.export import load_calibration, load_encoder
-from speechbrain_mrmha.extraction import (
-    EmbeddingCache,
-    cache_fingerprint,
-    check_device,
-    embed_files,
-)
-from speechbrain_mrmha.io import (
+from speechbrain_mrmha.dataio.annotation import read_annotation
+from speechbrain_mrmha.dataio.audio import (
     MIN_SECONDS,
     audio_seconds,
     content_digest,
     write_text_atomic,
 )
-from speechbrain_mrmha.runs import hold_run_lock
-from speechbrain_mrmha.scoring import (
+from speechbrain_mrmha.dataio.trials import read_trials, write_scores
+from speechbrain_mrmha.inference.extraction import (
+    EmbeddingCache,
+    cache_fingerprint,
+    check_device,
+    embed_files,
+)
+from speechbrain_mrmha.inference.pretrained import (
+    load_calibration,
+    load_encoder,
+)
+from speechbrain_mrmha.scoring.calibration import (
+    act_dcf,
+    cllr,
+    dcf_normalizer,
+    min_cllr,
+)
+from speechbrain_mrmha.scoring.metrics import (
     EER,
     cohort_statistics,
     cosine_score_trials,
@@ -58,7 +61,7 @@ from speechbrain_mrmha.scoring import (
     minDCF,
     normalize_scores,
 )
-from speechbrain_mrmha.trials import read_trials, write_scores
+from speechbrain_mrmha.training.runs import hold_run_lock
 
 SCORE_NORMS = (None, "s-norm", "as-norm")
 SHOWN = 20

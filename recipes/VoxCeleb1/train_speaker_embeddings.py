@@ -39,18 +39,21 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.distributed import run_on_main
 from voxceleb1_prepare import check_training_audio, prepare_voxceleb1
 
-from speechbrain_mrmha.annotation import read_annotation
-from speechbrain_mrmha.config import (
+from speechbrain_mrmha.dataio.annotation import read_annotation
+from speechbrain_mrmha.dataio.audio import load_audio, write_text_atomic
+from speechbrain_mrmha.inference.pretrained import (
+    calibrate_pretrained,
+    write_pretrained,
+)
+from speechbrain_mrmha.layers.margins import MarginWarmup
+from speechbrain_mrmha.layers.pooling import attention_entropy
+from speechbrain_mrmha.training.config import (
     model_definition,
     parse_overrides,
     plain_values,
     save_resolved,
 )
-from speechbrain_mrmha.cosams import MarginWarmup
-from speechbrain_mrmha.export import calibrate_pretrained, write_pretrained
-from speechbrain_mrmha.io import load_audio, write_text_atomic
-from speechbrain_mrmha.pooling import attention_entropy
-from speechbrain_mrmha.runs import hold_run_lock
+from speechbrain_mrmha.training.runs import hold_run_lock
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,12 @@ import struct
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import NamedTuple
 
-from speechbrain_mrmha.io import atomic_write, audio_info, write_text_atomic
-from speechbrain_mrmha.trials import read_trials, trial_files
+from speechbrain_mrmha.dataio.audio import (
+    atomic_write,
+    audio_info,
+    write_text_atomic,
+)
+from speechbrain_mrmha.dataio.trials import read_trials, trial_files
 
 logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_options.json"

@@ -14,7 +14,7 @@ Commands (``--help`` on each):
 * ``export --model DIR --format onnx|torchscript --out FILE
   [--features-input]``: one self-contained ONNX or TorchScript file of the
   model, checked against PyTorch before it is written
-  (``speechbrain_mrmha.deploy``).
+  (``speechbrain_mrmha.inference.export``).
 * ``verify`` and ``embed`` take ``--backend onnxruntime`` with an exported
   ``.onnx`` file as ``--model`` (the pretrained folder with the default
   ``--backend pytorch``); batching, checks and output are the same.
@@ -129,7 +129,7 @@ def write_embeddings(paths, embeddings, out):
     import numpy
     import torch
 
-    from speechbrain_mrmha.io import atomic_write
+    from speechbrain_mrmha.dataio.audio import atomic_write
 
     out = check_embedding_path(out)
     with atomic_write(out, "wb") as fout:
@@ -184,10 +184,13 @@ def _load_model(stack, model, device, backend="pytorch"):
     """Load a pretrained folder (read in place: nothing is written), or an
     exported ONNX file into onnxruntime."""
     if backend == "onnxruntime":
-        from speechbrain_mrmha.deploy import OnnxEncoder
+        from speechbrain_mrmha.inference.export import OnnxEncoder
 
         return OnnxEncoder(model)
-    from speechbrain_mrmha.export import check_pretrained, load_encoder
+    from speechbrain_mrmha.inference.pretrained import (
+        check_pretrained,
+        load_encoder,
+    )
 
     check_pretrained(model)
     return load_encoder(model, device=device)
@@ -226,13 +229,13 @@ def _check_backend(args):
 def _model_calibration(args):
     """The model's calibration: ``<folder>/calibration.json``, or the one an
     exported file recorded from its folder; None when it has none."""
-    from speechbrain_mrmha.calibration import Calibration
+    from speechbrain_mrmha.scoring.calibration import Calibration
 
     if getattr(args, "backend", "pytorch") != "onnxruntime":
-        from speechbrain_mrmha.export import load_calibration
+        from speechbrain_mrmha.inference.pretrained import load_calibration
 
         return load_calibration(args.model)
-    from speechbrain_mrmha.deploy import read_metadata
+    from speechbrain_mrmha.inference.export import read_metadata
 
     text = read_metadata(args.model).get("calibration")
     if text is None:
@@ -286,7 +289,7 @@ def _verify_threshold(args, calibration):
     if getattr(args, "backend", "pytorch") != "onnxruntime":
         threshold, source = default_threshold(args.model)
         return threshold, "cosine", source
-    from speechbrain_mrmha.deploy import read_metadata
+    from speechbrain_mrmha.inference.export import read_metadata
 
     metadata = read_metadata(args.model)
     if "threshold" not in metadata:
@@ -305,7 +308,7 @@ def _verify_threshold(args, calibration):
 
 def _check_device(device):
     """A bad or absent device fails before any file or model is read."""
-    from speechbrain_mrmha.extraction import check_device
+    from speechbrain_mrmha.inference.extraction import check_device
 
     check_device(device)
 
@@ -323,8 +326,8 @@ def _run_verify(args, stack):
     """``verify``: cosine score of two files and a decision."""
     import torch
 
-    from speechbrain_mrmha.extraction import encode_signals
-    from speechbrain_mrmha.io import load_audio
+    from speechbrain_mrmha.dataio.audio import load_audio
+    from speechbrain_mrmha.inference.extraction import encode_signals
 
     _check_device(args.device)
     _check_backend(args)
@@ -372,12 +375,12 @@ def _run_verify(args, stack):
 
 def _run_embed(args, stack):
     """``embed``: embeddings of many files, batched by length."""
-    from speechbrain_mrmha.extraction import (
+    from speechbrain_mrmha.dataio.audio import audio_seconds
+    from speechbrain_mrmha.inference.extraction import (
         EmbeddingCache,
         default_batch_seconds,
         embed_files,
     )
-    from speechbrain_mrmha.io import audio_seconds
 
     _check_device(args.device)
     _check_backend(args)
@@ -418,8 +421,11 @@ def _run_embed(args, stack):
 
 def _run_export(args, stack):
     """``export``: one ONNX or TorchScript file of a pretrained folder."""
-    from speechbrain_mrmha.deploy import export_model
-    from speechbrain_mrmha.export import check_pretrained, load_calibration
+    from speechbrain_mrmha.inference.export import export_model
+    from speechbrain_mrmha.inference.pretrained import (
+        check_pretrained,
+        load_calibration,
+    )
 
     check_pretrained(args.model)
     threshold, source = default_threshold(args.model)
@@ -453,7 +459,7 @@ def _run_plot_attention(args, stack):
         plot_attention,
         utterance_attention,
     )
-    from speechbrain_mrmha.io import load_audio
+    from speechbrain_mrmha.dataio.audio import load_audio
 
     _check_device(args.device)
     _matplotlib()  # fail early with the install hint

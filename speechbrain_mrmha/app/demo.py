@@ -169,9 +169,9 @@ def figures(corpus, output, models):
         plot_score_histograms,
         utterance_attention,
     )
-    from speechbrain_mrmha.export import load_encoder
-    from speechbrain_mrmha.io import load_audio
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.audio import load_audio
+    from speechbrain_mrmha.dataio.trials import read_trials
+    from speechbrain_mrmha.inference.pretrained import load_encoder
 
     figure_folder = output / "figures"
     figure_folder.mkdir(exist_ok=True)

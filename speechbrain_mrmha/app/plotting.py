@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import torch
 
-from speechbrain_mrmha.io import atomic_write
-from speechbrain_mrmha.pooling import attention_entropy
-from speechbrain_mrmha.scoring import EER
-from speechbrain_mrmha.trials import TrialScores, read_scores
+from speechbrain_mrmha.dataio.audio import atomic_write
+from speechbrain_mrmha.dataio.trials import TrialScores, read_scores
+from speechbrain_mrmha.layers.pooling import attention_entropy
+from speechbrain_mrmha.scoring.metrics import EER
 
 __all__ = [
     "DetCurve",
@@ -66,7 +66,7 @@ class DetCurve(NamedTuple):
         is accepted when its score is above it): first accepting every
         trial, then at each unique score in increasing order.
     eer, threshold : float
-        The result of ``speechbrain_mrmha.scoring.EER``.
+        The result of ``speechbrain_mrmha.scoring.metrics.EER``.
     eer_p_fa, eer_p_miss : float
         The error rates at that threshold (their mean is ``eer``).
 
@@ -519,17 +519,17 @@ def utterance_attention(encoder, signal):
     >>> import tempfile
     >>> from hyperpyyaml import load_hyperpyyaml
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> from speechbrain_mrmha.export import load_encoder, write_pretrained
+    >>> from speechbrain_mrmha.inference.pretrained import load_encoder, write_pretrained
     >>> model_yaml = (
     ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
     ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
     ...     "    norm_type: sentence\\n    std_norm: False\\n"
-    ...     "embedding_model: !new:speechbrain_mrmha.resnet.ResNet34\\n"
+    ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
     ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
     ...     "    lin_neurons: 4\\n"
-    ...     "    pooling: !name:speechbrain_mrmha.pooling.MultiResolutionMultiHeadAttentionPooling\\n"
+    ...     "    pooling: !name:speechbrain_mrmha.layers.pooling.MultiResolutionMultiHeadAttentionPooling\\n"
     ...     "        num_heads: 2\\n"
-    ...     "classifier: !new:speechbrain_mrmha.cosams.CosineClassifier [4, 2]\\n")
+    ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
     >>> model = load_hyperpyyaml(model_yaml)
     >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
     >>> root = Path(tempfile.mkdtemp())

@@ -38,8 +38,8 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
-from speechbrain_mrmha.io import replace_folder
-from speechbrain_mrmha.trials import Trial, write_trials
+from speechbrain_mrmha.dataio.audio import replace_folder
+from speechbrain_mrmha.dataio.trials import Trial, write_trials
 
 __all__ = ["SAMPLE_RATE", "SyntheticCorpus", "generate_corpus", "make_trials"]
 

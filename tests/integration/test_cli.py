@@ -17,7 +17,7 @@ import torchaudio
 from matplotlib.image import imread
 
 from speechbrain_mrmha.app.cli import default_threshold, main, write_embeddings
-from speechbrain_mrmha.trials import read_trials
+from speechbrain_mrmha.dataio.trials import read_trials
 
 COMMAND = [sys.executable, "-m", "speechbrain_mrmha"]
 HELP_COMMANDS = [
@@ -271,7 +271,7 @@ def test_embed_writes_one_row_per_file_given_in_order(runs, inputs):
 def test_embed_uses_the_extraction_loop(inputs, tmp_path, monkeypatch):
     """``embed`` goes through extraction.embed_files (the verification
     recipe's loop) with an in-memory cache and each file once."""
-    from speechbrain_mrmha import extraction
+    import speechbrain_mrmha.inference.extraction as extraction
 
     calls = []
     real = extraction.embed_files
@@ -432,8 +432,8 @@ def test_verify_prints_the_calibrated_llr_and_decides_by_its_thresholds(
     """With calibration.json the LLR is slope * cosine + offset, and each
     operating point decides by its own threshold: the stored cosine of the
     EER / minDCF point, or the Bayes rule llr > log((1 - p) / p)."""
-    from speechbrain_mrmha.calibration import Calibration
-    from speechbrain_mrmha.export import write_calibration
+    from speechbrain_mrmha.inference.pretrained import write_calibration
+    from speechbrain_mrmha.scoring.calibration import Calibration
 
     model = tmp_path / "pretrained"
     shutil.copytree(inputs.model, model)
@@ -626,7 +626,7 @@ def test_demo_without_the_recipe_says_so_in_one_line(
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: errors must come before it."""
-    from speechbrain_mrmha import export
+    import speechbrain_mrmha.inference.pretrained as export
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the error")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from speechbrain_mrmha.lengths import (
+from speechbrain_mrmha.layers.lengths import (
     HOP_SAMPLES,
     frame_counts,
     relative_lengths,

@@ -1,5 +1,5 @@
 """Export of pretrained folders to ONNX and TorchScript
-(``speechbrain_mrmha.deploy``, the CLI's ``export``) and the onnxruntime
+(``speechbrain_mrmha.inference.export``, the CLI's ``export``) and the onnxruntime
 backend of ``embed`` and ``verify``.
 
 For every pooling family (one tiny, untrained model per recipe yaml) and
@@ -16,16 +16,16 @@ import numpy
 import pytest
 import torch
 
-from speechbrain_mrmha import deploy
+import speechbrain_mrmha.inference.export as deploy
 from speechbrain_mrmha.app.cli import main
-from speechbrain_mrmha.calibration import Calibration
-from speechbrain_mrmha.export import (
+from speechbrain_mrmha.inference.extraction import encode_signals
+from speechbrain_mrmha.inference.pretrained import (
     load_calibration,
     load_encoder,
     write_calibration,
 )
-from speechbrain_mrmha.extraction import encode_signals
-from speechbrain_mrmha.lengths import HOP_SAMPLES
+from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
+from speechbrain_mrmha.scoring.calibration import Calibration
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -211,7 +211,7 @@ def test_inputs_longer_than_chunk_frames_match_windowed_pytorch(
 ):
     """The graph encodes long inputs in one pass; PyTorch in windows of
     chunk_frames (here 64 frames for a 301-frame input): same embedding."""
-    import speechbrain_mrmha.resnet as resnet
+    import speechbrain_mrmha.layers.resnet as resnet
 
     family = "mrmha.yaml"
     windows = []

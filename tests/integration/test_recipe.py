@@ -75,7 +75,7 @@ def test_pretrained_folder_loads_with_speechbrain(
     from speechbrain.inference.classifiers import EncoderClassifier
     from speechbrain.inference.speaker import SpeakerRecognition
 
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.trials import read_trials
 
     folder = trained / "pretrained"
     for name in (
@@ -125,11 +125,11 @@ def test_training_logs_loss_accuracy_and_entropy(trained):
 
 
 def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
-    from speechbrain_mrmha.export import load_encoder
-    from speechbrain_mrmha.extraction import encode_signals
-    from speechbrain_mrmha.io import content_digest, load_audio
-    from speechbrain_mrmha.scoring import EER
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.audio import content_digest, load_audio
+    from speechbrain_mrmha.dataio.trials import read_trials
+    from speechbrain_mrmha.inference.extraction import encode_signals
+    from speechbrain_mrmha.inference.pretrained import load_encoder
+    from speechbrain_mrmha.scoring.metrics import EER
 
     out = tmp_path / "verification"
     args = [
@@ -356,7 +356,7 @@ DOCUMENTED_OVERRIDES = (
 def test_documented_overrides_exist_and_typos_stop_before_any_work(
     yaml, tmp_path
 ):
-    from speechbrain_mrmha.config import plain_values
+    from speechbrain_mrmha.training.config import plain_values
 
     values = plain_values(
         RECIPE / "hparams" / yaml, {"data_folder": str(tmp_path)}
@@ -411,7 +411,7 @@ def _canonical(node):
 def _resolved(yaml, output):
     from ruamel.yaml import YAML
 
-    from speechbrain_mrmha.config import resolve_config
+    from speechbrain_mrmha.training.config import resolve_config
 
     text = resolve_config(
         RECIPE / "hparams" / yaml,
@@ -459,7 +459,7 @@ def test_modern_configuration_is_mrmha_k6_with_the_modern_options_on():
     same values of every other new key, by the test above)."""
     from ruamel.yaml import YAML
 
-    from speechbrain_mrmha.config import resolve_config
+    from speechbrain_mrmha.training.config import resolve_config
 
     def resolved(yaml, **overrides):
         text = resolve_config(
@@ -544,8 +544,8 @@ def test_channels_last_trains_resumes_and_exports(
     folder gives the same embedding as the same weights in contiguous layout."""
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    from speechbrain_mrmha.io import load_audio
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.audio import load_audio
+    from speechbrain_mrmha.dataio.trials import read_trials
 
     output = tmp_path / "channels_last"
     extra = ["--num_heads=2", "--channels_last=True"]
@@ -648,7 +648,7 @@ def test_model_is_built_once_with_the_data_class_count(
     monkeypatch.syspath_prepend(str(RECIPE))
     import train_speaker_embeddings as recipe
 
-    from speechbrain_mrmha import resnet
+    import speechbrain_mrmha.layers.resnet as resnet
 
     builds, at_export = [], []
     original = resnet.ResNet34.__init__
@@ -797,7 +797,7 @@ def folder_held_by_another_process(folder, what):
         [
             sys.executable,
             "-c",
-            "import time; from speechbrain_mrmha.runs import hold_run_lock; "
+            "import time; from speechbrain_mrmha.training.runs import hold_run_lock; "
             f"hold_run_lock({str(folder)!r}, {what!r}); print('held', flush=True); "
             "time.sleep(120)",
         ],
@@ -938,7 +938,7 @@ def test_verification_cache_follows_audio_model_and_data_folder(
 
     import soundfile
 
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.trials import read_trials
 
     data, model, out = tmp_path / "data", tmp_path / "model", tmp_path / "out"
     shutil.copytree(tiny_corpus.root, data)
@@ -1016,7 +1016,7 @@ def test_verification_names_non_finite_audio_and_writes_no_result(
 
     import soundfile
 
-    from speechbrain_mrmha.trials import read_trials
+    from speechbrain_mrmha.dataio.trials import read_trials
 
     data, out = tmp_path / "data", tmp_path / "out"
     shutil.copytree(tiny_corpus.root, data)
@@ -1102,9 +1102,9 @@ def test_training_calibrates_and_verification_reports_it(tmp_path):
     calibration.json on them; verification applies it: Cllr and actDCF of
     metrics.json equal the formulas on scores.txt mapped by calibration.json."""
     from speechbrain_mrmha.app.synthetic import generate_corpus
-    from speechbrain_mrmha.calibration import act_dcf, cllr
-    from speechbrain_mrmha.export import load_calibration
-    from speechbrain_mrmha.trials import read_scores
+    from speechbrain_mrmha.dataio.trials import read_scores
+    from speechbrain_mrmha.inference.pretrained import load_calibration
+    from speechbrain_mrmha.scoring.calibration import act_dcf, cllr
 
     corpus = generate_corpus(
         str(tmp_path / "voxceleb1"),

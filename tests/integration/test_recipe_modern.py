@@ -164,7 +164,7 @@ def test_modern_training_schedules_export_and_fine_tuning(
     them)."""
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_mrmha.annotation import read_annotation
+    from speechbrain_mrmha.dataio.annotation import read_annotation
 
     output = tmp_path / "modern"
     extra = [

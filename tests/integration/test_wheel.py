@@ -125,8 +125,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.classifiers import EncoderClassifier
 import speechbrain_mrmha
-from speechbrain_mrmha.config import model_definition
-from speechbrain_mrmha.export import write_pretrained
+from speechbrain_mrmha.training.config import model_definition
+from speechbrain_mrmha.inference.pretrained import write_pretrained
 
 assert speechbrain_mrmha.__file__.startswith(sys.argv[1]), speechbrain_mrmha.__file__
 config, folder, wav = sys.argv[2:5]

@@ -11,7 +11,11 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from speechbrain_mrmha.calibration import (
+from speechbrain_mrmha.inference.pretrained import (
+    load_calibration,
+    write_calibration,
+)
+from speechbrain_mrmha.scoring.calibration import (
     Calibration,
     act_dcf,
     bayes_threshold,
@@ -22,8 +26,7 @@ from speechbrain_mrmha.calibration import (
     quality_features,
     sample_trials,
 )
-from speechbrain_mrmha.export import load_calibration, write_calibration
-from speechbrain_mrmha.scoring import EER, minDCF
+from speechbrain_mrmha.scoring.metrics import EER, minDCF
 
 
 def gaussian_scores(seed, n_target=300, n_nontarget=3000, shift=0.0):

@@ -1,4 +1,4 @@
-"""Tests of the CosAMS cosine classifier and loss (speechbrain_mrmha/cosams.py)
+"""Tests of the CosAMS cosine classifier and loss (speechbrain_mrmha/layers/margins.py)
 against the formula of docs/EQUATIONS.md, section "CosAMS loss", computed
 directly."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mrmha.cosams import CosAMSLoss, CosineClassifier
+from speechbrain_mrmha.layers.margins import CosAMSLoss, CosineClassifier
 
 
 def cosines_by_hand(x, weight):

@@ -1,4 +1,4 @@
-"""Tests of the deployment modules (speechbrain_mrmha/deploy.py) that need
+"""Tests of the deployment modules (speechbrain_mrmha/inference/export.py) that need
 no exporter: the exportable statistics pooling, the graph modules in eager
 PyTorch, the copy ``deployable`` makes, the install hint of the optional
 packages, and the backend hook of ``extraction.encode_signals``. The
@@ -10,9 +10,9 @@ import pytest
 import torch
 from speechbrain.nnet.pooling import StatisticsPooling
 
-from speechbrain_mrmha import deploy
+import speechbrain_mrmha.inference.export as deploy
 from speechbrain_mrmha.app.cli import main
-from speechbrain_mrmha.extraction import encode_signals
+from speechbrain_mrmha.inference.extraction import encode_signals
 
 
 def _cosines(a, b):
@@ -47,10 +47,10 @@ def small_mods():
     from speechbrain.lobes.features import Fbank
     from speechbrain.processing.features import InputNormalization
 
-    from speechbrain_mrmha.pooling import (
+    from speechbrain_mrmha.layers.pooling import (
         MultiResolutionMultiHeadAttentionPooling,
     )
-    from speechbrain_mrmha.resnet import ResNet34
+    from speechbrain_mrmha.layers.resnet import ResNet34
 
     torch.manual_seed(0)
     model = ResNet34(

@@ -47,10 +47,10 @@ EXAMPLE_ALLOW_LIST = {
     # EncoderClassifier (what training writes), not just tensors; covered by
     # tests/unit/test_extraction.py and the integration tests with the tiny
     # pretrained fixtures of tests/conftest.py.
-    "speechbrain_mrmha/export.py::load_encoder",
-    "speechbrain_mrmha/extraction.py::encode_signals",
-    "speechbrain_mrmha/extraction.py::embed_files",
-    "speechbrain_mrmha/extraction.py::use_channels_last",
+    "speechbrain_mrmha/inference/pretrained.py::load_encoder",
+    "speechbrain_mrmha/inference/extraction.py::encode_signals",
+    "speechbrain_mrmha/inference/extraction.py::embed_files",
+    "speechbrain_mrmha/inference/extraction.py::use_channels_last",
     # Steps of the demo: each runs the training / scoring recipes in
     # subprocesses (minutes of CPU time); covered by
     # tests/integration/test_demo.py.
@@ -153,7 +153,7 @@ def _example_candidates(path):
 
 def test_files_are_found():
     assert (PACKAGE / "__init__.py") in PACKAGE_FILES
-    assert (PACKAGE / "pooling.py") in PACKAGE_FILES
+    assert (PACKAGE / "layers" / "pooling.py") in PACKAGE_FILES
     assert RECIPE_FILES, f"no recipe scripts under {RECIPES}"
 
 

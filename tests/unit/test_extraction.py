@@ -1,4 +1,4 @@
-"""Tests of the extraction helpers (speechbrain_mrmha/extraction.py) that
+"""Tests of the extraction helpers (speechbrain_mrmha/inference/extraction.py) that
 need no training: channels-last weights, autocast precision, CPU batch
 budget, windowed encoding of long inputs through ``encode_signals``, the
 embedding cache on disk and in memory (keyed by audio content, never serving
@@ -15,8 +15,8 @@ import pytest
 import soundfile
 import torch
 
-from speechbrain_mrmha.export import load_encoder
-from speechbrain_mrmha.extraction import (
+from speechbrain_mrmha.dataio.audio import content_digest, load_audio
+from speechbrain_mrmha.inference.extraction import (
     EmbeddingCache,
     cache_fingerprint,
     check_device,
@@ -26,7 +26,7 @@ from speechbrain_mrmha.extraction import (
     length_batches,
     model_fingerprint,
 )
-from speechbrain_mrmha.io import content_digest, load_audio
+from speechbrain_mrmha.inference.pretrained import load_encoder
 
 
 def noise(seconds, seed):
@@ -279,7 +279,7 @@ def test_cached_non_finite_embedding_is_never_served(tiny_encoder, tmp_path):
 def test_non_finite_embedding_is_an_error_naming_the_file(
     tiny_encoder, tmp_path, monkeypatch
 ):
-    from speechbrain_mrmha import extraction
+    import speechbrain_mrmha.inference.extraction as extraction
 
     wavs = [write_wav(tmp_path / f"{i}.wav", 1.0 + i / 10, i) for i in range(3)]
     real = extraction.encode_signals

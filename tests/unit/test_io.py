@@ -1,4 +1,4 @@
-"""Audio reading of speechbrain_mrmha/io.py: crops equal slices of the whole
+"""Audio reading of speechbrain_mrmha/dataio/audio.py: crops equal slices of the whole
 file (at the file's rate and resampled), mono mixdown, header info, errors
 that name the file (non-finite samples included), the header-only length
 check that agrees with the loader's, and content digests. (The atomic
@@ -11,7 +11,7 @@ import soundfile
 import torch
 import torchaudio
 
-from speechbrain_mrmha.io import (
+from speechbrain_mrmha.dataio.audio import (
     audio_info,
     audio_seconds,
     content_digest,

@@ -1,4 +1,4 @@
-"""Tests of the length bookkeeping (speechbrain_mrmha/lengths.py): samples to
+"""Tests of the length bookkeeping (speechbrain_mrmha/layers/lengths.py): samples to
 feature frames, relative lengths to frame counts and back, SpeechBrain's
 sample-relative lengths to exact frame counts, and the hooks that hand those
 to the modules after the features."""
@@ -13,7 +13,7 @@ from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.lobes.features import Fbank
 from torch import nn
 
-from speechbrain_mrmha.lengths import (
+from speechbrain_mrmha.layers.lengths import (
     HOP_SAMPLES,
     ONE_ULP_DOWN,
     FrameExactLengths,
@@ -212,10 +212,10 @@ def test_padding_never_changes_an_embedding_with_sample_relative_lengths():
     the hooks: every signal of a padded batch embeds as alone."""
     from speechbrain.processing.features import InputNormalization
 
-    from speechbrain_mrmha.pooling import (
+    from speechbrain_mrmha.layers.pooling import (
         MultiResolutionMultiHeadAttentionPooling,
     )
-    from speechbrain_mrmha.resnet import ResNet34
+    from speechbrain_mrmha.layers.resnet import ResNet34
 
     torch.manual_seed(0)
     fbank = Fbank(n_mels=40)

@@ -10,7 +10,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_mrmha.cosams import (
+from speechbrain_mrmha.layers.margins import (
     AAMLoss,
     CosAMSLoss,
     MarginWarmup,

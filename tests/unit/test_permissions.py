@@ -53,9 +53,9 @@ def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
     from speechbrain_mrmha.app.cli import write_embeddings
     from speechbrain_mrmha.app.plotting import plot_score_histograms
     from speechbrain_mrmha.app.synthetic import generate_corpus
-    from speechbrain_mrmha.extraction import EmbeddingCache
-    from speechbrain_mrmha.io import write_text_atomic
-    from speechbrain_mrmha.trials import Trial, write_scores
+    from speechbrain_mrmha.dataio.audio import write_text_atomic
+    from speechbrain_mrmha.dataio.trials import Trial, write_scores
+    from speechbrain_mrmha.inference.extraction import EmbeddingCache
 
     out = tmp_path / "out"
     _write_tiny_pretrained(
@@ -113,8 +113,8 @@ def test_no_private_temporary_files_or_modes_in_the_code():
 def test_read_only_pretrained_folder_loads_without_savedir(
     tiny_pretrained, tmp_path
 ):
-    from speechbrain_mrmha.export import load_encoder
-    from speechbrain_mrmha.extraction import encode_signals
+    from speechbrain_mrmha.inference.extraction import encode_signals
+    from speechbrain_mrmha.inference.pretrained import load_encoder
 
     folder = tmp_path / "shared" / "pretrained"
     shutil.copytree(tiny_pretrained, folder)

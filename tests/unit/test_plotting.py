@@ -22,8 +22,8 @@ from speechbrain_mrmha.app.plotting import (
     plot_score_histograms,
     utterance_attention,
 )
-from speechbrain_mrmha.scoring import EER
-from speechbrain_mrmha.trials import read_scores
+from speechbrain_mrmha.dataio.trials import read_scores
+from speechbrain_mrmha.scoring.metrics import EER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Tests of the attention-pooling family (speechbrain_mrmha/pooling.py).
+"""Tests of the attention-pooling family (speechbrain_mrmha/layers/pooling.py).
 
 Every variant of the registry ``POOLINGS`` (and the shared core with options
 the named classes do not expose) gets every check that applies to it: shapes,
@@ -17,7 +17,7 @@ from speechbrain.lobes.models.ECAPA_TDNN import (
 )
 from torch import nn
 
-from speechbrain_mrmha.pooling import (
+from speechbrain_mrmha.layers.pooling import (
     POOLINGS,
     AttentionPooling,
     AttentiveStatisticsPooling,

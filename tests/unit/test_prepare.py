@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from speechbrain_mrmha.app.synthetic import generate_corpus
-from speechbrain_mrmha.trials import read_trials, trial_files
+from speechbrain_mrmha.dataio.trials import read_trials, trial_files
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
 _spec = importlib.util.spec_from_file_location(

@@ -1,4 +1,4 @@
-"""Tests of the masked ResNet-34 encoder (speechbrain_mrmha/resnet.py)."""
+"""Tests of the masked ResNet-34 encoder (speechbrain_mrmha/layers/resnet.py)."""
 
 import functools
 import math
@@ -10,8 +10,8 @@ from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
 
-import speechbrain_mrmha.resnet as resnet_module
-from speechbrain_mrmha.resnet import ResNet34
+import speechbrain_mrmha.layers.resnet as resnet_module
+from speechbrain_mrmha.layers.resnet import ResNet34
 
 TINY = [4, 8, 16, 32]
 

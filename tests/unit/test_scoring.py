@@ -1,4 +1,4 @@
-"""Tests of speechbrain_mrmha.scoring: EER / minDCF against SpeechBrain's own
+"""Tests of speechbrain_mrmha.scoring.metrics: EER / minDCF against SpeechBrain's own
 functions and an explicit ROC, cosine scoring and score normalisation against
 per-trial loops."""
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils import metric_stats as sb_metrics
 
-from speechbrain_mrmha import scoring
+import speechbrain_mrmha.scoring.metrics as scoring
 
 
 def _scores(seed, kind, max_size=300):

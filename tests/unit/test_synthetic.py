@@ -16,7 +16,7 @@ from speechbrain_mrmha.app.synthetic import (
     generate_corpus,
     make_trials,
 )
-from speechbrain_mrmha.trials import read_trials
+from speechbrain_mrmha.dataio.trials import read_trials
 
 SMALL = {
     "speakers": 3,

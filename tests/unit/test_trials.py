@@ -1,4 +1,4 @@
-"""Trial lists and score files (speechbrain_mrmha/trials.py): the official
+"""Trial lists and score files (speechbrain_mrmha/dataio/trials.py): the official
 VoxCeleb formats, every error case, byte-order marks, atomic writes."""
 
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from speechbrain_mrmha.trials import (
+from speechbrain_mrmha.dataio.trials import (
     Trial,
     read_scores,
     read_trials,

@@ -1,4 +1,4 @@
-"""Tests of the windowed encoding of long inputs (speechbrain_mrmha/windowing.py)
+"""Tests of the windowed encoding of long inputs (speechbrain_mrmha/layers/windowing.py)
 with the ResNet34 encoder: receptive field, window length, and windows that
 equal the single pass."""
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from speechbrain_mrmha.resnet import ResNet34
-from speechbrain_mrmha.windowing import (
+from speechbrain_mrmha.layers.resnet import ResNet34
+from speechbrain_mrmha.layers.windowing import (
     encode_windowed,
     receptive_field_frames,
     window_frames,

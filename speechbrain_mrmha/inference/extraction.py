@@ -14,9 +14,13 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.io import atomic_write, content_digest, load_audio
-from speechbrain_mrmha.lengths import frame_counts, relative_lengths
-from speechbrain_mrmha.pooling import attention_entropy
+from speechbrain_mrmha.dataio.audio import (
+    atomic_write,
+    content_digest,
+    load_audio,
+)
+from speechbrain_mrmha.layers.lengths import frame_counts, relative_lengths
+from speechbrain_mrmha.layers.pooling import attention_entropy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Padded audio per batch when none is given: on a CPU, batching long padded

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from speechbrain_mrmha.io import write_text_atomic
+from speechbrain_mrmha.dataio.audio import write_text_atomic
 
 __all__ = [
     "Trial",

@@ -11,7 +11,7 @@ rounding.
 The functions take the network: anything with ``stages`` (lists of blocks
 whose ``conv1`` carries the time stride), ``time_stride``, ``chunk_frames``,
 ``context_frames`` and ``encode(feats, counts)``, as
-``speechbrain_mrmha.resnet.ResNet34``.
+``speechbrain_mrmha.layers.resnet.ResNet34``.
 
 Authors
  * speechbrain-mrmha developers
@@ -41,7 +41,7 @@ def receptive_field_frames(model):
 
     Example
     -------
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[4, 8, 16, 32], block_counts=[1, 1, 1, 1])
     >>> receptive_field_frames(model), model.time_stride
     (32, 8)
@@ -72,7 +72,7 @@ def window_frames(model):
 
     Example
     -------
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[4, 8, 16, 32], chunk_frames=100)
     >>> window_frames(model)
     96
@@ -111,7 +111,7 @@ def encode_windowed(model, feats, counts, window):
 
     Example
     -------
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[4, 8, 16, 32], block_counts=[1, 1, 1, 1]).eval()
     >>> feats = torch.randn(2, 300, 40)
     >>> counts = torch.tensor([300, 171])

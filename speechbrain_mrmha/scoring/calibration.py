@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mrmha.scoring import EER, check_score_vector, minDCF
+from speechbrain_mrmha.scoring.metrics import EER, check_score_vector, minDCF
 
 __all__ = [
     "Calibration",
@@ -56,7 +56,7 @@ __all__ = [
     "sample_trials",
 ]
 
-FORMAT = "speechbrain_mrmha.calibration/1"
+FORMAT = "speechbrain_mrmha.scoring.calibration/1"
 DEFAULT_PRIOR = 0.5
 # A small L2 penalty on the slopes (not the offset) keeps the fit finite when
 # the calibration trials are separable (a tiny corpus, a very good model);
@@ -515,7 +515,7 @@ class Calibration:
         Example
         -------
         >>> Calibration(slope=2.0, offset=1.0).to_dict()["format"]
-        'speechbrain_mrmha.calibration/1'
+        'speechbrain_mrmha.scoring.calibration/1'
         """
         return {"format": FORMAT, **asdict(self)}
 
@@ -536,7 +536,7 @@ class Calibration:
 
         Example
         -------
-        >>> Calibration.from_dict({"format": "speechbrain_mrmha.calibration/1"})
+        >>> Calibration.from_dict({"format": "speechbrain_mrmha.scoring.calibration/1"})
         Traceback (most recent call last):
         ...
         ValueError: calibration: missing slope, offset

@@ -24,7 +24,7 @@ which stays inside) and int64 valid **frame counts**.
 Long inputs: the graph encodes every length in a single pass
 (``ResNet34.chunk_frames`` is not applied inside it), which equals PyTorch's
 windowed encoding of inputs longer than ``chunk_frames`` (2048 frames,
-20.47 s by default) up to float rounding (``speechbrain_mrmha.windowing``):
+20.47 s by default) up to float rounding (``speechbrain_mrmha.layers.windowing``):
 no length is refused, but memory grows with the longest input of a batch
 instead of staying bounded by the window.
 
@@ -48,8 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechbrain_mrmha.io import atomic_write
-from speechbrain_mrmha.lengths import (
+from speechbrain_mrmha.dataio.audio import atomic_write
+from speechbrain_mrmha.layers.lengths import (
     frame_counts,
     relative_lengths,
     valid_frame_counts,
@@ -166,12 +166,12 @@ class FeatureEmbedder(nn.Module):
     mean_var_norm : torch.nn.Module
         SpeechBrain's ``InputNormalization`` (called with relative lengths).
     embedding_model : torch.nn.Module
-        ``speechbrain_mrmha.resnet.ResNet34`` (or any module with its call).
+        ``speechbrain_mrmha.layers.resnet.ResNet34`` (or any module with its call).
 
     Example
     -------
     >>> from speechbrain.processing.features import InputNormalization
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
     >>> embedder = FeatureEmbedder(InputNormalization(norm_type="sentence"), model).eval()
     >>> embedder(torch.randn(2, 50, 40), torch.tensor([50, 31])).shape
@@ -219,7 +219,7 @@ class WaveformEmbedder(nn.Module):
     -------
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.processing.features import InputNormalization
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
     >>> embedder = WaveformEmbedder(
     ...     Fbank(n_mels=40),
@@ -307,7 +307,7 @@ def deployable(encoder, features_input=False):
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.nnet.pooling import StatisticsPooling
     >>> from speechbrain.processing.features import InputNormalization
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> mods = {"compute_features": Fbank(n_mels=40),
     ...         "mean_var_norm": InputNormalization(norm_type="sentence"),
     ...         "embedding_model": ResNet34(channels=[2, 2, 2, 2],
@@ -443,7 +443,7 @@ def export_module(module, out, format="onnx", metadata=None, check=True):
     -------
     >>> import tempfile
     >>> from speechbrain.processing.features import InputNormalization
-    >>> from speechbrain_mrmha.resnet import ResNet34
+    >>> from speechbrain_mrmha.layers.resnet import ResNet34
     >>> model = ResNet34(channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1], lin_neurons=4)
     >>> module = deployable({"mean_var_norm": InputNormalization(norm_type="sentence"),
     ...                      "embedding_model": model}, features_input=True)
@@ -562,7 +562,10 @@ def export_model(
     ...
     FileNotFoundError: pretrained model folder /nonexistent does not exist
     """
-    from speechbrain_mrmha.export import check_pretrained, load_encoder
+    from speechbrain_mrmha.inference.pretrained import (
+        check_pretrained,
+        load_encoder,
+    )
 
     if format not in FORMATS:
         raise ValueError(
@@ -585,7 +588,7 @@ def export_model(
         "emb_dim": model.linear2.out_features,
         "chunk_frames": model.chunk_frames,
         "pretrained_folder": str(Path(folder).resolve()),
-        "exporter": "speechbrain_mrmha.deploy",
+        "exporter": "speechbrain_mrmha.inference.export",
     }
     info.update(metadata or {})
     try:

@@ -14,8 +14,11 @@ import torch
 from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
 
-from speechbrain_mrmha.lengths import relative_lengths, valid_frame_counts
-from speechbrain_mrmha.windowing import (
+from speechbrain_mrmha.layers.lengths import (
+    relative_lengths,
+    valid_frame_counts,
+)
+from speechbrain_mrmha.layers.windowing import (
     encode_windowed,
     receptive_field_frames,
     window_frames,
@@ -155,7 +158,7 @@ class ResNet34(nn.Module):
         memory stays bounded by the window instead of growing with the input.
         Shorter inputs, and every input in train mode, take the single pass.
         Rounded down to a multiple of the time stride; None never chunks.
-        The windowing itself lives in ``speechbrain_mrmha.windowing``.
+        The windowing itself lives in ``speechbrain_mrmha.layers.windowing``.
 
     Example
     -------

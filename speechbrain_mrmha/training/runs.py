@@ -27,7 +27,7 @@ from pathlib import Path
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_mrmha.io import write_text_atomic
+from speechbrain_mrmha.dataio.audio import write_text_atomic
 
 __all__ = ["RunLockedError", "hold_run_lock", "CompleteCheckpointer"]
 
@@ -73,7 +73,7 @@ def hold_run_lock(folder, what="run"):
     >>> folder = tempfile.mkdtemp()
     >>> _ = hold_run_lock(folder, "training")
     >>> other = subprocess.run([sys.executable, "-c",
-    ...     "from speechbrain_mrmha.runs import hold_run_lock; "
+    ...     "from speechbrain_mrmha.training.runs import hold_run_lock; "
     ...     f"hold_run_lock({folder!r})"], capture_output=True, text=True)
     >>> "is in use by process" in other.stderr
     True
