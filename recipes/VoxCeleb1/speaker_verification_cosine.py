@@ -47,19 +47,19 @@ from speechbrain_mrmha.inference.pretrained import (
     load_calibration,
     load_encoder,
 )
-from speechbrain_mrmha.scoring.calibration import (
+from speechbrain_mrmha.scoring.cosine import (
+    cohort_statistics,
+    cosine_score_trials,
+    index_trials,
+    normalize_scores,
+)
+from speechbrain_mrmha.scoring.metrics import (
+    EER,
     act_dcf,
     cllr,
     dcf_normalizer,
     min_cllr,
-)
-from speechbrain_mrmha.scoring.metrics import (
-    EER,
-    cohort_statistics,
-    cosine_score_trials,
-    index_trials,
     minDCF,
-    normalize_scores,
 )
 from speechbrain_mrmha.training.runs import hold_run_lock
 

@@ -37,7 +37,7 @@ from speechbrain_mrmha.scoring.calibration import (
     fit_calibration,
     sample_trials,
 )
-from speechbrain_mrmha.scoring.metrics import cosine_score_trials
+from speechbrain_mrmha.scoring.cosine import cosine_score_trials
 
 INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
 FOLDER_FILES = (

@@ -1,5 +1,5 @@
-"""Calibration of cosine scores to log-likelihood ratios, and the metrics
-that judge it.
+"""Calibration of cosine scores to log-likelihood ratios (the metrics that
+judge it, Cllr and actDCF, are in ``scoring.metrics``).
 
 A calibrated score is a log-likelihood ratio (LLR, natural log)::
 
@@ -18,10 +18,6 @@ the evaluation data.
   cross-entropy in float64 with Newton's method. It returns a
   :class:`Calibration`, which also stores the cosine thresholds at the EER
   and minDCF points of its calibration trials with their LLR values.
-* :func:`cllr` (Brummer's Cllr in bits), :func:`min_cllr` (Cllr after the
-  optimal monotonic calibration, by pool-adjacent-violators) and
-  :func:`act_dcf` (the cost of the Bayes decisions, in the units of
-  ``scoring.minDCF``, so ``act_dcf >= minDCF`` of the same scores).
 
 Why the training prior defaults to 0.5: at 0.5 the objective is Cllr itself
 (up to the factor ``1 / log 2``), which integrates the cost over all
@@ -42,228 +38,30 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mrmha.scoring.metrics import EER, check_score_vector, minDCF
+from speechbrain_mrmha.scoring.metrics import (
+    EER,
+    _as_scores,
+    act_dcf,
+    bayes_threshold,
+    cllr,
+    dcf_normalizer,
+    min_cllr,
+    minDCF,
+)
 
 __all__ = [
     "Calibration",
-    "act_dcf",
-    "bayes_threshold",
-    "cllr",
-    "dcf_normalizer",
     "fit_calibration",
-    "min_cllr",
     "quality_features",
     "sample_trials",
 ]
 
-FORMAT = "speechbrain_mrmha.scoring.calibration/1"
+FORMAT = "speechbrain_mrmha.calibration/1"  # unchanged: older files load
 DEFAULT_PRIOR = 0.5
 # A small L2 penalty on the slopes (not the offset) keeps the fit finite when
 # the calibration trials are separable (a tiny corpus, a very good model);
 # next to a cross-entropy of order 0.1 nats it moves a slope of 20 by ~0.1 %.
 DEFAULT_REGULARIZATION = 1e-5
-LN2 = math.log(2.0)
-
-
-def _as_scores(values, name, label):
-    """A 1-D float64 tensor of finite values, or a ValueError naming it."""
-    scores = torch.as_tensor(values).detach().to("cpu", torch.float64)
-    return check_score_vector(scores, name, label)
-
-
-def bayes_threshold(p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """The LLR above which a Bayes decision accepts a trial:
-    ``log(c_fa * (1 - p_target) / (c_miss * p_target))``.
-
-    Arguments
-    ---------
-    p_target : float
-        Prior probability of a same-speaker trial, in (0, 1).
-    c_miss : float
-        Cost of rejecting a same-speaker trial.
-    c_fa : float
-        Cost of accepting a different-speaker trial.
-
-    Returns
-    -------
-    threshold : float
-        In nats; 0 at ``p_target = 0.5`` with equal costs.
-
-    Example
-    -------
-    >>> round(bayes_threshold(0.01), 4), bayes_threshold(0.5)
-    (4.5951, 0.0)
-    """
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-    if c_miss <= 0 or c_fa <= 0:
-        raise ValueError(
-            f"c_miss and c_fa must be > 0, got {c_miss} and {c_fa}"
-        )
-    return math.log(c_fa * (1.0 - p_target)) - math.log(c_miss * p_target)
-
-
-def dcf_normalizer(p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """The cost of the best trivial system (accept all or reject all),
-    ``min(c_miss * p_target, c_fa * (1 - p_target))``: divide a DCF by it
-    to get the normalised DCF that NIST and the VoxCeleb papers report.
-
-    Arguments
-    ---------
-    p_target, c_miss, c_fa : float
-        The operating point (see ``bayes_threshold``).
-
-    Returns
-    -------
-    normalizer : float
-
-    Example
-    -------
-    >>> dcf_normalizer(0.01)
-    0.01
-    """
-    return min(c_miss * p_target, c_fa * (1.0 - p_target))
-
-
-def cllr(target_llrs, nontarget_llrs):
-    """Brummer's log-likelihood-ratio cost in bits:
-    ``(mean_t log2(1 + e^-llr) + mean_n log2(1 + e^llr)) / 2``.
-
-    0 for perfect, confident LLRs; 1 for a system that always says
-    ``llr = 0`` (no information); well-calibrated LLRs stay <= 1, and above 1
-    they are worse than saying nothing.
-
-    Arguments
-    ---------
-    target_llrs : torch.Tensor
-        1-D LLRs of same-speaker trials.
-    nontarget_llrs : torch.Tensor
-        1-D LLRs of different-speaker trials.
-
-    Returns
-    -------
-    cllr : float
-
-    Example
-    -------
-    >>> cllr(torch.zeros(3), torch.zeros(5))
-    1.0
-    >>> round(cllr(torch.tensor([4.0, 6.0]), torch.tensor([-5.0, -3.0])), 4)
-    0.0274
-    """
-    target = _as_scores(target_llrs, "cllr", "target_llrs")
-    nontarget = _as_scores(nontarget_llrs, "cllr", "nontarget_llrs")
-    miss = F.softplus(-target).mean()
-    false_alarm = F.softplus(nontarget).mean()
-    return float((miss + false_alarm) / (2 * LN2))
-
-
-def min_cllr(target_scores, nontarget_scores):
-    """Cllr after the best monotonic (non-decreasing) calibration of the
-    scores, fitted on these very trials by pool-adjacent-violators: what is
-    left once calibration is perfect, so ``cllr - min_cllr`` is the
-    calibration loss.
-
-    Arguments
-    ---------
-    target_scores : torch.Tensor
-        1-D scores (any scale) of same-speaker trials.
-    nontarget_scores : torch.Tensor
-        1-D scores of different-speaker trials.
-
-    Returns
-    -------
-    min_cllr : float
-        In [0, 1].
-
-    Example
-    -------
-    >>> min_cllr(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2]))
-    0.0
-    >>> min_cllr(torch.tensor([0.5]), torch.tensor([0.5]))
-    1.0
-    """
-    target = _as_scores(target_scores, "min_cllr", "target_scores")
-    nontarget = _as_scores(nontarget_scores, "min_cllr", "nontarget_scores")
-    scores = torch.cat([target, nontarget])
-    is_target = torch.cat(
-        [torch.ones_like(target), torch.zeros_like(nontarget)]
-    )
-    unique, inverse = torch.unique(scores, sorted=True, return_inverse=True)
-    targets = torch.zeros_like(unique).index_add_(0, inverse, is_target)
-    counts = torch.zeros_like(unique).index_add_(
-        0, inverse, torch.ones_like(is_target)
-    )
-    # pool adjacent violators: blocks of (targets, trials) with increasing
-    # target fraction
-    blocks = []
-    for t, n in zip(targets.tolist(), counts.tolist()):
-        blocks.append([t, n])
-        while (
-            len(blocks) > 1
-            and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]
-        ):
-            t_last, n_last = blocks.pop()
-            blocks[-1][0] += t_last
-            blocks[-1][1] += n_last
-    n_target, n_nontarget = target.numel(), nontarget.numel()
-    log_prior_odds = math.log(n_target / n_nontarget)
-    miss = false_alarm = 0.0
-    for t, n in blocks:
-        nt = n - t
-        if t and nt:
-            llr = math.log(t / nt) - log_prior_odds
-            miss += t * _softplus(-llr)
-            false_alarm += nt * _softplus(llr)
-    # blocks of one class only get an infinite LLR of the right sign: no cost
-    return (miss / n_target + false_alarm / n_nontarget) / (2 * LN2)
-
-
-def _softplus(x):
-    """log(1 + e^x) of a Python float, without overflow."""
-    return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
-
-
-def act_dcf(target_llrs, nontarget_llrs, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """The detection cost of the Bayes decisions taken by the LLRs,
-    ``c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)`` with
-    "accept when ``llr > bayes_threshold(p_target, c_miss, c_fa)``".
-
-    Unnormalised and with the float32 error rates of ``scoring.minDCF``, so
-    it equals ``minDCF`` of the same LLRs exactly when the Bayes threshold
-    makes the decisions of the minDCF threshold, and is >= it otherwise
-    (minDCF's candidates are every "accept above t" decision except
-    "accept all", which costs ``c_fa * (1 - p_target)``, more than "reject
-    all" whenever ``c_miss * p_target <= c_fa * (1 - p_target)``, e.g. at
-    every ``p_target <= 0.5`` with equal costs). Divide by
-    ``dcf_normalizer`` for the normalised value.
-
-    Arguments
-    ---------
-    target_llrs : torch.Tensor
-        1-D LLRs of same-speaker trials.
-    nontarget_llrs : torch.Tensor
-        1-D LLRs of different-speaker trials.
-    p_target, c_miss, c_fa : float
-        The operating point.
-
-    Returns
-    -------
-    act_dcf : float
-
-    Example
-    -------
-    >>> target, nontarget = torch.tensor([5.0, 1.0]), torch.tensor([-3.0, 6.0])
-    >>> round(act_dcf(target, nontarget, p_target=0.01), 4)  # 1 miss, 1 fa
-    0.5
-    """
-    target = _as_scores(target_llrs, "act_dcf", "target_llrs")
-    nontarget = _as_scores(nontarget_llrs, "act_dcf", "nontarget_llrs")
-    threshold = bayes_threshold(p_target, c_miss, c_fa)
-    # the same float32 quotients and expression as scoring.minDCF
-    p_miss = (target <= threshold).sum().float() / target.numel()
-    p_fa = (nontarget > threshold).sum().float() / nontarget.numel()
-    return float(c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target))
 
 
 def quality_features(enrol_durations, test_durations):
@@ -515,7 +313,7 @@ class Calibration:
         Example
         -------
         >>> Calibration(slope=2.0, offset=1.0).to_dict()["format"]
-        'speechbrain_mrmha.scoring.calibration/1'
+        'speechbrain_mrmha.calibration/1'
         """
         return {"format": FORMAT, **asdict(self)}
 
@@ -536,7 +334,7 @@ class Calibration:
 
         Example
         -------
-        >>> Calibration.from_dict({"format": "speechbrain_mrmha.scoring.calibration/1"})
+        >>> Calibration.from_dict({"format": "speechbrain_mrmha.calibration/1"})
         Traceback (most recent call last):
         ...
         ValueError: calibration: missing slope, offset

@@ -1,7 +1,6 @@
-"""Fast, exact trial scoring for speaker verification.
+"""Every verification metric, in one module: EER, minDCF, actDCF and Cllr.
 
-Everything here is plain torch tensor code (CPU or GPU, no Python loop over
-trials):
+Plain torch tensor code (CPU or GPU, no Python loop over trials):
 
 * :func:`EER` and :func:`minDCF` are drop-in replacements for the functions of
   the same name in ``speechbrain.utils.metric_stats``. They take the same
@@ -11,15 +10,17 @@ trials):
   ``(value, threshold)`` pair, but sort once and count with
   ``torch.searchsorted`` instead of testing every threshold against every
   trial, so the cost is O(n log n) instead of O(n^2).
-* :func:`index_trials` and :func:`cosine_score_trials` score a trial list
-  against the embeddings of its unique files, L2-normalised once.
-* :func:`cohort_statistics` and :func:`normalize_scores` give symmetric
-  score normalisation (s-norm) and its adaptive variant (AS-norm) against a
-  cohort of impostor embeddings.
+* :func:`cllr` (Brummer's Cllr in bits), :func:`min_cllr` (Cllr after the
+  optimal monotonic calibration, by pool-adjacent-violators) and
+  :func:`act_dcf` (the cost of the Bayes decisions at ``bayes_threshold``,
+  in the units of :func:`minDCF`, so ``act_dcf >= minDCF`` of the same
+  scores) judge log-likelihood-ratio scores (``scoring.calibration``).
 
 Authors
  * speechbrain-mrmha contributors
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +28,12 @@ import torch.nn.functional as F
 __all__ = [
     "EER",
     "minDCF",
+    "act_dcf",
+    "bayes_threshold",
     "check_score_vector",
-    "index_trials",
-    "cosine_score_trials",
-    "cohort_statistics",
-    "normalize_scores",
+    "cllr",
+    "dcf_normalizer",
+    "min_cllr",
 ]
 
 
@@ -229,242 +231,205 @@ def minDCF(
     return float(c_min), float(thresholds[min_index])
 
 
-def index_trials(enrol_names, test_names):
-    """Maps the two sides of a trial list to rows of a unique-file table.
+LN2 = math.log(2.0)
+
+
+def _as_scores(values, name, label):
+    """A 1-D float64 tensor of finite values, or a ValueError naming it."""
+    scores = torch.as_tensor(values).detach().to("cpu", torch.float64)
+    return check_score_vector(scores, name, label)
+
+
+def bayes_threshold(p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The LLR above which a Bayes decision accepts a trial:
+    ``log(c_fa * (1 - p_target) / (c_miss * p_target))``.
 
     Arguments
     ---------
-    enrol_names : list of str
-        Enrolment file of each trial.
-    test_names : list of str
-        Test file of each trial (same length).
+    p_target : float
+        Prior probability of a same-speaker trial, in (0, 1).
+    c_miss : float
+        Cost of rejecting a same-speaker trial.
+    c_fa : float
+        Cost of accepting a different-speaker trial.
 
     Returns
     -------
-    unique_names : list of str
-        Each file once, in order of first appearance (enrolment side first
-        within a trial).
-    enrol_index : torch.LongTensor
-        (n_trials,) row of each trial's enrolment file in ``unique_names``.
-    test_index : torch.LongTensor
-        (n_trials,) row of each trial's test file in ``unique_names``.
+    threshold : float
+        In nats; 0 at ``p_target = 0.5`` with equal costs.
 
     Example
     -------
-    >>> names, e, t = index_trials(["a", "a", "b"], ["b", "c", "c"])
-    >>> names, e.tolist(), t.tolist()
-    (['a', 'b', 'c'], [0, 0, 1], [1, 2, 2])
+    >>> round(bayes_threshold(0.01), 4), bayes_threshold(0.5)
+    (4.5951, 0.0)
     """
-    if len(enrol_names) != len(test_names):
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
         raise ValueError(
-            f"index_trials: {len(enrol_names)} enrolment names but "
-            f"{len(test_names)} test names"
+            f"c_miss and c_fa must be > 0, got {c_miss} and {c_fa}"
         )
-    rows = {}
-    enrol_rows, test_rows = [], []
-    for enrol_name, test_name in zip(enrol_names, test_names):
-        enrol_rows.append(rows.setdefault(enrol_name, len(rows)))
-        test_rows.append(rows.setdefault(test_name, len(rows)))
-    unique_names = list(rows)
-    enrol_index = torch.tensor(enrol_rows, dtype=torch.long)
-    test_index = torch.tensor(test_rows, dtype=torch.long)
-    return unique_names, enrol_index, test_index
+    return math.log(c_fa * (1.0 - p_target)) - math.log(c_miss * p_target)
 
 
-def _check_index(index, n_rows, name, label):
-    """Checks a 1-D LongTensor of row indexes into a table of n_rows."""
-    if not isinstance(index, torch.Tensor) or index.dtype != torch.long:
-        raise ValueError(f"{name}: {label} must be a torch.LongTensor")
-    if index.dim() != 1:
-        raise ValueError(
-            f"{name}: {label} must be 1-D, got shape {tuple(index.shape)}"
-        )
-    if index.numel() and (index.min() < 0 or index.max() >= n_rows):
-        raise ValueError(f"{name}: {label} has rows outside [0, {n_rows - 1}]")
-
-
-def _check_embeddings(embeddings, name, label):
-    """Checks a 2-D floating tensor with at least one row."""
-    if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
-        raise ValueError(f"{name}: {label} must be a 2-D tensor (rows, dim)")
-    if not embeddings.dtype.is_floating_point:
-        raise ValueError(f"{name}: {label} must be floating point")
-
-
-def cosine_score_trials(embeddings, enrol_index, test_index, chunk_size=16384):
-    """Cosine similarity of every trial, each file normalised once.
+def dcf_normalizer(p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The cost of the best trivial system (accept all or reject all),
+    ``min(c_miss * p_target, c_fa * (1 - p_target))``: divide a DCF by it
+    to get the normalised DCF that NIST and the VoxCeleb papers report.
 
     Arguments
     ---------
-    embeddings : torch.Tensor
-        (n_unique_files, dim) one embedding per unique file.
-    enrol_index : torch.LongTensor
-        (n_trials,) row of each trial's enrolment embedding.
-    test_index : torch.LongTensor
-        (n_trials,) row of each trial's test embedding.
-    chunk_size : int
-        Trials scored at once; memory is about 2 * chunk_size * dim floats.
+    p_target, c_miss, c_fa : float
+        The operating point (see ``bayes_threshold``).
 
     Returns
     -------
-    scores : torch.Tensor
-        (n_trials,) cosine scores in [-1, 1].
+    normalizer : float
 
     Example
     -------
-    >>> emb = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
-    >>> cosine_score_trials(emb, torch.tensor([0, 0]), torch.tensor([1, 2]))
-    tensor([1., 0.])
+    >>> dcf_normalizer(0.01)
+    0.01
     """
-    name = "cosine_score_trials"
-    _check_embeddings(embeddings, name, "embeddings")
-    _check_index(enrol_index, embeddings.shape[0], name, "enrol_index")
-    _check_index(test_index, embeddings.shape[0], name, "test_index")
-    if enrol_index.shape != test_index.shape:
-        raise ValueError(
-            f"{name}: enrol_index {tuple(enrol_index.shape)} and test_index "
-            f"{tuple(test_index.shape)} differ in shape"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size}")
-    unit = F.normalize(embeddings, dim=1)
-    enrol_index = enrol_index.to(unit.device)
-    test_index = test_index.to(unit.device)
-    scores = torch.empty(
-        enrol_index.shape[0], dtype=unit.dtype, device=unit.device
+    return min(c_miss * p_target, c_fa * (1.0 - p_target))
+
+
+def cllr(target_llrs, nontarget_llrs):
+    """Brummer's log-likelihood-ratio cost in bits:
+    ``(mean_t log2(1 + e^-llr) + mean_n log2(1 + e^llr)) / 2``.
+
+    0 for perfect, confident LLRs; 1 for a system that always says
+    ``llr = 0`` (no information); well-calibrated LLRs stay <= 1, and above 1
+    they are worse than saying nothing.
+
+    Arguments
+    ---------
+    target_llrs : torch.Tensor
+        1-D LLRs of same-speaker trials.
+    nontarget_llrs : torch.Tensor
+        1-D LLRs of different-speaker trials.
+
+    Returns
+    -------
+    cllr : float
+
+    Example
+    -------
+    >>> cllr(torch.zeros(3), torch.zeros(5))
+    1.0
+    >>> round(cllr(torch.tensor([4.0, 6.0]), torch.tensor([-5.0, -3.0])), 4)
+    0.0274
+    """
+    target = _as_scores(target_llrs, "cllr", "target_llrs")
+    nontarget = _as_scores(nontarget_llrs, "cllr", "nontarget_llrs")
+    miss = F.softplus(-target).mean()
+    false_alarm = F.softplus(nontarget).mean()
+    return float((miss + false_alarm) / (2 * LN2))
+
+
+def min_cllr(target_scores, nontarget_scores):
+    """Cllr after the best monotonic (non-decreasing) calibration of the
+    scores, fitted on these very trials by pool-adjacent-violators: what is
+    left once calibration is perfect, so ``cllr - min_cllr`` is the
+    calibration loss.
+
+    Arguments
+    ---------
+    target_scores : torch.Tensor
+        1-D scores (any scale) of same-speaker trials.
+    nontarget_scores : torch.Tensor
+        1-D scores of different-speaker trials.
+
+    Returns
+    -------
+    min_cllr : float
+        In [0, 1].
+
+    Example
+    -------
+    >>> min_cllr(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2]))
+    0.0
+    >>> min_cllr(torch.tensor([0.5]), torch.tensor([0.5]))
+    1.0
+    """
+    target = _as_scores(target_scores, "min_cllr", "target_scores")
+    nontarget = _as_scores(nontarget_scores, "min_cllr", "nontarget_scores")
+    scores = torch.cat([target, nontarget])
+    is_target = torch.cat(
+        [torch.ones_like(target), torch.zeros_like(nontarget)]
     )
-    for start in range(0, enrol_index.shape[0], chunk_size):
-        stop = start + chunk_size
-        enrol = torch.index_select(unit, 0, enrol_index[start:stop])
-        test = torch.index_select(unit, 0, test_index[start:stop])
-        scores[start:stop] = torch.einsum("td,td->t", enrol, test)
-    return scores
+    unique, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    targets = torch.zeros_like(unique).index_add_(0, inverse, is_target)
+    counts = torch.zeros_like(unique).index_add_(
+        0, inverse, torch.ones_like(is_target)
+    )
+    # pool adjacent violators: blocks of (targets, trials) with increasing
+    # target fraction
+    blocks = []
+    for t, n in zip(targets.tolist(), counts.tolist()):
+        blocks.append([t, n])
+        while (
+            len(blocks) > 1
+            and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]
+        ):
+            t_last, n_last = blocks.pop()
+            blocks[-1][0] += t_last
+            blocks[-1][1] += n_last
+    n_target, n_nontarget = target.numel(), nontarget.numel()
+    log_prior_odds = math.log(n_target / n_nontarget)
+    miss = false_alarm = 0.0
+    for t, n in blocks:
+        nt = n - t
+        if t and nt:
+            llr = math.log(t / nt) - log_prior_odds
+            miss += t * _softplus(-llr)
+            false_alarm += nt * _softplus(llr)
+    # blocks of one class only get an infinite LLR of the right sign: no cost
+    return (miss / n_target + false_alarm / n_nontarget) / (2 * LN2)
 
 
-def cohort_statistics(embeddings, cohort, top_k=None, chunk_size=4096):
-    """Mean and standard deviation of each embedding's cohort scores.
-
-    Each row of ``embeddings`` is scored (cosine) against every cohort row;
-    the mean and unbiased standard deviation are taken over the whole cohort
-    (``top_k=None``, s-norm) or over its ``top_k`` highest scores (adaptive
-    s-norm, AS-norm), as SpeechBrain's verification recipe does per trial.
-
-    Arguments
-    ---------
-    embeddings : torch.Tensor
-        (n_files, dim) embeddings to normalise scores for.
-    cohort : torch.Tensor
-        (n_cohort, dim) impostor embeddings (e.g. training-speaker means).
-    top_k : int or None
-        Number of highest cohort scores to keep per file; None keeps all.
-    chunk_size : int
-        Files scored at once; memory is about chunk_size * n_cohort floats.
-
-    Returns
-    -------
-    mean : torch.Tensor
-        (n_files,) mean cohort score of each file.
-    std : torch.Tensor
-        (n_files,) standard deviation of those scores.
-
-    Example
-    -------
-    >>> emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    >>> cohort = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    >>> mean, std = cohort_statistics(emb, cohort, top_k=2)
-    >>> mean, std
-    (tensor([0.5000, 0.5000]), tensor([0.7071, 0.7071]))
-    """
-    name = "cohort_statistics"
-    _check_embeddings(embeddings, name, "embeddings")
-    _check_embeddings(cohort, name, "cohort")
-    if embeddings.shape[1] != cohort.shape[1]:
-        raise ValueError(
-            f"{name}: embeddings have dim {embeddings.shape[1]} but the "
-            f"cohort has dim {cohort.shape[1]}"
-        )
-    n_cohort = cohort.shape[0]
-    if n_cohort == 0:
-        raise ValueError(f"{name}: the cohort is empty")
-    keep = n_cohort if top_k is None else top_k
-    if isinstance(keep, bool) or not isinstance(keep, int):
-        raise ValueError(f"{name}: top_k must be an int or None, got {top_k!r}")
-    if keep > n_cohort:
-        raise ValueError(
-            f"{name}: top_k={top_k} exceeds the cohort size {n_cohort}"
-        )
-    if keep < 2:
-        raise ValueError(
-            f"{name}: need at least 2 cohort scores per file for a standard "
-            f"deviation, got top_k={top_k} with cohort size {n_cohort}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"{name}: chunk_size must be >= 1, got {chunk_size}")
-    unit = F.normalize(embeddings, dim=1)
-    unit_cohort = F.normalize(cohort.to(unit), dim=1)
-    mean = torch.empty(unit.shape[0], dtype=unit.dtype, device=unit.device)
-    std = torch.empty_like(mean)
-    for start in range(0, unit.shape[0], chunk_size):
-        stop = start + chunk_size
-        scores = unit[start:stop] @ unit_cohort.T
-        if top_k is not None:
-            scores = torch.topk(scores, k=keep, dim=1).values
-        std[start:stop], mean[start:stop] = torch.std_mean(scores, dim=1)
-    return mean, std
+def _softplus(x):
+    """log(1 + e^x) of a Python float, without overflow."""
+    return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
 
 
-def normalize_scores(scores, enrol_index, test_index, mean, std):
-    """Symmetric score normalisation with per-file cohort statistics.
+def act_dcf(target_llrs, nontarget_llrs, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The detection cost of the Bayes decisions taken by the LLRs,
+    ``c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)`` with
+    "accept when ``llr > bayes_threshold(p_target, c_miss, c_fa)``".
 
-    ``0.5 * ((s - mean[e]) / std[e] + (s - mean[t]) / std[t])`` for a trial
-    with score ``s``, enrolment row ``e`` and test row ``t``.
+    Unnormalised and with the float32 error rates of ``scoring.minDCF``, so
+    it equals ``minDCF`` of the same LLRs exactly when the Bayes threshold
+    makes the decisions of the minDCF threshold, and is >= it otherwise
+    (minDCF's candidates are every "accept above t" decision except
+    "accept all", which costs ``c_fa * (1 - p_target)``, more than "reject
+    all" whenever ``c_miss * p_target <= c_fa * (1 - p_target)``, e.g. at
+    every ``p_target <= 0.5`` with equal costs). Divide by
+    ``dcf_normalizer`` for the normalised value.
 
     Arguments
     ---------
-    scores : torch.Tensor
-        (n_trials,) raw scores.
-    enrol_index : torch.LongTensor
-        (n_trials,) row of each trial's enrolment file in ``mean`` / ``std``.
-    test_index : torch.LongTensor
-        (n_trials,) row of each trial's test file.
-    mean : torch.Tensor
-        (n_files,) cohort score mean per file (see cohort_statistics).
-    std : torch.Tensor
-        (n_files,) cohort score standard deviation per file.
+    target_llrs : torch.Tensor
+        1-D LLRs of same-speaker trials.
+    nontarget_llrs : torch.Tensor
+        1-D LLRs of different-speaker trials.
+    p_target, c_miss, c_fa : float
+        The operating point.
 
     Returns
     -------
-    normalized : torch.Tensor
-        (n_trials,) normalised scores.
+    act_dcf : float
 
     Example
     -------
-    >>> s = torch.tensor([0.9])
-    >>> mean, std = torch.tensor([0.1, 0.3]), torch.tensor([0.2, 0.3])
-    >>> normalize_scores(s, torch.tensor([0]), torch.tensor([1]), mean, std)
-    tensor([3.0000])
+    >>> target, nontarget = torch.tensor([5.0, 1.0]), torch.tensor([-3.0, 6.0])
+    >>> round(act_dcf(target, nontarget, p_target=0.01), 4)  # 1 miss, 1 fa
+    0.5
     """
-    name = "normalize_scores"
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
-        raise ValueError(f"{name}: scores must be a 1-D tensor")
-    for label, stat in (("mean", mean), ("std", std)):
-        if not isinstance(stat, torch.Tensor) or stat.dim() != 1:
-            raise ValueError(f"{name}: {label} must be a 1-D tensor")
-    if mean.shape != std.shape:
-        raise ValueError(
-            f"{name}: mean {tuple(mean.shape)} and std {tuple(std.shape)} "
-            "differ in shape"
-        )
-    _check_index(enrol_index, mean.shape[0], name, "enrol_index")
-    _check_index(test_index, mean.shape[0], name, "test_index")
-    if not (scores.shape == enrol_index.shape == test_index.shape):
-        raise ValueError(
-            f"{name}: scores {tuple(scores.shape)}, enrol_index "
-            f"{tuple(enrol_index.shape)} and test_index "
-            f"{tuple(test_index.shape)} must have the same shape"
-        )
-    enrol_index = enrol_index.to(mean.device)
-    test_index = test_index.to(mean.device)
-    enrol_term = (scores - mean[enrol_index]) / std[enrol_index]
-    test_term = (scores - mean[test_index]) / std[test_index]
-    return 0.5 * (enrol_term + test_term)
+    target = _as_scores(target_llrs, "act_dcf", "target_llrs")
+    nontarget = _as_scores(nontarget_llrs, "act_dcf", "nontarget_llrs")
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    # the same float32 quotients and expression as scoring.minDCF
+    p_miss = (target <= threshold).sum().float() / target.numel()
+    p_fa = (nontarget > threshold).sum().float() / nontarget.numel()
+    return float(c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target))

@@ -1104,7 +1104,7 @@ def test_training_calibrates_and_verification_reports_it(tmp_path):
     from speechbrain_mrmha.app.synthetic import generate_corpus
     from speechbrain_mrmha.dataio.trials import read_scores
     from speechbrain_mrmha.inference.pretrained import load_calibration
-    from speechbrain_mrmha.scoring.calibration import act_dcf, cllr
+    from speechbrain_mrmha.scoring.metrics import act_dcf, cllr
 
     corpus = generate_corpus(
         str(tmp_path / "voxceleb1"),

@@ -17,16 +17,19 @@ from speechbrain_mrmha.inference.pretrained import (
 )
 from speechbrain_mrmha.scoring.calibration import (
     Calibration,
+    fit_calibration,
+    quality_features,
+    sample_trials,
+)
+from speechbrain_mrmha.scoring.metrics import (
+    EER,
     act_dcf,
     bayes_threshold,
     cllr,
     dcf_normalizer,
-    fit_calibration,
     min_cllr,
-    quality_features,
-    sample_trials,
+    minDCF,
 )
-from speechbrain_mrmha.scoring.metrics import EER, minDCF
 
 
 def gaussian_scores(seed, n_target=300, n_nontarget=3000, shift=0.0):

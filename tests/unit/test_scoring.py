@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils import metric_stats as sb_metrics
 
+import speechbrain_mrmha.scoring.cosine as cosine
 import speechbrain_mrmha.scoring.metrics as scoring
 
 
@@ -157,12 +158,12 @@ def test_metric_errors(function):
 def test_index_trials_maps_back_to_names():
     enrol = ["a", "b", "a", "c", "d"]
     test = ["b", "c", "c", "a", "e"]
-    names, enrol_index, test_index = scoring.index_trials(enrol, test)
+    names, enrol_index, test_index = cosine.index_trials(enrol, test)
     assert len(names) == len(set(names)) == 5
     assert [names[i] for i in enrol_index.tolist()] == enrol
     assert [names[i] for i in test_index.tolist()] == test
     with pytest.raises(ValueError, match="2 enrolment names but 1 test"):
-        scoring.index_trials(["a", "b"], ["c"])
+        cosine.index_trials(["a", "b"], ["c"])
 
 
 def test_cosine_scores_equal_per_trial_cosine_similarity():
@@ -170,7 +171,7 @@ def test_cosine_scores_equal_per_trial_cosine_similarity():
     embeddings = torch.randn(30, 16, generator=g) * 5
     enrol_index = torch.randint(0, 30, (200,), generator=g)
     test_index = torch.randint(0, 30, (200,), generator=g)
-    scores = scoring.cosine_score_trials(
+    scores = cosine.cosine_score_trials(
         embeddings, enrol_index, test_index, chunk_size=7
     )
     expected = torch.stack(
@@ -186,11 +187,11 @@ def test_cosine_score_errors():
     emb = torch.randn(4, 3)
     index = torch.tensor([0, 1])
     with pytest.raises(ValueError, match="test_index has rows outside"):
-        scoring.cosine_score_trials(emb, index, torch.tensor([0, 4]))
+        cosine.cosine_score_trials(emb, index, torch.tensor([0, 4]))
     with pytest.raises(ValueError, match="differ in shape"):
-        scoring.cosine_score_trials(emb, index, torch.tensor([0]))
+        cosine.cosine_score_trials(emb, index, torch.tensor([0]))
     with pytest.raises(ValueError, match="LongTensor"):
-        scoring.cosine_score_trials(emb, index.float(), index)
+        cosine.cosine_score_trials(emb, index.float(), index)
 
 
 @pytest.mark.parametrize("top_k", [None, 1 + 1, 5])
@@ -200,11 +201,11 @@ def test_normalized_scores_equal_per_trial_loop(top_k):
     cohort = torch.randn(9, 8, generator=g)
     enrol_index = torch.randint(0, 12, (40,), generator=g)
     test_index = torch.randint(0, 12, (40,), generator=g)
-    scores = scoring.cosine_score_trials(embeddings, enrol_index, test_index)
-    mean, std = scoring.cohort_statistics(
+    scores = cosine.cosine_score_trials(embeddings, enrol_index, test_index)
+    mean, std = cosine.cohort_statistics(
         embeddings, cohort, top_k=top_k, chunk_size=5
     )
-    ours = scoring.normalize_scores(scores, enrol_index, test_index, mean, std)
+    ours = cosine.normalize_scores(scores, enrol_index, test_index, mean, std)
 
     def stats(embedding):
         cohort_scores = F.cosine_similarity(embedding[None], cohort, dim=1)
@@ -228,16 +229,16 @@ def test_normalized_scores_equal_per_trial_loop(top_k):
 def test_normalisation_errors():
     emb, cohort = torch.randn(4, 3), torch.randn(5, 3)
     with pytest.raises(ValueError, match="top_k=6 exceeds the cohort size 5"):
-        scoring.cohort_statistics(emb, cohort, top_k=6)
+        cosine.cohort_statistics(emb, cohort, top_k=6)
     with pytest.raises(ValueError, match="the cohort is empty"):
-        scoring.cohort_statistics(emb, torch.randn(0, 3))
+        cosine.cohort_statistics(emb, torch.randn(0, 3))
     with pytest.raises(ValueError, match="at least 2 cohort scores"):
-        scoring.cohort_statistics(emb, cohort, top_k=1)
+        cosine.cohort_statistics(emb, cohort, top_k=1)
     with pytest.raises(ValueError, match="cohort has dim 2"):
-        scoring.cohort_statistics(emb, torch.randn(5, 2))
-    mean, std = scoring.cohort_statistics(emb, cohort)
+        cosine.cohort_statistics(emb, torch.randn(5, 2))
+    mean, std = cosine.cohort_statistics(emb, cohort)
     index = torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match="must have the same shape"):
-        scoring.normalize_scores(torch.randn(2), index, index, mean, std)
+        cosine.normalize_scores(torch.randn(2), index, index, mean, std)
     with pytest.raises(ValueError, match="differ in shape"):
-        scoring.normalize_scores(torch.randn(3), index, index, mean, std[:3])
+        cosine.normalize_scores(torch.randn(3), index, index, mean, std[:3])
