@@ -1,0 +1,159 @@
+"""Resume that never trains on silently: a run records the options its
+checkpoints are made with, and a rerun into the same output folder compares
+its own options with them before any work.
+
+Only the options in ``RESUMABLE`` may change on resume, each with a stated
+meaning; any other difference is refused, listing every option that
+differs with its old and new value, and how to start fresh.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.problems import list_problems
+
+__all__ = ["OPTIONS_FILE", "RESUMABLE", "run_options", "check_resume"]
+
+OPTIONS_FILE = "run_options.json"
+# option -> what changing it on resume does
+RESUMABLE = {
+    "number_of_epochs": (
+        "the step schedules (learning rate, margin) are planned again for "
+        "the new length: the remaining steps train at the rates of a run "
+        "planned that long from the start"
+    ),
+    "ckpt_interval_minutes": "how often intra-epoch checkpoints are saved",
+    "num_workers": "data-loading processes; the crops do not depend on it",
+    "prepare_workers": "processes that read audio headers in preparation",
+}
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    """Reads resolved hyperpyyaml text; a tagged node reads as
+    ``{"!tag": value}``, so that a changed class is a changed option."""
+
+
+def _tagged(loader, suffix, node):
+    if isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_scalar(node)
+    return {f"!{suffix}": value}
+
+
+_TaggedLoader.add_multi_constructor("!", _tagged)
+
+
+def run_options(resolved_yaml):
+    """The options of a run: its resolved configuration, every top-level
+    key with its value (objects as their tag and arguments).
+
+    Arguments
+    ---------
+    resolved_yaml : str
+        The configuration with references resolved and overrides applied
+        (``training.config.resolve_config``).
+
+    Returns
+    -------
+    options : dict
+        JSON-serialisable, key -> value.
+
+    Example
+    -------
+    >>> run_options("lr: 0.1\\nopt: !name:torch.optim.SGD\\n  lr: 0.1\\n")
+    {'lr': 0.1, 'opt': {'!name:torch.optim.SGD': {'lr': 0.1}}}
+    """
+    options = yaml.load(resolved_yaml, Loader=_TaggedLoader) or {}
+    return json.loads(json.dumps(options, default=str))
+
+
+def check_resume(save_folder, options, has_checkpoints):
+    """Compares a rerun's options with those its checkpoints were made
+    with, before any work, and records the options for the next rerun.
+
+    Without checkpoints the run starts fresh and its options are recorded.
+    With checkpoints, every difference outside ``RESUMABLE`` is refused in
+    one error; the allowed changes are returned, so the caller applies
+    them (e.g. plans the schedules again).
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        The folder of the run's checkpoints; the record is
+        ``<save_folder>/run_options.json``.
+    options : dict
+        This run's options (``run_options``).
+    has_checkpoints : bool
+        Whether ``save_folder`` holds a checkpoint the run will resume.
+
+    Returns
+    -------
+    changes : dict
+        option -> (old, new), only options in ``RESUMABLE``.
+
+    Raises
+    ------
+    ValueError
+        Listing every other option that differs, its old and new value.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> save = Path(tempfile.mkdtemp())
+    >>> check_resume(save, {"loss": "cosams", "number_of_epochs": 1}, False)
+    {}
+    >>> check_resume(save, {"loss": "cosams", "number_of_epochs": 3}, True)
+    {'number_of_epochs': (1, 3)}
+    >>> check_resume(save, {"loss": "aam", "number_of_epochs": 3}, True)
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoints in ... were made with other options:
+      loss: 'cosams' -> 'aam'
+    Only number_of_epochs, ckpt_interval_minutes, num_workers, prepare_workers may change when a run resumes. To start fresh, give another --output_folder, or delete ...
+    """
+    record = Path(save_folder) / OPTIONS_FILE
+    if not has_checkpoints or not record.is_file():
+        # a fresh run (a run without a record predates this check: its
+        # options are recorded now and compared from the next rerun on)
+        write_text_atomic(record, json.dumps(options, indent=1, sort_keys=True))
+        return {}
+    try:
+        old = json.loads(record.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(
+            f"{record}: not valid JSON ({error}); delete {save_folder} to "
+            "start fresh"
+        ) from None
+    changed = sorted(
+        key
+        for key in set(old) | set(options)
+        if old.get(key, "<absent>") != options.get(key, "<absent>")
+    )
+    refused = [
+        f"{key}: {old.get(key, '<absent>')!r} -> "
+        f"{options.get(key, '<absent>')!r}"
+        for key in changed
+        if key not in RESUMABLE
+    ]
+    if refused:
+        raise ValueError(
+            f"the checkpoints in {save_folder} were made with other "
+            f"options:\n{list_problems(refused)}\nOnly "
+            f"{', '.join(RESUMABLE)} may change when a run resumes. To start "
+            "fresh, give another --output_folder, or delete "
+            f"{save_folder} (and its train_log.txt)."
+        )
+    allowed = {key: (old.get(key), options.get(key)) for key in changed}
+    if allowed:
+        write_text_atomic(record, json.dumps(options, indent=1, sort_keys=True))
+    return allowed
