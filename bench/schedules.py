@@ -1,0 +1,256 @@
+"""Which learning-rate schedule to make the default: the recipe's own
+commands on two corpora of different nature, at a short budget (about 150
+optimizer steps, 3 seeds) and a long one (10x, 1 seed), for every
+candidate schedule. Prints mean, spread and range of EER and minDCF per
+cell, and writes them as JSON and a Markdown table.
+
+Corpora (built if missing; both in the VoxCeleb1 layout):
+
+* ``synthetic``: the demo's corpus (64 speakers, 16 held out, 4 videos x 6
+  utterances of 2-4 s), ``python -m speechbrain_mrmha.app.synthetic``;
+* ``tts``: espeak-ng and festival voices (48 speakers, 8 held out, 3 videos
+  x 8 utterances), ``bench/tts_corpus.py`` (needs ``apt-get install -y
+  espeak-ng festival``).
+
+Candidates (``SCHEDULES``): the warm-up + exponential decay that was the
+default, a constant rate, and ``WarmHoldDecay`` (warm-up over a fraction of
+the run, the peak held, a cosine decay over the last part) with several
+decay fractions. Every run: a tiny ResNet (``--channels=[8,16,32,64]``),
+``--batch_size=32 --sentence_len=2.0``, MRMHA K=4 (``mrmha.yaml``), CPU.
+
+Run::
+
+    python bench/schedules.py --output results/schedules             # all
+    python bench/schedules.py --budget short --corpus tts --jobs 2   # part
+
+A finished cell is reused (its metrics.json), so an interrupted run goes on
+where it stopped.
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "VoxCeleb1"
+DATA = ROOT / "bench" / "_data"
+BATCH = 32
+SHORT_STEPS = 150
+LONG_FACTOR = 10
+WARMUP_FRACTION = 0.05
+CORPORA = {
+    # name: (speakers, test speakers, files per speaker)
+    "synthetic": (64, 16, 24),
+    "tts": (48, 8, 24),
+}
+HOLD_DECAY = """lr_schedule: !name:speechbrain_mrmha.training.lr_schedules.WarmHoldDecay
+    lr: !ref <lr>
+    lr_final: !ref <lr_final>
+    decay_fraction: {decay}
+"""
+SCHEDULES = {
+    # name: (description, yaml block replacing lr_schedule or None,
+    #        warm-up as a fraction of the run or None for the yaml's own)
+    "warm_exp": (
+        "warm-up 1 epoch, exponential decay to lr_final (the old default)",
+        None,
+        None,
+    ),
+    "constant": ("constant lr, no warm-up", HOLD_DECAY.format(decay=0.0), 0.0),
+    "hold_decay_20": (
+        "warm-up 5 %, hold, cosine decay over the last 20 %",
+        HOLD_DECAY.format(decay=0.2),
+        WARMUP_FRACTION,
+    ),
+    "hold_decay_40": (
+        "warm-up 5 %, hold, cosine decay over the last 40 %",
+        HOLD_DECAY.format(decay=0.4),
+        WARMUP_FRACTION,
+    ),
+    "warm_cosine": (
+        "warm-up 5 %, cosine decay over the whole run",
+        HOLD_DECAY.format(decay=1.0),
+        WARMUP_FRACTION,
+    ),
+}
+
+
+def corpus_folder(name):
+    """The corpus, built when missing."""
+    folder = DATA / name
+    speakers, test, per_speaker = CORPORA[name]
+    if name == "synthetic":
+        command = [
+            sys.executable,
+            "-m",
+            "speechbrain_mrmha.app.synthetic",
+            str(folder),
+            f"--speakers={speakers}",
+            f"--test-speakers={test}",
+            "--videos=4",
+            f"--utterances={per_speaker // 4}",
+            "--min-duration=2.0",
+            "--max-duration=4.0",
+            "--seed=1",
+        ]
+    else:
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "tts_corpus.py"),
+            str(folder),
+            f"--speakers={speakers}",
+            f"--test-speakers={test}",
+            "--videos=3",
+            f"--utterances={per_speaker // 3}",
+        ]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return folder
+
+
+def epochs_for(name, steps):
+    """Epochs that give about ``steps`` optimizer steps: the training
+    speakers minus the calibration ones (at least 5), minus 2 validation
+    utterances each, in batches of BATCH (drop_last)."""
+    speakers, test, per_speaker = CORPORA[name]
+    train = speakers - test - max(5, round(0.02 * (speakers - test)))
+    per_epoch = train * (per_speaker - 2) // BATCH
+    return max(1, round(steps / per_epoch)), per_epoch
+
+
+def variant_yaml(schedule, folder):
+    """mrmha.yaml with the schedule's lr_schedule entry."""
+    text = (RECIPE / "hparams" / "mrmha.yaml").read_text()
+    block = SCHEDULES[schedule][1]
+    if block is not None:
+        text, count = re.subn(
+            r"^lr_schedule: .*\n(?:    .*\n)*", block, text, flags=re.M
+        )
+        assert count == 1, "mrmha.yaml has no lr_schedule entry"
+    path = folder / "hparams.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_cell(corpus, schedule, budget, seed, output):
+    """Train and score one cell; returns its metrics (reused if done)."""
+    folder = output / budget / corpus / schedule / f"seed{seed}"
+    metrics = folder / "verification" / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = SHORT_STEPS * (LONG_FACTOR if budget == "long" else 1)
+    epochs, _ = epochs_for(corpus, steps)
+    warmup = SCHEDULES[schedule][2]
+    extra = [] if warmup is None else [f"--lr_warmup_epochs={warmup * epochs}"]
+    data = corpus_folder(corpus)
+    log = open(folder / "bench_log.txt", "a")
+    common = [f"--data_folder={data}", "--device=cpu"]
+    subprocess.run(
+        [
+            sys.executable,
+            str(RECIPE / "train_speaker_embeddings.py"),
+            str(variant_yaml(schedule, folder)),
+            *common,
+            f"--output_folder={folder / 'train'}",
+            "--channels=[8,16,32,64]",
+            f"--batch_size={BATCH}",
+            "--sentence_len=2.0",
+            f"--number_of_epochs={epochs}",
+            "--num_workers=0",
+            f"--seed={seed}",
+            *extra,
+        ],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=RECIPE,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(RECIPE / "speaker_verification_cosine.py"),
+            str(RECIPE / "hparams" / "verification.yaml"),
+            *common,
+            f"--pretrained_path={folder / 'train' / 'pretrained'}",
+            f"--output_folder={folder / 'verification'}",
+        ],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=RECIPE,
+    )
+    return json.loads(metrics.read_text())
+
+
+def summary(values):
+    """mean, sample std (0 for one value), min and max."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), std, min(values), max(values)
+
+
+def main(argv=None):
+    """Command line of the schedule benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="results/schedules")
+    parser.add_argument("--budget", choices=["short", "long", "both"])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), action="append")
+    parser.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), action="append"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="short budget")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    args = parser.parse_args(argv)
+    output = Path(args.output).resolve()
+    budgets = (
+        ["short", "long"] if args.budget in (None, "both") else [args.budget]
+    )
+    cells = [
+        (corpus, schedule, budget, seed)
+        for budget in budgets
+        for corpus in args.corpus or sorted(CORPORA)
+        for schedule in args.schedule or list(SCHEDULES)
+        for seed in range(1, (args.seeds if budget == "short" else 1) + 1)
+    ]
+    for corpus in {c[0] for c in cells}:
+        corpus_folder(corpus)  # once, before parallel runs
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda c: (c, run_cell(*c, output)), cells))
+    table = {}
+    for (corpus, schedule, budget, seed), metrics in done:
+        cell = table.setdefault(f"{budget}/{corpus}/{schedule}", {})
+        cell.setdefault("EER", []).append(metrics["EER"])
+        cell.setdefault("minDCF", []).append(metrics["minDCF"])
+        cell.setdefault("seeds", []).append(seed)
+    lines = [
+        "| budget | corpus | schedule | steps | EER % mean ± std (min-max) "
+        "| minDCF mean ± std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, cell in table.items():
+        budget, corpus, schedule = key.split("/")
+        steps = SHORT_STEPS * (LONG_FACTOR if budget == "long" else 1)
+        epochs, per_epoch = epochs_for(corpus, steps)
+        eer = summary(cell["EER"])
+        dcf = summary(cell["minDCF"])
+        lines.append(
+            f"| {budget} | {corpus} | {schedule} | {epochs * per_epoch} | "
+            f"{eer[0]:.2f} ± {eer[1]:.2f} ({eer[2]:.2f}-{eer[3]:.2f}) | "
+            f"{dcf[0]:.3f} ± {dcf[1]:.3f} |"
+        )
+        cell["summary"] = {"EER": eer, "minDCF": dcf}
+    print("\n".join(lines))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "summary.json").write_text(json.dumps(table, indent=1))
+    (output / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
