@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from speechbrain_mrmha.app.demo import MODERN_OPTIONS
+from speechbrain_mrmha.app.demo import expand_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [
@@ -36,8 +36,9 @@ SIZES = [
     "--num_workers=0",
     "--device=cpu",
 ]
-# the options mrmha_modern.yaml turns on, for another pooling (the demo's)
-MODERN = list(MODERN_OPTIONS)
+# the options mrmha_modern.yaml turns on, read from the recipe's yamls
+# (the demo's modern_options), for another pooling
+MODERN = "mrmha_modern.yaml"
 CONFIGS = {
     # name: (label, yaml or None for the reference loop, extra overrides)
     "reference": (
@@ -55,7 +56,7 @@ CONFIGS = {
     "attentive_statistics_modern": (
         "modern: attentive statistics",
         "attentive_statistics.yaml",
-        MODERN,
+        [MODERN],
     ),
 }
 SEEDS = (1, 2, 3)
@@ -117,6 +118,7 @@ def data(output, recipe):
 def run_one(name, seed, output, recipe):
     """Train and score one (config, seed); returns its metrics.json path."""
     label, yaml_file, extra = CONFIGS[name]
+    extra = expand_overrides(extra, Path(recipe) / "hparams")
     corpus, prepared = data(output, recipe)
     folder = output / f"{name}_seed{seed}"
     metrics = (

@@ -3,13 +3,13 @@ one run.
 
 The recipe's ``hparams/mrmha.yaml`` model at paper size (ResNet-34 with
 channels 64, 128, 256, 512, MRMHA with K = 4 heads), untrained, is written
-as a pretrained folder with ``write_pretrained``, loaded with
-``load_encoder`` (SpeechBrain's ``EncoderClassifier``, channels-last
-weights: the PyTorch default) and exported to one ONNX file with
-``deploy.export_model`` (what ``python -m speechbrain_mrmha export`` does).
-Both backends embed the same VoxCeleb-like utterances (noise, uniform 4 to
-20 s, no length a multiple of the hop) through the same
-``extraction.encode_signals``:
+as a pretrained folder with ``write_pretrained``, loaded as
+``backends.TorchEncoder`` (SpeechBrain's ``EncoderClassifier``,
+channels-last weights: the PyTorch default) and exported to one ONNX file
+with ``export.export_model`` (what ``python -m speechbrain_mrmha export``
+does), run as ``backends.OnnxEncoder``. Both backends embed the same
+VoxCeleb-like utterances (noise, uniform 4 to 20 s, no length a multiple of
+the hop) through the same ``extraction.encode_signals``:
 
 * batch 1: each utterance alone;
 * padded: length-sorted batches of ``--batch-size`` utterances, zero-padded.
@@ -41,12 +41,10 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.inference.export import OnnxEncoder, export_model
+from speechbrain_mrmha.inference.backends import OnnxEncoder, TorchEncoder
+from speechbrain_mrmha.inference.export import export_model
 from speechbrain_mrmha.inference.extraction import encode_signals
-from speechbrain_mrmha.inference.pretrained import (
-    load_encoder,
-    write_pretrained,
-)
+from speechbrain_mrmha.inference.pretrained import write_pretrained
 from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
 
 SAMPLE_RATE = 16000
@@ -123,7 +121,7 @@ def child_long(model, backend, seconds, threads):
     if backend == "onnxruntime":
         encoder = OnnxEncoder(model, threads=threads)
     else:
-        encoder = load_encoder(model)
+        encoder = TorchEncoder(model)
     encode_signals(encoder, utterances(1, seed=1))  # warm-up
     wav = utterances(1, seed=2)[0]
     wav = torch.cat([wav] * (1 + int(seconds * SAMPLE_RATE) // len(wav)))
@@ -171,7 +169,7 @@ def main():
         export_seconds = time.perf_counter() - start
         size_mb = onnx_file.stat().st_size / 2**20
         backends = {
-            "pytorch": load_encoder(folder),
+            "pytorch": TorchEncoder(folder),
             "onnxruntime": OnnxEncoder(onnx_file, threads=args.threads),
         }
         base = utterances(args.utterances)

@@ -2,8 +2,8 @@
 
 A paper-size ResNet-34 (channels 64, 128, 256, 512) with MRMHA pooling
 (K = 6 heads), untrained, is written with ``write_pretrained``, loaded back
-with ``load_encoder`` (SpeechBrain's ``EncoderClassifier``) and run with
-``encode_signals``. Measured in the same run, on two sets of utterances
+with ``load_encoder`` (SpeechBrain's ``EncoderClassifier``) as the PyTorch
+backend (``backends.TorchEncoder``) and run with ``encode_signals``. Measured in the same run, on two sets of utterances
 (VoxCeleb-like: 4 s minimum, log-normal, mean about 8 s; short: 1-3 s):
 
 * seconds of audio embedded per second for: one utterance at a time (the
@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from speechbrain_mrmha.inference.backends import TorchEncoder
 from speechbrain_mrmha.inference.extraction import (
     default_batch_seconds,
     encode_signals,
@@ -152,10 +153,12 @@ def child_long(folder, seconds, threads, chunked, device):
     resident set, ``VmHWM`` reset through ``/proc/self/clear_refs``; on a GPU
     the CUDA allocator's peak), time and the embedding as JSON."""
     torch.set_num_threads(threads)
-    encoder = load_encoder(
-        folder,
-        savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}",
-        device=device,
+    encoder = TorchEncoder.from_encoder(
+        load_encoder(
+            folder,
+            savedir=Path(folder).parent / f"sb_cache_long{int(chunked)}",
+            device=device,
+        )
     )
     cuda = torch.device(device).type == "cuda"
     model = encoder.mods.embedding_model
@@ -406,6 +409,10 @@ def main():
         "cl": load_encoder(
             folder, savedir=Path(tmp.name) / "sb_cl", device=args.device
         ),
+    }
+    encoders = {
+        key: TorchEncoder.from_encoder(encoder)
+        for key, encoder in encoders.items()
     }
     for encoder in encoders.values():  # warm-up: allocator, lazy init
         encode_signals(encoder, [signal(2.0, 1)])

@@ -34,6 +34,7 @@ import soundfile as sf
 import torch
 
 from speechbrain_mrmha.app.synthetic import make_trials
+from speechbrain_mrmha.dataio.preparation import read_headers
 from speechbrain_mrmha.dataio.trials import write_trials
 
 HERE = Path(__file__).resolve().parent
@@ -157,7 +158,7 @@ def main():
         )
 
     def durations(paths):
-        return [f / r for f, r in prep.read_headers(paths, num_workers=1)]
+        return [f / r for f, r in read_headers(paths, num_workers=1)]
 
     rows = []  # (what, seconds, peer seconds)
     # peers first, cold then warm, on the subset; extrapolated to every file

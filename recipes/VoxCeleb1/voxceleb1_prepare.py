@@ -7,9 +7,8 @@ to, both into the same ``wav`` folder)::
 
 Training speakers are all speakers on disk that never appear in the trial
 list (the 1,211 VoxCeleb1 dev speakers for veri_test2.txt). A seeded
-``calibration_speakers`` fraction of them (at least
-``MIN_CALIBRATION_SPEAKERS``, when at least ``MIN_SPEAKERS_FOR_CALIBRATION``
-are available) is held out whole for score
+``calibration_speakers`` fraction of them (at least 5, when at least 20 are
+available: ``calibration_speaker_count``) is held out whole for score
 calibration, never trained on; of the others, a seeded
 ``valid_utterances_per_speaker`` utterances per speaker are held out for
 validation. Written into ``save_folder`` (each file atomically):
@@ -23,9 +22,11 @@ validation. Written into ``save_folder`` (each file atomically):
 * ``prepare_options.json``: written last; a rerun with the same options
   (and the same trial-list content) skips the work.
 
-Durations come from the WAV headers (RIFF ``fmt `` and ``data`` chunks, never
-decoding audio), read by a pool of worker processes; non-PCM or unusual files
-fall back to ``soundfile.info``.
+Durations come from the WAV headers (``speechbrain_mrmha.dataio.audio``'s
+``audio_info``: RIFF ``fmt `` and ``data`` chunks, never decoding audio),
+read by a pool of worker processes; what a VoxCeleb2 preparation would also
+need (header reading, the training-audio checks, the calibration speakers,
+the listing digest, CSV writing) is ``speechbrain_mrmha.dataio.preparation``.
 
 Run alone as::
 
@@ -37,39 +38,28 @@ Authors
 """
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import pickle
 import random
 import shutil
-import struct
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import NamedTuple
 
-from speechbrain_mrmha.dataio.audio import (
-    atomic_write,
-    audio_info,
-    write_text_atomic,
+from speechbrain_mrmha.dataio.audio import atomic_write, write_text_atomic
+from speechbrain_mrmha.dataio.preparation import (
+    MIN_SPEAKERS_FOR_CALIBRATION,
+    calibration_speaker_count,
+    check_training_audio,
+    choose_calibration_speakers,
+    listing_digest,
+    write_csv,
 )
 from speechbrain_mrmha.dataio.trials import read_trials, trial_files
 
 logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_options.json"
-SHOWN = 20  # problems listed in one error
 _VERSION = 4  # 4: calibration speakers held out (calibration.csv)
-# At least this many calibration speakers: their different-speaker trials
-# come from only n * (n - 1) / 2 speaker pairs, and with 2 speakers (1 pair)
-# the calibration measured on the synthetic corpus was worse than none at
-# p_target 0.01 (actDCF 1.76), with 5 close to minDCF (README).
-MIN_CALIBRATION_SPEAKERS = 5
-# fewer candidate speakers than this: no hold-out (it would take over a
-# quarter of the training speakers)
-MIN_SPEAKERS_FOR_CALIBRATION = 20
-_BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
 
 
 class PrepareResult(NamedTuple):
@@ -91,217 +81,6 @@ class PrepareResult(NamedTuple):
     skipped: bool
 
 
-def read_wav_header(path):
-    """Frames and sample rate of a WAV file, from its RIFF header only.
-
-    Finds the ``fmt `` and ``data`` chunks; frames = data bytes // block
-    align (PCM of any width, float, A/mu-law; a data size beyond the end of
-    the file is clamped to it). Other formats, RF64 or damaged headers fall
-    back to ``soundfile.info``.
-
-    Arguments
-    ---------
-    path : str
-        The WAV file.
-
-    Returns
-    -------
-    frames : int
-        Samples per channel.
-    sample_rate : int
-
-    Raises
-    ------
-    ValueError
-        If neither the header nor soundfile can read the file (names it).
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> soundfile.write(f, numpy.zeros(24000), 16000, subtype="PCM_16")
-    >>> read_wav_header(f)
-    (24000, 16000)
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        reason = (
-            "file does not exist" if not os.path.exists(path) else e.strerror
-        )
-        raise ValueError(
-            f"{path}: cannot read audio header ({reason})"
-        ) from None
-    try:
-        head, size = os.read(fd, 512), os.fstat(fd).st_size
-        if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-            pos, fmt = 12, None
-            while pos + 8 <= size:
-                chunk = (
-                    head[pos : pos + 24]
-                    if pos + 24 <= len(head)
-                    else os.pread(fd, 24, pos)
-                )
-                if len(chunk) < 8:
-                    break
-                cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
-                if cid == b"fmt " and csize >= 16 and len(chunk) >= 24:
-                    fmt = struct.unpack_from(
-                        "<HHIIH", chunk, 8
-                    )  # tag, ch, rate, bytes/s, align
-                elif cid == b"data":
-                    if (
-                        fmt is None
-                        or fmt[0] not in _BLOCK_ALIGNED
-                        or fmt[2] == 0
-                        or fmt[4] == 0
-                    ):
-                        break
-                    available = size - pos - 8
-                    data = (
-                        available
-                        if csize in (0, 0xFFFFFFFF)
-                        else min(csize, available)
-                    )
-                    return data // fmt[4], fmt[2]
-                pos += 8 + csize + (csize & 1)
-    finally:
-        os.close(fd)
-    return audio_info(path)  # the plugin's reader; names the file
-
-
-def read_wav_duration(path):
-    """Duration in seconds of a WAV file, from its header (see
-    ``read_wav_header``).
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> soundfile.write(f, numpy.zeros(8000), 16000, subtype="PCM_16")
-    >>> read_wav_duration(f)
-    0.5
-    """
-    frames, rate = read_wav_header(path)
-    return frames / rate
-
-
-def _headers_chunk(paths):
-    """Header of each file, or the problem (a message naming the file)."""
-    headers = []
-    for path in paths:
-        try:
-            headers.append(read_wav_header(path))
-        except ValueError as error:
-            headers.append(str(error))
-    return headers
-
-
-def read_headers(paths, num_workers=None):
-    """Headers of many WAV files, in parallel; never raises for a file.
-
-    Worker processes (fork where available) read chunks of files: about 2x
-    faster than one process with warm caches on 2 cores, and more on cold
-    ones, where extra workers overlap the disk waits. If this module cannot
-    be pickled by name (e.g. loaded from a file path without registering it
-    in ``sys.modules``), threads are used instead.
-
-    Arguments
-    ---------
-    paths : list of str
-        WAV files.
-    num_workers : int, optional
-        Worker processes (default: twice the CPU count, at most 16); 1 reads
-        serially in this process.
-
-    Returns
-    -------
-    list
-        Per path, in order: ``(frames, sample_rate)``, or a message naming
-        the file when its header cannot be read.
-
-    Example
-    -------
-    >>> import tempfile, numpy, soundfile
-    >>> f = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> soundfile.write(f, numpy.zeros(800), 16000, subtype="PCM_16")
-    >>> read_headers([f, "/nonexistent.wav"], num_workers=1)[0]
-    (800, 16000)
-    """
-    workers = (
-        min(16, 2 * (os.cpu_count() or 1))
-        if num_workers is None
-        else int(num_workers)
-    )
-    if workers <= 1 or len(paths) <= 2048:
-        return _headers_chunk(paths)
-    step = max(256, len(paths) // (8 * workers) + 1)
-    chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
-    try:
-        pickle.dumps(_headers_chunk)
-        methods = multiprocessing.get_all_start_methods()
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context(
-                "fork" if "fork" in methods else None
-            ),
-        )
-    except (pickle.PicklingError, AttributeError, TypeError):
-        pool = ThreadPoolExecutor(workers)
-    with pool:
-        return [h for part in pool.map(_headers_chunk, chunks) for h in part]
-
-
-def audio_problems(paths, headers, sample_rate, allow_resampling=False):
-    """What makes each file unusable for training: an unreadable header, no
-    samples, or (unless ``allow_resampling``) another sample rate.
-
-    Example
-    -------
-    >>> audio_problems(["a.wav", "b.wav", "c.wav"],
-    ...                [(16000, 16000), (0, 16000), (8000, 8000)], 16000)
-    ['b.wav: no samples', 'c.wav: 8000 Hz, the recipe trains at 16000 Hz (allow_resampling: True resamples on the fly)']
-    """
-    problems = []
-    for path, header in zip(paths, headers):
-        if isinstance(header, str):
-            problems.append(header)
-        elif header[0] <= 0:
-            problems.append(f"{path}: no samples")
-        elif header[1] != sample_rate and not allow_resampling:
-            problems.append(
-                f"{path}: {header[1]} Hz, the recipe trains at {sample_rate} Hz "
-                "(allow_resampling: True resamples on the fly)"
-            )
-    return problems
-
-
-def check_training_audio(
-    paths, sample_rate=16000, allow_resampling=False, num_workers=None
-):
-    """Raise one ValueError listing every unusable training file (see
-    ``audio_problems``); return the headers otherwise.
-
-    Example
-    -------
-    >>> check_training_audio(["/nonexistent.wav"], num_workers=1)
-    Traceback (most recent call last):
-    ...
-    ValueError: 1 of 1 training audio files cannot be used:
-      /nonexistent.wav: cannot read audio header (file does not exist)
-    """
-    headers = read_headers(paths, num_workers)
-    problems = audio_problems(paths, headers, sample_rate, allow_resampling)
-    if problems:
-        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
-        more = len(problems) - SHOWN
-        raise ValueError(
-            f"{len(problems)} of {len(paths)} training audio files cannot be "
-            f"used:\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
-        )
-    return headers
-
-
 def _scan(wav_root):
     """Relative paths ``spk/video/utt.wav`` under wav_root, sorted."""
     found = []
@@ -318,68 +97,12 @@ def _scan(wav_root):
     return sorted(found)
 
 
-def _listing_digest(prefix, files):
-    """A digest of the file names, sizes and modification times: files
-    added, removed or rewritten change it."""
-    digest = hashlib.sha1()
-    for name in files:
-        stat = os.stat(prefix + name)
-        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def _examples(items):
     return f"{len(items)}, e.g. " + ", ".join(repr(x) for x in items[:5])
 
 
-def _write_csv(path, header, rows):
-    """Write a CSV atomically."""
-    with atomic_write(path) as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def _utt_id(rel):
     return rel[:-4].replace("/", "--")
-
-
-def calibration_speaker_count(n_speakers, fraction):
-    """How many of ``n_speakers`` candidate training speakers to hold out
-    for calibration: ``round(fraction * n_speakers)``, at least
-    ``MIN_CALIBRATION_SPEAKERS`` (5), and none when ``fraction`` is 0 or
-    fewer than ``MIN_SPEAKERS_FOR_CALIBRATION`` (20) speakers are available.
-
-    Example
-    -------
-    >>> [calibration_speaker_count(n, 0.02) for n in (19, 48, 1211)]
-    [0, 5, 24]
-    >>> calibration_speaker_count(1211, 0.0)
-    0
-    """
-    if not 0.0 <= float(fraction) <= 0.5:
-        raise ValueError(
-            f"calibration_speakers must be a fraction in [0, 0.5], got {fraction}"
-        )
-    if fraction == 0 or n_speakers < MIN_SPEAKERS_FOR_CALIBRATION:
-        return 0
-    return max(MIN_CALIBRATION_SPEAKERS, round(float(fraction) * n_speakers))
-
-
-def choose_calibration_speakers(speakers, fraction, seed):
-    """The seeded choice of calibration speakers among ``speakers`` (sorted
-    first, so the choice depends on the set only).
-
-    Example
-    -------
-    >>> names = [f"id{i:05d}" for i in range(40)]
-    >>> chosen = choose_calibration_speakers(names, 0.1, seed=1)
-    >>> len(chosen), chosen == choose_calibration_speakers(names[::-1], 0.1, 1)
-    (5, True)
-    """
-    speakers = sorted(speakers)
-    count = calibration_speaker_count(len(speakers), fraction)
-    return sorted(random.Random(f"calibration:{seed}").sample(speakers, count))
 
 
 def prepare_voxceleb1(
@@ -479,7 +202,7 @@ def prepare_voxceleb1(
         "sample_rate": int(sample_rate),
         "allow_resampling": bool(allow_resampling),
         "calibration_speakers": float(calibration_speakers),
-        "files_sha1": _listing_digest(prefix, files),
+        "files_sha1": listing_digest(prefix, files),
     }
     out = PrepareResult(
         *(
@@ -573,22 +296,22 @@ def prepare_voxceleb1(
             for f in subset
         ]
 
-    _write_csv(
+    write_csv(
         out.train_csv,
         ["ID", "duration", "wav", "spk_id"],
         rows([f for f in train_files if f not in valid]),
     )
-    _write_csv(
+    write_csv(
         out.valid_csv,
         ["ID", "duration", "wav", "spk_id"],
         rows([f for f in train_files if f in valid]),
     )
-    _write_csv(
+    write_csv(
         out.calibration_csv,
         ["ID", "duration", "wav", "spk_id"],
         rows(calibration_files),
     )
-    _write_csv(
+    write_csv(
         out.trials_csv,
         ["ID", "duration", "wav"],
         rows(needed, with_speaker=False),

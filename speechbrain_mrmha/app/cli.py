@@ -6,9 +6,10 @@ Commands (``--help`` on each):
 * ``verify --model DIR a.wav b.wav [--threshold T | --operating-point
   eer|min_dcf|bayes]``: cosine score of two files, its calibrated
   log-likelihood ratio (when the folder holds ``calibration.json``) and a
-  same / different speaker decision by the model's own threshold.
+  same / different speaker decision by the model's own threshold
+  (``SpeakerModel.verify``).
 * ``embed --model DIR FILES... --out FILE``: embeddings of many files,
-  batched by length (``extraction.embed_files``); ``.pt`` ({path: tensor}),
+  batched by length (``SpeakerModel.embed_files``); ``.pt`` ({path: tensor}),
   ``.npy`` (one row per file given, in order) or ``.npz`` (``paths`` and
   ``embeddings``, one row per file given).
 * ``export --model DIR --format onnx|torchscript --out FILE
@@ -22,7 +23,9 @@ Commands (``--help`` on each):
   ``plot det SCORES... --out PNG``, ``plot hist SCORES --out PNG``.
 * ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.app.demo``).
 
-Audio at another sample rate is resampled and stereo is mixed down. Bad
+The commands parse and print: the work is the model object's
+(``speechbrain_mrmha.inference.model.SpeakerModel``). Audio at another
+sample rate is resampled and stereo is mixed down. Bad
 input (unreadable, too short or non-finite audio, a missing model folder, an
 unknown or absent ``--device``, ...) prints ``error: <message>`` on stderr
 and exits with code 2; every unreadable or too short file is listed in one
@@ -33,67 +36,12 @@ Authors
 """
 
 import argparse
-import contextlib
-import json
-import os
 import sys
 from pathlib import Path
 
 PROG = "python -m speechbrain_mrmha"
-DEFAULT_THRESHOLD = 0.5
 SAMPLE_RATE = 16000  # of every model here (Fbank and lengths.HOP_SAMPLES)
 EMBEDDING_FORMATS = (".pt", ".npy", ".npz")
-
-
-def default_threshold(model):
-    """The decision threshold ``verify`` uses without ``--threshold``.
-
-    The EER threshold of ``<model>/../verification/metrics.json`` (written by
-    ``speaker_verification_cosine.py``) if present and computed on raw cosine
-    scores, else 0.5.
-
-    Arguments
-    ---------
-    model : str or Path
-        The pretrained-model folder.
-
-    Returns
-    -------
-    threshold : float
-    source : str
-        Where the value came from, for the user.
-
-    Example
-    -------
-    >>> default_threshold("/nonexistent/pretrained")
-    (0.5, 'default; no /nonexistent/verification/metrics.json')
-    """
-    metrics_file = Path(
-        os.path.normpath(Path(model) / ".." / "verification" / "metrics.json")
-    )
-    if not metrics_file.is_file():
-        return DEFAULT_THRESHOLD, f"default; no {metrics_file}"
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except ValueError as error:
-        raise ValueError(f"{metrics_file}: not valid JSON ({error})") from None
-    if not isinstance(metrics, dict) or "EER_threshold" not in metrics:
-        return (
-            DEFAULT_THRESHOLD,
-            f"default; {metrics_file} has no EER_threshold",
-        )
-    if metrics.get("score_norm") is not None:
-        return DEFAULT_THRESHOLD, (
-            f"default; the EER threshold of {metrics_file} is for "
-            f"{metrics['score_norm']} scores, not raw cosine"
-        )
-    try:
-        threshold = float(metrics["EER_threshold"])
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{metrics_file}: EER_threshold {metrics['EER_threshold']!r} is not a number"
-        ) from None
-    return threshold, f"EER threshold from {metrics_file}"
 
 
 def write_embeddings(paths, embeddings, out):
@@ -180,265 +128,67 @@ def check_embedding_path(out):
     return Path(out)
 
 
-def _load_model(stack, model, device, backend="pytorch"):
-    """Load a pretrained folder (read in place: nothing is written), or an
-    exported ONNX file into onnxruntime."""
-    if backend == "onnxruntime":
-        from speechbrain_mrmha.inference.export import OnnxEncoder
+def _model(args, model=None):
+    """The model object of ``--model`` (or ``model``) with the command's
+    ``--device``, ``--precision`` and ``--backend`` (loaded on first use)."""
+    from speechbrain_mrmha.inference.model import SpeakerModel
 
-        return OnnxEncoder(model)
-    from speechbrain_mrmha.inference.pretrained import (
-        check_pretrained,
-        load_encoder,
-    )
-
-    check_pretrained(model)
-    return load_encoder(model, device=device)
-
-
-def _check_backend(args):
-    """``--model`` is a folder for pytorch, an exported .onnx file for
-    onnxruntime, which runs fp32 on the CPU; wrong pairs fail up front."""
-    backend = getattr(args, "backend", "pytorch")
-    model = Path(args.model)
-    if backend == "onnxruntime":
-        if model.is_dir():
-            raise ValueError(
-                f"--backend onnxruntime takes an exported .onnx file as "
-                f"--model ('{PROG} export --model {model} --format onnx "
-                "--out FILE'), got the folder " + str(model)
-            )
-        if args.device != "cpu":
-            raise ValueError(
-                f"--backend onnxruntime runs on the cpu here, got --device "
-                f"{args.device}; use --backend pytorch for {args.device}"
-            )
-        if args.precision != "fp32":
-            raise ValueError(
-                f"--backend onnxruntime runs in fp32, got --precision "
-                f"{args.precision}"
-            )
-    elif model.is_file():
-        raise ValueError(
-            f"--model {model} is a file; the pytorch backend takes a "
-            "pretrained folder (for an exported .onnx file add --backend "
-            "onnxruntime)"
-        )
-
-
-def _model_calibration(args):
-    """The model's calibration: ``<folder>/calibration.json``, or the one an
-    exported file recorded from its folder; None when it has none."""
-    from speechbrain_mrmha.scoring.calibration import Calibration
-
-    if getattr(args, "backend", "pytorch") != "onnxruntime":
-        from speechbrain_mrmha.inference.pretrained import load_calibration
-
-        return load_calibration(args.model)
-    from speechbrain_mrmha.inference.export import read_metadata
-
-    text = read_metadata(args.model).get("calibration")
-    if text is None:
-        return None
-    source = f"{args.model} (recorded calibration)"
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"{source}: not valid JSON ({error})") from None
-    return Calibration.from_dict(data, source=source)
-
-
-def _verify_threshold(args, calibration):
-    """The decision rule of ``verify``: (threshold, "cosine" or "llr",
-    where it came from). --threshold (cosine), else the model's
-    calibration at ``--operating-point``, else the folder's default
-    (``default_threshold``, or the one an exported file recorded)."""
-    if args.threshold is not None:
-        if args.operating_point is not None:
-            raise ValueError(
-                "--threshold and --operating-point: give one of them"
-            )
-        return args.threshold, "cosine", "--threshold"
-    if calibration is not None:
-        point = args.operating_point or "eer"
-        if point == "bayes":
-            return (
-                calibration.decision_threshold(),
-                "llr",
-                "Bayes decision of the model's calibration at p_target "
-                f"{calibration.p_target:g}",
-            )
-        if point not in calibration.thresholds:
-            raise ValueError(
-                f"the model's calibration has no {point} threshold"
-            )
-        entry = calibration.thresholds[point]
-        name = {"eer": "EER", "min_dcf": "minDCF"}[point]
-        return (
-            float(entry["cosine"]),
-            "cosine",
-            f"{name} point of the model's calibration trials; llr "
-            f"{float(entry['llr']):.4f}",
-        )
-    if args.operating_point is not None:
-        raise ValueError(
-            f"--operating-point {args.operating_point}: {args.model} has no "
-            "calibration (calibration.json is written at the end of training "
-            "when calibration speakers are held out)"
-        )
-    if getattr(args, "backend", "pytorch") != "onnxruntime":
-        threshold, source = default_threshold(args.model)
-        return threshold, "cosine", source
-    from speechbrain_mrmha.inference.export import read_metadata
-
-    metadata = read_metadata(args.model)
-    if "threshold" not in metadata:
-        return (
-            DEFAULT_THRESHOLD,
-            "cosine",
-            f"default; {args.model} records none",
-        )
-    return (
-        float(metadata["threshold"]),
-        "cosine",
-        f"{metadata.get('threshold_source', 'recorded')}; recorded in "
-        f"{args.model}",
+    return SpeakerModel(
+        args.model if model is None else model,
+        device=getattr(args, "device", "cpu"),
+        precision=getattr(args, "precision", "fp32"),
+        backend=getattr(args, "backend", "pytorch"),
     )
 
 
-def _check_device(device):
-    """A bad or absent device fails before any file or model is read."""
-    from speechbrain_mrmha.inference.extraction import check_device
-
-    check_device(device)
-
-
-def _bad_files(problems):
-    """One error listing every file that cannot be used."""
-    if problems:
-        raise ValueError(
-            f"{len(problems)} file{'s' * (len(problems) != 1)} cannot be "
-            "used: " + "; ".join(problems)
-        )
-
-
-def _run_verify(args, stack):
+def _run_verify(args):
     """``verify``: cosine score of two files and a decision."""
-    import torch
-
-    from speechbrain_mrmha.dataio.audio import load_audio
-    from speechbrain_mrmha.inference.extraction import encode_signals
-
-    _check_device(args.device)
-    _check_backend(args)
-    calibration = _model_calibration(args)
-    threshold, scale, source = _verify_threshold(args, calibration)
-    signals, problems = [], []
-    for path in (args.first, args.second):
-        try:
-            signals.append(load_audio(path, SAMPLE_RATE))
-        except ValueError as error:  # names the file
-            problems.append(str(error))
-    _bad_files(problems)
-    encoder = _load_model(stack, args.model, args.device, args.backend)
-    embeddings, _ = encode_signals(encoder, signals, args.precision)
-    _bad_files(
-        [
-            f"{path}: the model gave a non-finite embedding (precision "
-            f"{args.precision})"
-            for path, row in zip((args.first, args.second), embeddings)
-            if not torch.isfinite(row).all()
-        ]
+    result = _model(args).verify(
+        args.first,
+        args.second,
+        operating_point=args.operating_point,
+        threshold=args.threshold,
     )
-    score = float(
-        torch.nn.functional.cosine_similarity(
-            embeddings[0], embeddings[1], dim=0
-        )
-    )
-    llr = None
-    if calibration is not None:
-        durations = torch.tensor([[s.shape[0] / SAMPLE_RATE for s in signals]])
-        llr = float(calibration.llr(torch.tensor([score]), durations)[0])
-    same = (llr if scale == "llr" else score) > threshold
-    print(f"score: {score:.6f} (cosine)")
-    if llr is None:
+    print(f"score: {result.cosine:.6f} (cosine)")
+    if result.llr is None:
         print(f"llr: none ({args.model} has no calibration)")
     else:
         print(
-            f"llr: {llr:.4f} (calibrated log-likelihood ratio, nats; "
+            f"llr: {result.llr:.4f} (calibrated log-likelihood ratio, nats; "
             "> 0 favours the same speaker)"
         )
-    print(f"threshold: {scale} {threshold:.6f} ({source})")
-    print(f"decision: {'same speaker' if same else 'different speakers'}")
+    print(f"threshold: {result.scale} {result.threshold:.6f} ({result.source})")
+    print(
+        f"decision: {'same speaker' if result.decision else 'different speakers'}"
+    )
     return 0
 
 
-def _run_embed(args, stack):
+def _run_embed(args):
     """``embed``: embeddings of many files, batched by length."""
-    from speechbrain_mrmha.dataio.audio import audio_seconds
-    from speechbrain_mrmha.inference.extraction import (
-        EmbeddingCache,
-        default_batch_seconds,
-        embed_files,
-    )
-
-    _check_device(args.device)
-    _check_backend(args)
+    model = _model(args)  # device and model errors first
     check_embedding_path(args.out)
-    if args.batch_seconds is None:
-        args.batch_seconds = default_batch_seconds(args.device)
-    if args.batch_seconds <= 0 or args.max_batch_size < 1:
+    if (
+        args.batch_seconds is not None and args.batch_seconds <= 0
+    ) or args.max_batch_size < 1:
         raise ValueError(
             "--batch-seconds must be > 0 and --max-batch-size >= 1"
         )
-    files = {path: path for path in args.files}  # each file once
-    # every header up front: unreadable and too short files are listed
-    # together, before the model loads
-    durations, problems = {}, []
-    for path in files:
-        try:
-            durations[path] = audio_seconds(path, SAMPLE_RATE)
-        except ValueError as error:  # names the file
-            problems.append(str(error))
-    _bad_files(problems)
-    encoder = _load_model(stack, args.model, args.device, args.backend)
-    embeddings, _ = embed_files(
-        encoder,
-        files,
-        durations,
-        EmbeddingCache(None, None),
+    embedded = model.embed_files(
+        args.files,
         batch_seconds=args.batch_seconds,
         max_batch_size=args.max_batch_size,
-        sample_rate=SAMPLE_RATE,
-        progress=False,
-        precision=args.precision,
     )
-    out = write_embeddings(args.files, embeddings, args.out)
-    dim = next(iter(embeddings.values())).shape[0]
+    out = write_embeddings(args.files, embedded.embeddings, args.out)
+    dim = next(iter(embedded.embeddings.values())).shape[0]
     print(f"{len(args.files)} embeddings of dim {dim} -> {out}")
     return 0
 
 
-def _run_export(args, stack):
+def _run_export(args):
     """``export``: one ONNX or TorchScript file of a pretrained folder."""
-    from speechbrain_mrmha.inference.export import export_model
-    from speechbrain_mrmha.inference.pretrained import (
-        check_pretrained,
-        load_calibration,
-    )
-
-    check_pretrained(args.model)
-    threshold, source = default_threshold(args.model)
-    metadata = {"threshold": repr(threshold), "threshold_source": source}
-    calibration = load_calibration(args.model)
-    if calibration is not None:
-        metadata["calibration"] = json.dumps(calibration.to_dict())
-    out = export_model(
-        args.model,
-        args.out,
-        format=args.format,
-        features_input=args.features_input,
-        metadata=metadata,
+    out = _model(args).export(
+        args.out, format=args.format, features_input=args.features_input
     )
     inputs = (
         "feats (batch, frames, n_mels) float32 + lengths (batch,) int64 "
@@ -452,7 +202,7 @@ def _run_export(args, stack):
     return 0
 
 
-def _run_plot_attention(args, stack):
+def _run_plot_attention(args):
     """``plot attention``: per-head weights and entropies of one file."""
     from speechbrain_mrmha.app.plotting import (
         _matplotlib,
@@ -461,10 +211,10 @@ def _run_plot_attention(args, stack):
     )
     from speechbrain_mrmha.dataio.audio import load_audio
 
-    _check_device(args.device)
+    model = _model(args)
     _matplotlib()  # fail early with the install hint
     signal = load_audio(args.wav, SAMPLE_RATE)
-    encoder = _load_model(stack, args.model, args.device)
+    encoder = model.encoder
     weights = utterance_attention(encoder, signal)
     pooling = encoder.mods.embedding_model.pooling
     temperatures = None
@@ -472,7 +222,7 @@ def _run_plot_attention(args, stack):
         temperatures = [float(t) for t in pooling.temperatures]
     reference, names = None, (type(pooling).__name__, "")
     if args.reference is not None:
-        reference_encoder = _load_model(stack, args.reference, args.device)
+        reference_encoder = _model(args, args.reference).encoder
         reference = utterance_attention(reference_encoder, signal)
         names = (
             names[0],
@@ -499,7 +249,7 @@ def _run_plot_attention(args, stack):
     return 0
 
 
-def _run_plot_det(args, stack):
+def _run_plot_det(args):
     """``plot det``: DET curves of score files."""
     from speechbrain_mrmha.app.plotting import plot_det
 
@@ -513,7 +263,7 @@ def _run_plot_det(args, stack):
     return 0
 
 
-def _run_plot_hist(args, stack):
+def _run_plot_hist(args):
     """``plot hist``: target / non-target score histograms."""
     from speechbrain_mrmha.app.plotting import plot_score_histograms
 
@@ -588,9 +338,8 @@ def build_parser():
         type=float,
         default=None,
         help="decision threshold on the cosine score (default: the "
-        "model's calibration at --operating-point; without one, "
-        "EER_threshold of DIR/../verification/metrics.json if present, "
-        "else 0.5)",
+        "model's calibration at --operating-point; without one, the EER "
+        "threshold its folder records in verification.json, else 0.5)",
     )
     verify.add_argument(
         "--operating-point",
@@ -761,8 +510,7 @@ def main(argv=None):
         )
     args = build_parser().parse_args(argv)
     try:
-        with contextlib.ExitStack() as stack:
-            return args.run(args, stack)
+        return args.run(args)
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2

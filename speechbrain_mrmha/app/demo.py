@@ -21,15 +21,10 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
-MODERN_OPTIONS = (  # what hparams/mrmha_modern.yaml turns on
-    "--loss=aam",
-    "--margin_warmup_start_epoch=5",
-    "--margin_warmup_end_epoch=10",
-    "--speed_perturb=True",
-    "--spec_augment=True",
-)
+MODERN = "mrmha_modern.yaml"  # its training options, on another pooling
 CONFIGS = {
-    # config: (description, ((folder, label, yaml, overrides), ...))
+    # config: (description, ((folder, label, yaml, overrides), ...)); an
+    # overrides entry MODERN stands for modern_options()
     "paper": (
         "the paper's training (CosAMS, no augmentation), "
         "hparams/mrmha.yaml --num_heads=6 vs hparams/attentive_statistics.yaml",
@@ -53,7 +48,7 @@ CONFIGS = {
                 "attentive_statistics_modern",
                 "attentive statistics",
                 "attentive_statistics.yaml",
-                MODERN_OPTIONS,
+                (MODERN,),
             ),
         ),
     ),
@@ -101,6 +96,65 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def modern_options(hparams_folder=RECIPE / "hparams"):
+    """The training options of hparams/mrmha_modern.yaml as overrides for
+    another configuration: what it sets other than hparams/mrmha.yaml,
+    read from the two files, less what changes the model (heads, class
+    count). The yaml is the one list of the modern options.
+
+    Arguments
+    ---------
+    hparams_folder : Path
+        The recipe's hparams folder.
+
+    Returns
+    -------
+    overrides : tuple of str
+        ``--key=value`` arguments.
+
+    Example
+    -------
+    >>> "--loss=aam" in modern_options()  # needs the repository's recipe
+    True
+    """
+    from speechbrain_mrmha.training.config import training_options
+
+    options = training_options(
+        Path(hparams_folder) / "mrmha.yaml",
+        Path(hparams_folder) / MODERN,
+        {"data_folder": "data_folder"},  # the placeholder; no file is read
+    )
+    return tuple(f"--{key}={value}" for key, value in options.items())
+
+
+def expand_overrides(extra, hparams_folder=RECIPE / "hparams"):
+    """The overrides of a model of ``CONFIGS``, with ``MODERN`` replaced
+    by ``modern_options``.
+
+    Arguments
+    ---------
+    extra : tuple of str
+        Overrides, possibly with ``MODERN``.
+    hparams_folder : Path
+        The recipe's hparams folder.
+
+    Returns
+    -------
+    overrides : list of str
+
+    Example
+    -------
+    >>> expand_overrides(("--num_heads=6",))
+    ['--num_heads=6']
+    >>> "--spec_augment=True" in expand_overrides((MODERN,))
+    True
+    """
+    return [
+        *(modern_options(hparams_folder) if MODERN in extra else ()),
+        *(option for option in extra if option != MODERN),
+    ]
+
+
 def run(command, log):
     """Run one step, its output shown and kept in ``log``; stop on failure."""
     print("$ " + " ".join(str(part) for part in command), flush=True)
@@ -142,7 +196,7 @@ def train_and_score(name, yaml_file, extra, corpus, args, output):
             f"--seed={args.seed}",
             "--emb_dim=128",
             "--margin=0.1",
-            *extra,
+            *expand_overrides(extra),
         ],
         log,
     )

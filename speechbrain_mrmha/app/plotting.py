@@ -503,9 +503,10 @@ def utterance_attention(encoder, signal):
 
     Arguments
     ---------
-    encoder : speechbrain.inference.EncoderClassifier
-        A model loaded from a pretrained folder (see ``export.load_encoder``)
-        whose pooling is one of the attention poolings.
+    encoder : speechbrain_mrmha.inference.backends.TorchEncoder
+        A pretrained folder run by PyTorch (``backends.load_backend``; a
+        loaded ``speechbrain.inference.EncoderClassifier`` also does) whose
+        pooling is one of the attention poolings.
     signal : torch.Tensor
         (samples,) waveform at the model's sample rate.
 
@@ -519,7 +520,8 @@ def utterance_attention(encoder, signal):
     >>> import tempfile
     >>> from hyperpyyaml import load_hyperpyyaml
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> from speechbrain_mrmha.inference.pretrained import load_encoder, write_pretrained
+    >>> from speechbrain_mrmha.inference.backends import TorchEncoder
+    >>> from speechbrain_mrmha.inference.pretrained import write_pretrained
     >>> model_yaml = (
     ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
     ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
@@ -535,7 +537,7 @@ def utterance_attention(encoder, signal):
     >>> root = Path(tempfile.mkdtemp())
     >>> folder = write_pretrained(root / "model", model_yaml, model["embedding_model"],
     ...                           model["classifier"], labels)
-    >>> encoder = load_encoder(folder, savedir=root / "cache")
+    >>> encoder = TorchEncoder(folder)
     >>> utterance_attention(encoder, torch.randn(16000)).shape
     torch.Size([2, 13])
     """

@@ -13,17 +13,9 @@ Authors
 import csv
 from pathlib import Path
 
-__all__ = ["read_annotation"]
+from speechbrain_mrmha.dataio.problems import SHOWN, list_problems
 
-SHOWN = 20  # problems listed in one error before "... and N more"
-
-
-def _listed(problems):
-    """The problems as indented lines, at most ``SHOWN`` of them."""
-    lines = [f"  {p}" for p in problems[:SHOWN]]
-    if len(problems) > SHOWN:
-        lines.append(f"  ... and {len(problems) - SHOWN} more")
-    return "\n".join(lines)
+__all__ = ["read_annotation", "read_training_annotations"]
 
 
 def read_annotation(
@@ -116,7 +108,7 @@ def read_annotation(
     if problems:
         raise ValueError(
             f"annotation CSV {path}: {len(problems)} bad row(s):\n"
-            + _listed(problems)
+            + list_problems(problems)
         )
     if not rows:
         raise ValueError(f"annotation CSV {path} holds no row")
@@ -129,6 +121,53 @@ def read_annotation(
         if missing:
             raise FileNotFoundError(
                 f"annotation CSV {path}: {len(missing)} of {len(rows)} audio files "
-                f"do not exist:\n{_listed(missing)}"
+                f"do not exist:\n{list_problems(missing)}"
             )
     return rows
+
+
+def read_training_annotations(train_annotation, valid_annotation, data_folder):
+    """The training and validation annotation CSVs of a speaker-embedding
+    recipe and the training speakers; a validation speaker who is not a
+    training speaker is an error (the classifier has no class for them).
+
+    Arguments
+    ---------
+    train_annotation, valid_annotation : str or Path
+        CSVs with ``ID, duration, wav, spk_id`` (see ``read_annotation``).
+    data_folder : str or Path
+        Replaces ``$data_root`` in ``wav`` values.
+
+    Returns
+    -------
+    train, valid : dict
+        ID -> row, as ``read_annotation``.
+    speakers : list of str
+        The training speakers, sorted.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "t.csv").write_text("ID,duration,wav,spk_id\\n"
+    ...     "u1,1.0,$data_root/x.wav,s2\\nu2,1.0,$data_root/x.wav,s1\\n")
+    >>> _ = (folder / "v.csv").write_text("ID,duration,wav,spk_id\\n"
+    ...     "u3,1.0,$data_root/x.wav,s9\\n")
+    >>> (folder / "x.wav").touch()
+    >>> read_training_annotations(folder / "t.csv", folder / "t.csv", folder)[2]
+    ['s1', 's2']
+    >>> read_training_annotations(folder / "t.csv", folder / "v.csv", folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: valid_annotation ...v.csv: speakers absent from train_annotation ...t.csv: s9
+    """
+    train = read_annotation(train_annotation, data_folder)
+    valid = read_annotation(valid_annotation, data_folder)
+    speakers = sorted({row["spk_id"] for row in train.values()})
+    unknown = sorted({row["spk_id"] for row in valid.values()} - set(speakers))
+    if unknown:
+        raise ValueError(
+            f"valid_annotation {valid_annotation}: speakers absent from "
+            f"train_annotation {train_annotation}: {', '.join(unknown[:SHOWN])}"
+        )
+    return train, valid, speakers

@@ -1,6 +1,7 @@
-"""File services shared by the plugin, the CLI and the recipe: audio reading
-(whole files or crops, mono, resampled) with errors that name the file,
-content digests of files, and atomic writes whose files follow the umask.
+"""File services shared by the plugin, the CLI and the recipe: audio headers
+and audio reading (whole files or crops, mono, resampled) with errors that
+name the file, content digests of files, and atomic writes whose files
+follow the umask.
 
 A writer never leaves a half-written file under the final name: it writes a
 fresh temporary file in the destination folder, then renames it into place
@@ -17,6 +18,7 @@ import hashlib
 import math
 import os
 import shutil
+import struct
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,10 +46,51 @@ _CHUNK = 1 << 20  # bytes read at a time when hashing
 # the longer sample period: torchaudio's default sinc filter reaches 6 zero
 # crossings of the lower rate (lowpass_filter_width=6, rolloff 0.99).
 _RESAMPLE_ZEROS = 8
+# WAV format tags whose frames are data bytes // block align: PCM, float,
+# A-law, mu-law, extensible
+_BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}
+
+
+def _riff_header(fd, size):
+    """(frames, sample_rate) from the RIFF ``fmt `` and ``data`` chunks of
+    an open WAV file, or None when the header is not one this parser reads
+    (not RIFF/WAVE, RF64, a compressed format, a damaged chunk list)."""
+    head = os.read(fd, 512)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= size:
+        if pos + 24 <= len(head):
+            chunk = head[pos : pos + 24]
+        else:
+            chunk = os.pread(fd, 24, pos)
+        if len(chunk) < 8:
+            return None
+        cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
+        if cid == b"fmt " and csize >= 16 and len(chunk) >= 24:
+            # format tag, channels, rate, bytes per second, block align
+            fmt = struct.unpack_from("<HHIIH", chunk, 8)
+        elif cid == b"data":
+            tag, _, rate, _, align = fmt or (None, 0, 0, 0, 0)
+            if tag not in _BLOCK_ALIGNED or rate == 0 or align == 0:
+                return None
+            available = size - pos - 8
+            data = (
+                available if csize in (0, 0xFFFFFFFF) else min(csize, available)
+            )
+            return data // align, rate
+        pos += 8 + csize + (csize & 1)
+    return None
 
 
 def audio_info(path):
-    """Frames and sample rate of an audio file, from its header.
+    """Frames and sample rate of an audio file, from its header only.
+
+    A WAV file is read by its RIFF ``fmt `` and ``data`` chunks (PCM of any
+    width, float, A/mu-law: frames = data bytes // block align; a data size
+    beyond the end of the file is clamped to it), never decoding audio: the
+    one WAV header reader of the package. Other formats, RF64, compressed
+    WAV or damaged headers are read by ``soundfile.info``.
 
     Arguments
     ---------
@@ -59,6 +102,11 @@ def audio_info(path):
     frames : int
         Samples per channel.
     sample_rate : int
+
+    Raises
+    ------
+    ValueError
+        When neither reader can read the header; the message names the file.
 
     Example
     -------
@@ -77,6 +125,18 @@ def audio_info(path):
         raise ValueError(
             f"{path}: cannot read audio header (file does not exist)"
         )
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as error:
+        raise ValueError(
+            f"{path}: cannot read audio header ({error.strerror})"
+        ) from None
+    try:
+        header = _riff_header(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    if header is not None:
+        return header
     try:
         info = soundfile.info(path)
     except Exception as error:  # soundfile raises several types

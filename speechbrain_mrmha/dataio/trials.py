@@ -17,7 +17,15 @@ trial per line::
 
 Both parsers accept a UTF-8 byte-order mark at the start of the file (as
 some Windows editors write) and report bad lines by file and line number;
-both writers replace the file atomically (``io.write_text_atomic``).
+both writers replace the file atomically (``audio.write_text_atomic``).
+
+A trial entry names an audio file (``resolve_trials``): a path under the
+data folder, with or without a ``wav/`` level and with or without
+``.wav`` (VoxCeleb1's ``id10270/x6uYqmx31kE/00001.wav``, SpeechBrain's
+sample ``spk1_snt1``), or an ID of an annotation CSV. Every entry that is
+missing, ambiguous, unreadable or too short is listed in one error before
+any audio is decoded. ``cohort_utterances`` picks the cohort of score
+normalisation from an annotation CSV.
 
 Authors
  * speechbrain_mrmha contributors
@@ -30,16 +38,28 @@ from typing import NamedTuple
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.annotation import read_annotation
+from speechbrain_mrmha.dataio.audio import (
+    MIN_SECONDS,
+    audio_seconds,
+    write_text_atomic,
+)
+from speechbrain_mrmha.dataio.problems import raise_problems
 
 __all__ = [
     "Trial",
     "read_trials",
     "write_trials",
     "trial_files",
+    "trial_labels",
     "TrialScores",
     "read_scores",
     "write_scores",
+    "entry_candidates",
+    "lookup_entries",
+    "resolve_entries",
+    "resolve_trials",
+    "cohort_utterances",
 ]
 
 
@@ -183,6 +203,26 @@ def trial_files(trials) -> list[str]:
     return list(seen)
 
 
+def trial_labels(trials):
+    """The labels of trials as a boolean tensor (True: same speaker).
+
+    Arguments
+    ---------
+    trials : iterable of Trial
+
+    Returns
+    -------
+    labels : torch.Tensor
+        (n_trials,) bool.
+
+    Example
+    -------
+    >>> trial_labels([Trial(1, "a", "b"), Trial(0, "a", "c")])
+    tensor([ True, False])
+    """
+    return torch.tensor([t.label for t in trials], dtype=torch.bool)
+
+
 class TrialScores(NamedTuple):
     """Scores of target and non-target trials.
 
@@ -320,3 +360,227 @@ def write_scores(path, trials, scores):
         lines.append(f"{t.enrol} {t.test} {score:.6f} {int(t.label)}\n")
     write_text_atomic(path, "".join(lines))
     return len(lines)
+
+
+def entry_candidates(entry, data_folder):
+    """Where a trial entry may be: under ``data_folder`` or
+    ``data_folder/wav``, as written or with ".wav" added.
+
+    Arguments
+    ---------
+    entry : str
+        A trial entry, e.g. ``id10270/x6uYqmx31kE/00001.wav`` or ``spk1_snt1``.
+    data_folder : str or Path
+
+    Returns
+    -------
+    paths : list of Path
+        In the order they are tried.
+
+    Example
+    -------
+    >>> [str(p) for p in entry_candidates("spk1_snt1", "/data")]
+    ['/data/spk1_snt1', '/data/spk1_snt1.wav', '/data/wav/spk1_snt1', '/data/wav/spk1_snt1.wav']
+    """
+    data_folder = Path(data_folder)
+    names = [entry] if entry.endswith(".wav") else [entry, entry + ".wav"]
+    return [
+        folder / name
+        for folder in (data_folder, data_folder / "wav")
+        for name in names
+    ]
+
+
+def lookup_entries(entries, data_folder, annotation=None):
+    """The audio path and duration of each trial entry found, and the
+    problems of the others.
+
+    Arguments
+    ---------
+    entries : iterable of str
+        Trial entries (repeats are looked up once).
+    data_folder : str or Path
+        Where the entries are (``entry_candidates``); replaces
+        ``$data_root`` in the annotation.
+    annotation : str or Path, optional
+        An annotation CSV with ``ID``, ``duration`` and ``wav``: the entries
+        are then its IDs (with or without ".wav"), and durations come from
+        it instead of the audio headers.
+
+    Returns
+    -------
+    found : dict
+        entry -> (audio path, duration in seconds).
+    problems : list of str
+        One line per entry that is missing, ambiguous (found both with and
+        without the ``wav/`` level), unreadable, or shorter than
+        ``audio.MIN_SECONDS``.
+
+    Example
+    -------
+    >>> import tempfile, soundfile
+    >>> data = Path(tempfile.mkdtemp())
+    >>> soundfile.write(data / "a.wav", torch.zeros(16000).numpy(), 16000)
+    >>> found, problems = lookup_entries(["a", "b"], data)
+    >>> found["a"][1], problems[0].split(" (")[0]
+    (1.0, 'b: missing')
+    """
+    rows = None
+    if annotation is not None:
+        rows = read_annotation(
+            annotation, data_folder, columns=("ID", "duration", "wav")
+        )
+    found, problems = {}, []
+    for entry in dict.fromkeys(entries):
+        if rows is not None:
+            key = entry if entry in rows else entry.removesuffix(".wav")
+            if key not in rows:
+                problems.append(f"{entry}: no ID {key!r} in {annotation}")
+            elif rows[key]["duration"] < MIN_SECONDS:
+                problems.append(
+                    f"{entry}: {rows[key]['wav']}: audio too short "
+                    f"({rows[key]['duration']:.2f} s in {annotation}, need "
+                    f"at least {MIN_SECONDS} s)"
+                )
+            else:
+                found[entry] = (rows[key]["wav"], rows[key]["duration"])
+            continue
+        candidates = entry_candidates(entry, data_folder)
+        paths = [p for p in candidates if p.is_file()]
+        if not paths:
+            problems.append(
+                f"{entry}: missing (looked for "
+                f"{', '.join(map(str, candidates))})"
+            )
+        elif len({p.resolve() for p in paths}) > 1:
+            problems.append(
+                f"{entry}: ambiguous ({', '.join(map(str, paths))})"
+            )
+        else:
+            try:
+                found[entry] = (str(paths[0]), audio_seconds(paths[0]))
+            except ValueError as error:  # names the file
+                problems.append(str(error))
+    return found, problems
+
+
+def resolve_entries(entries, data_folder, annotation=None):
+    """The audio path and duration of every trial entry, or one
+    FileNotFoundError listing every entry that cannot be read
+    (``lookup_entries``).
+
+    Arguments
+    ---------
+    entries : iterable of str
+    data_folder : str or Path
+    annotation : str or Path, optional
+        See ``lookup_entries``.
+
+    Returns
+    -------
+    found : dict
+        entry -> (audio path, duration in seconds).
+
+    Example
+    -------
+    >>> resolve_entries(["x", "y"], "/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: 2 trial entries cannot be read:
+      x: missing (looked for /nonexistent/x, ...)
+      y: missing (looked for /nonexistent/y, ...)
+    """
+    found, problems = lookup_entries(entries, data_folder, annotation)
+    raise_problems(problems, "trial entries cannot be read", FileNotFoundError)
+    return found
+
+
+def resolve_trials(
+    trials, data_folder, enrol_annotation=None, test_annotation=None
+):
+    """The audio path and duration of the enrolment and test entries of
+    trials; one FileNotFoundError lists every entry of either side that
+    cannot be read.
+
+    Arguments
+    ---------
+    trials : iterable of Trial
+    data_folder : str or Path
+    enrol_annotation, test_annotation : str or Path, optional
+        Annotation CSVs whose IDs the enrolment / test entries are (see
+        ``lookup_entries``); None: the entries are files.
+
+    Returns
+    -------
+    enrol, test : dict
+        entry -> (audio path, duration in seconds), for each side.
+
+    Example
+    -------
+    >>> import tempfile, soundfile
+    >>> data = Path(tempfile.mkdtemp())
+    >>> for name in ("a", "b"):
+    ...     soundfile.write(data / f"{name}.wav", torch.zeros(8000).numpy(), 16000)
+    >>> enrol, test = resolve_trials([Trial(0, "a", "b")], data)
+    >>> enrol["a"][1], test["b"][1]
+    (0.5, 0.5)
+    """
+    trials = list(trials)
+    enrol, bad_enrol = lookup_entries(
+        [t.enrol for t in trials], data_folder, enrol_annotation
+    )
+    test, bad_test = lookup_entries(
+        [t.test for t in trials], data_folder, test_annotation
+    )
+    raise_problems(
+        list(dict.fromkeys(bad_enrol + bad_test)),
+        "trial entries cannot be read",
+        FileNotFoundError,
+    )
+    return enrol, test
+
+
+def cohort_utterances(annotation, data_folder, per_speaker):
+    """The cohort of score normalisation: the first ``per_speaker``
+    utterances of each speaker of an annotation CSV.
+
+    Arguments
+    ---------
+    annotation : str or Path
+        A CSV with ``ID``, ``duration``, ``wav`` and ``spk_id``.
+    data_folder : str or Path
+        Replaces ``$data_root``.
+    per_speaker : int
+        Most utterances per speaker, in file order.
+
+    Returns
+    -------
+    cohort : dict
+        speaker -> {audio path: duration in seconds}, speakers in file
+        order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in "abc":
+    ...     _ = (folder / f"{name}.wav").write_bytes(b"")
+    >>> _ = (folder / "train.csv").write_text(
+    ...     "ID,duration,wav,spk_id\\n"
+    ...     "u1,1.0,$data_root/a.wav,s1\\nu2,2.0,$data_root/b.wav,s1\\n"
+    ...     "u3,3.0,$data_root/c.wav,s2\\n")
+    >>> cohort = cohort_utterances(folder / "train.csv", folder, 1)
+    >>> {speaker: list(files.values()) for speaker, files in cohort.items()}
+    {'s1': [1.0], 's2': [3.0]}
+    """
+    if per_speaker < 1:
+        raise ValueError(
+            f"{annotation}: utterances per cohort speaker must be >= 1, got "
+            f"{per_speaker}"
+        )
+    cohort = {}
+    for row in read_annotation(annotation, data_folder).values():
+        files = cohort.setdefault(row["spk_id"], {})
+        if len(files) < per_speaker:
+            files[row["wav"]] = row["duration"]
+    return cohort

@@ -1,7 +1,6 @@
-"""Deployment: a pretrained folder exported as one ONNX or TorchScript file
-whose embeddings stay exact under batch padding, and an onnxruntime encoder
-that ``extraction.encode_signals`` / ``embed_files`` batch like the PyTorch
-one.
+"""Export of a pretrained folder as one ONNX or TorchScript file whose
+embeddings stay exact under batch padding. The runtimes that embed with a
+folder or an exported file are ``inference.backends``.
 
 The exported graph (``WaveformEmbedder``) takes
 
@@ -28,10 +27,10 @@ windowed encoding of inputs longer than ``chunk_frames`` (2048 frames,
 no length is refused, but memory grows with the longest input of a batch
 instead of staying bounded by the window.
 
-SpeechBrain's ``StatisticsPooling`` (a Python loop over the batch that adds
-random noise of 1e-5 to 9e-5 to the means) exports as
-``MaskedStatisticsPooling``: the same masked mean and unbiased standard
-deviation in one vectorised pass, with the noise's midpoint, 5e-5, added.
+Folders written with SpeechBrain's ``StatisticsPooling`` (a Python loop
+over the batch that adds random noise of 1e-5 to 9e-5 to the means) export
+with ``pooling.MaskedStatisticsPooling`` in its place, the noise's
+midpoint, 5e-5, added to the means; newer folders train with that layer.
 
 Authors
  * speechbrain-mrmha developers
@@ -49,21 +48,17 @@ import torch
 from torch import nn
 
 from speechbrain_mrmha.dataio.audio import atomic_write
-from speechbrain_mrmha.layers.lengths import (
-    frame_counts,
-    relative_lengths,
-    valid_frame_counts,
-)
+from speechbrain_mrmha.layers.lengths import frame_counts, relative_lengths
+from speechbrain_mrmha.layers.pooling import MaskedStatisticsPooling
 
 __all__ = [
     "FORMATS",
-    "MaskedStatisticsPooling",
+    "require_packages",
     "FeatureEmbedder",
     "WaveformEmbedder",
     "deployable",
     "export_module",
     "export_model",
-    "OnnxEncoder",
     "read_metadata",
 ]
 
@@ -71,14 +66,27 @@ FORMATS = ("onnx", "torchscript")
 EXPORT_EXTRA = "pip install speechbrain-mrmha[export]"
 PARITY = 0.9999  # smallest cosine an export must reach against PyTorch
 OPSET = 18
-# SpeechBrain's StatisticsPooling adds eps * (9 - 8 g) to the means, g in
-# [0, 1]: the exported graph adds the midpoint of that range instead
-STATISTICS_EPS = 1e-5
-STATISTICS_MEAN_OFFSET = 5 * STATISTICS_EPS
+# SpeechBrain's StatisticsPooling adds 1e-5 * (9 - 8 g) to the means, g in
+# [0, 1]: its stand-in in the exported graph adds the midpoint instead
+STATISTICS_MEAN_OFFSET = 5e-5
 
 
-def _require(*names):
-    """Import the optional export packages, or say how to install them."""
+def require_packages(*names):
+    """Import the optional export packages, or say how to install them.
+
+    Arguments
+    ---------
+    *names : str
+        Module names (onnx, onnxscript, onnxruntime).
+
+    Example
+    -------
+    >>> require_packages("json")
+    >>> require_packages("no_such_module_here")
+    Traceback (most recent call last):
+    ...
+    ImportError: no_such_module_here not installed (needed for ONNX export and the onnxruntime backend): pip install speechbrain-mrmha[export]
+    """
     import importlib
 
     missing = []
@@ -92,68 +100,6 @@ def _require(*names):
             f"{', '.join(missing)} not installed (needed for ONNX export and "
             f"the onnxruntime backend): {EXPORT_EXTRA}"
         )
-
-
-class MaskedStatisticsPooling(nn.Module):
-    """SpeechBrain's ``StatisticsPooling`` in one vectorised, exportable pass:
-    the mean and the unbiased standard deviation (+ 1e-5) over the
-    ``round(l * T)`` valid frames of each row, with the constant 5e-5 added
-    to the means where SpeechBrain adds random noise of 1e-5 to 9e-5.
-
-    Arguments
-    ---------
-    return_mean : bool
-        Output the means.
-    return_std : bool
-        Output the standard deviations.
-
-    Example
-    -------
-    >>> from speechbrain.nnet.pooling import StatisticsPooling
-    >>> x, lengths = torch.randn(2, 9, 4), torch.tensor([1.0, 5 / 9])
-    >>> ours = MaskedStatisticsPooling()(x, lengths)
-    >>> torch.allclose(ours, StatisticsPooling()(x, lengths), atol=1e-4)
-    True
-    >>> ours.shape
-    torch.Size([2, 1, 8])
-    """
-
-    def __init__(self, return_mean=True, return_std=True):
-        super().__init__()
-        if not (return_mean or return_std):
-            raise ValueError("MaskedStatisticsPooling: nothing to return")
-        self.return_mean, self.return_std = return_mean, return_std
-
-    def forward(self, x, lengths=None):
-        """Pools (batch, time, d) frames into (batch, 1, d or 2 d).
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            (batch, time, d) frames.
-        lengths : torch.Tensor or None
-            Relative lengths in (0, 1], shape (batch,); None: all valid.
-
-        Returns
-        -------
-        stats : torch.Tensor
-            (batch, 1, output), means then standard deviations.
-        """
-        num_frames = x.shape[1]
-        if lengths is None:
-            lengths = torch.ones(x.shape[0], device=x.device)
-        counts = valid_frame_counts(lengths, num_frames)
-        steps = torch.arange(num_frames, device=x.device)
-        keep = (steps[None, :] < counts[:, None]).to(x.dtype)[:, :, None]
-        n = counts.to(x.dtype)[:, None]
-        mean = (x * keep).sum(dim=1) / n
-        pieces = []
-        if self.return_mean:
-            pieces.append(mean + STATISTICS_MEAN_OFFSET)
-        if self.return_std:
-            var = (((x - mean[:, None]) * keep) ** 2).sum(dim=1) / (n - 1)
-            pieces.append(var.sqrt() + STATISTICS_EPS)
-        return torch.cat(pieces, dim=1).unsqueeze(1)
 
 
 class FeatureEmbedder(nn.Module):
@@ -287,11 +233,12 @@ def deployable(encoder, features_input=False):
     ``FrameExactLengths`` hooks (the graph gets exact lengths itself), in
     eval mode, with contiguous weights, ``chunk_frames`` off (one pass for
     every length, see the module docstring) and SpeechBrain's
-    ``StatisticsPooling`` replaced by ``MaskedStatisticsPooling``.
+    ``StatisticsPooling`` (of folders written before
+    ``pooling.MaskedStatisticsPooling``) replaced by that layer.
 
     Arguments
     ---------
-    encoder : speechbrain.inference.EncoderClassifier or dict
+    encoder : speechbrain.inference.EncoderClassifier or backends.TorchEncoder or dict
         A loaded pretrained model, or its modules ``compute_features``,
         ``mean_var_norm`` and ``embedding_model`` by name.
     features_input : bool
@@ -311,7 +258,8 @@ def deployable(encoder, features_input=False):
     >>> mods = {"compute_features": Fbank(n_mels=40),
     ...         "mean_var_norm": InputNormalization(norm_type="sentence"),
     ...         "embedding_model": ResNet34(channels=[2, 2, 2, 2],
-    ...             block_counts=[1, 1, 1, 1], lin_neurons=4)}
+    ...             block_counts=[1, 1, 1, 1], lin_neurons=4,
+    ...             pooling=StatisticsPooling())}
     >>> module = deployable(mods)
     >>> type(module).__name__, type(module.embedder.embedding_model.pooling).__name__
     ('WaveformEmbedder', 'MaskedStatisticsPooling')
@@ -331,7 +279,10 @@ def deployable(encoder, features_input=False):
     model.chunk_frames = None
     if isinstance(model.pooling, StatisticsPooling):
         model.pooling = MaskedStatisticsPooling(
-            model.pooling.return_mean, model.pooling.return_std
+            input_size=model.frame_dim,
+            return_mean=model.pooling.return_mean,
+            return_std=model.pooling.return_std,
+            mean_offset=STATISTICS_MEAN_OFFSET,
         )
     module = FeatureEmbedder(copies["mean_var_norm"], model)
     if not features_input:
@@ -364,7 +315,7 @@ def _names(module):
 def _to_onnx(module, example):
     """The ONNX model (``onnx.ModelProto``) of ``module``, from torch's
     dynamo exporter, weights inside (no external data)."""
-    _require("onnx", "onnxscript")
+    require_packages("onnx", "onnxscript")
     from torch.export import Dim
 
     batch = Dim("batch", min=1)
@@ -465,7 +416,7 @@ def export_module(module, out, format="onnx", metadata=None, check=True):
             entry.key, entry.value = key, value
         payload = proto.SerializeToString()
         if check:
-            _require("onnxruntime")
+            require_packages("onnxruntime")
             run = _onnx_runner(payload)
     else:
         traced = _to_torchscript(module, example)
@@ -540,7 +491,7 @@ def export_model(
     Arguments
     ---------
     folder : str or Path
-        A pretrained folder (``export.check_pretrained``).
+        A pretrained folder (``pretrained.check_pretrained``).
     out : str or Path
         The file to write.
     format : str
@@ -573,7 +524,7 @@ def export_model(
         )
     folder = check_pretrained(folder)
     if format == "onnx":
-        _require("onnx", "onnxscript", "onnxruntime")
+        require_packages("onnx", "onnxscript", "onnxruntime")
     encoder = load_encoder(folder, channels_last=False)
     module = deployable(encoder, features_input=features_input)
     stft = encoder.mods.compute_features.compute_STFT
@@ -603,101 +554,6 @@ def export_model(
         ) from None
 
 
-class OnnxEncoder:
-    """An exported waveform graph (``export_model``, ONNX) run by
-    onnxruntime on the CPU, with what ``extraction.encode_signals`` and
-    ``embed_files`` use of an encoder: ``device`` and
-    ``encode_padded(wavs, lengths)``. So the CLI's ``--backend
-    onnxruntime`` batches, caches and checks files exactly as the PyTorch
-    backend does.
-
-    Arguments
-    ---------
-    path : str or Path
-        An ``.onnx`` file written by ``export_model`` (waveform graph).
-    threads : int or None
-        onnxruntime's intra-op threads (None: its default, all cores).
-
-    Example
-    -------
-    >>> OnnxEncoder("/nonexistent/model.onnx")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: exported model /nonexistent/model.onnx does not exist
-    """
-
-    device = "cpu"
-
-    def __init__(self, path, threads=None):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"exported model {path} does not exist")
-        _require("onnxruntime")
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own types
-            first = (str(error).strip().splitlines() or [""])[0]
-            raise ValueError(
-                f"{path}: not an ONNX model onnxruntime can load ({first})"
-            ) from None
-        self.path = path
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        graph = self.metadata.get("graph")
-        if graph != "waveform":
-            raise ValueError(
-                f"{path}: a {graph or 'foreign'} graph; the onnxruntime "
-                "backend needs the waveform graph of 'python -m "
-                "speechbrain_mrmha export' (without --features-input)"
-            )
-        self.sample_rate = int(self.metadata["sample_rate"])
-        self.min_samples = int(self.metadata["min_samples"])
-        self.emb_dim = int(self.metadata["emb_dim"])
-
-    def encode_padded(self, wavs, lengths):
-        """Embeddings of a zero-padded batch.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) float32 waveforms at ``sample_rate``.
-        lengths : torch.Tensor
-            (batch,) valid samples of each row, in [1, samples].
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            (batch, emb_dim) float32 on the CPU.
-        """
-        if wavs.dim() != 2 or lengths.shape != wavs.shape[:1]:
-            raise ValueError(
-                f"{self.path}: expected wavs (batch, samples) and lengths "
-                f"(batch,), got {tuple(wavs.shape)} and {tuple(lengths.shape)}"
-            )
-        lengths = lengths.to("cpu", torch.int64)
-        if not bool(((lengths >= 1) & (lengths <= wavs.shape[1])).all()):
-            raise ValueError(
-                f"{self.path}: sample counts {lengths.tolist()} must lie in "
-                f"[1, {wavs.shape[1]}] (the padded samples)"
-            )
-        if wavs.shape[1] < self.min_samples:
-            raise ValueError(
-                f"{self.path}: {wavs.shape[1]} samples are too few for the "
-                f"features (at least {self.min_samples})"
-            )
-        feed = {
-            "wavs": wavs.detach().to("cpu", torch.float32).contiguous().numpy(),
-            "lengths": lengths.numpy(),
-        }
-        return torch.from_numpy(self.session.run(None, feed)[0])
-
-
 def read_metadata(path):
     """The metadata an exported ONNX file records (``export_model``).
 
@@ -721,7 +577,7 @@ def read_metadata(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist")
-    _require("onnx")
+    require_packages("onnx")
     import onnx
 
     try:

@@ -1,6 +1,7 @@
-"""Embedding extraction with a pretrained ``EncoderClassifier``: batches of
-similar length, frame-exact lengths so that an utterance's embedding does not
-depend on its batch, a resumable cache (on disk, or in memory) keyed by the
+"""Embedding extraction with any backend of ``inference.backends``
+(a pretrained folder in PyTorch, an exported graph in onnxruntime): batches
+of similar length, each utterance embedded as alone (the backends take
+valid sample counts), a resumable cache (on disk, or in memory) keyed by the
 content of each audio file and tied to the model's content, the data folder
 and the precision, and a check of the device before any model is loaded.
 
@@ -19,39 +20,34 @@ from speechbrain_mrmha.dataio.audio import (
     content_digest,
     load_audio,
 )
-from speechbrain_mrmha.layers.lengths import frame_counts, relative_lengths
-from speechbrain_mrmha.layers.pooling import attention_entropy
+from speechbrain_mrmha.dataio.problems import raise_problems
+from speechbrain_mrmha.inference.backends import as_backend, check_precision
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Padded audio per batch when none is given: on a CPU, batching long padded
 # batches only adds padding and cache misses (docs/BENCHMARKS.md), on a GPU
 # large batches are what fills the device.
 DEFAULT_BATCH_SECONDS = {"cpu": 12.0, "cuda": 240.0}
 # the files of a pretrained folder that define its embeddings
 MODEL_FILES = ("embedding_model.ckpt", "hyperparams.yaml")
-SHOWN = 20  # files listed in one error
 
 
 def encode_signals(encoder, signals, precision="fp32"):
-    """Embed a list of signals as one zero-padded batch.
-
-    The relative lengths passed to the model are frame-exact (valid frames /
-    padded frames), so every stage sees exactly the frames it would see for
-    the utterance alone.
+    """Embed a list of signals as one zero-padded batch: the backend gets
+    the batch and the valid sample count of every signal, and embeds each
+    as it would alone.
 
     Arguments
     ---------
-    encoder : speechbrain.inference.EncoderClassifier
-        A loaded pretrained model, or another backend: an object with
-        ``device`` and ``encode_padded(wavs, lengths)`` taking the padded
-        batch and the valid sample counts (``deploy.OnnxEncoder``, fp32
-        only, no attention entropies).
+    encoder : backends.TorchEncoder or backends.OnnxEncoder
+        A backend (``backends.load_backend``), or a loaded
+        ``speechbrain.inference.EncoderClassifier``, which is run as a
+        ``backends.TorchEncoder``.
     signals : list of torch.Tensor
         (samples,) waveforms.
     precision : str
-        "fp32", or "bf16" / "fp16" to run under ``torch.autocast`` (the
-        attention pooling still computes in float32). Fast only on hardware
-        with native support (GPUs; CPUs with AMX for bf16).
+        A name of the backend's ``precisions``: "fp32", or "bf16" / "fp16"
+        under ``torch.autocast`` (PyTorch only; see
+        ``backends.TorchEncoder.encode``).
 
     Returns
     -------
@@ -59,45 +55,23 @@ def encode_signals(encoder, signals, precision="fp32"):
         (batch, emb_dim) on the CPU.
     entropies : torch.Tensor or None
         (batch, heads) attention entropy per utterance, None for poolings
-        without attention.
+        without attention and the onnxruntime backend.
+
+    Example
+    -------
+    >>> class Sums:  # a stand-in backend of the contract
+    ...     device, precisions = "cpu", ("fp32",)
+    ...     def encode(self, wavs, lengths, precision="fp32"):
+    ...         return torch.stack([wavs.sum(1), lengths.float()], 1), None
+    >>> encode_signals(Sums(), [torch.ones(3), torch.ones(5)])
+    (tensor([[3., 3.],
+            [5., 5.]]), None)
     """
-    lengths = torch.tensor([s.shape[0] for s in signals])
+    lengths = torch.tensor([s.shape[0] for s in signals], dtype=torch.int64)
     batch = torch.zeros(len(signals), int(lengths.max()))
     for row, signal in enumerate(signals):
         batch[row, : signal.shape[0]] = signal
-    dtype = _autocast_dtype(precision)
-    encode_padded = getattr(encoder, "encode_padded", None)
-    if encode_padded is not None:
-        if dtype is not None:
-            raise ValueError(
-                f"precision {precision}: this backend runs in fp32 only"
-            )
-        return encode_padded(batch, lengths).float().cpu(), None
-    frames = frame_counts(lengths)
-    rel = relative_lengths(frames, int(frames.max()))
-    device_type = torch.device(encoder.device).type
-    with (
-        torch.no_grad(),
-        torch.autocast(
-            device_type, dtype=dtype or torch.float32, enabled=dtype is not None
-        ),
-    ):
-        embeddings = encoder.encode_batch(batch, rel).squeeze(1).float().cpu()
-    pooling = encoder.mods.embedding_model.pooling
-    weights = getattr(pooling, "last_attention", None)
-    entropies = None
-    if weights is not None:
-        entropies = attention_entropy(weights.detach()).cpu()
-    return embeddings, entropies
-
-
-def _autocast_dtype(precision):
-    """The autocast dtype of a precision name (None for fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
-        )
-    return PRECISIONS[precision]
+    return as_backend(encoder).encode(batch, lengths, precision)
 
 
 def default_batch_seconds(device):
@@ -336,7 +310,7 @@ def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
     >>> fp["data_folder"], fp["precision"]
     ('/data', 'bf16')
     """
-    _autocast_dtype(precision)
+    check_precision(precision)
     return json.dumps(
         {
             "model": model_fingerprint(model_folder),
@@ -428,8 +402,8 @@ def embed_files(
 
     Arguments
     ---------
-    encoder : speechbrain.inference.EncoderClassifier
-        Or another backend (see ``encode_signals``).
+    encoder : backends.TorchEncoder or backends.OnnxEncoder
+        A backend, or a loaded EncoderClassifier (see ``encode_signals``).
     files : dict
         key -> audio path.
     durations : dict
@@ -459,7 +433,9 @@ def embed_files(
     """
     from tqdm import tqdm
 
-    _autocast_dtype(precision)  # a bad name fails before any work
+    encoder = as_backend(encoder)
+    # a bad name or one the backend does not run fails before any work
+    check_precision(precision, encoder.precisions, encoder.source)
     if batch_seconds is None:
         batch_seconds = default_batch_seconds(encoder.device)
     digests = {}
@@ -508,14 +484,7 @@ def embed_files(
             last_save = time.monotonic()
     bar.close()
     cache.save()
-    if problems:
-        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
-        more = len(problems) - SHOWN
-        raise ValueError(
-            f"{len(problems)} file{'s' * (len(problems) != 1)} cannot be "
-            f"embedded:\n{shown}"
-            + (f"\n  ... and {more} more" if more > 0 else "")
-        )
+    raise_problems(problems, "files cannot be embedded")
     return (
         {key: cache.embeddings[d] for key, d in digests.items()},
         {

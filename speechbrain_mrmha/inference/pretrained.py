@@ -13,6 +13,13 @@ load with no network:
                                 calibration and thresholds, fitted at the end
                                 of training on held-out speakers
                                 (``calibrate_pretrained``, ``load_calibration``)
+<folder>/verification.json      optional: the EER threshold of the raw cosine
+                                scores of the last trial list the folder was
+                                scored on, written by the verification recipe
+                                (``write_threshold``, ``load_threshold``)
+
+A model's decision threshold lives in its own folder, never in the output
+folder of a recipe run (``inference.model.SpeakerModel``).
 
 Authors
  * speechbrain-mrmha developers
@@ -25,11 +32,13 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import replace_folder, write_text_atomic
+from speechbrain_mrmha.dataio.audio import (
+    content_digest,
+    replace_folder,
+    write_text_atomic,
+)
 from speechbrain_mrmha.inference.extraction import (
-    EmbeddingCache,
     check_device,
-    embed_files,
     use_channels_last,
 )
 from speechbrain_mrmha.scoring.calibration import (
@@ -38,6 +47,7 @@ from speechbrain_mrmha.scoring.calibration import (
     sample_trials,
 )
 from speechbrain_mrmha.scoring.cosine import cosine_score_trials
+from speechbrain_mrmha.scoring.metrics import EER
 
 INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
 FOLDER_FILES = (
@@ -49,6 +59,9 @@ FOLDER_FILES = (
 # written after the folder by the training script; absent when no
 # calibration speakers were held out
 CALIBRATION_FILE = "calibration.json"
+# written into the folder by the verification recipe
+THRESHOLD_FILE = "verification.json"
+THRESHOLD_FORMAT = "speechbrain_mrmha.verification/1"
 
 
 def interface_template():
@@ -211,6 +224,7 @@ def check_pretrained(folder):
             "(it is written at the end of train_speaker_embeddings.py)"
         )
     load_calibration(folder)  # a malformed calibration.json is an error
+    load_threshold(folder)  # and so is a malformed verification.json
     return folder
 
 
@@ -271,11 +285,106 @@ def load_calibration(folder):
     path = Path(folder) / CALIBRATION_FILE
     if not path.is_file():
         return None
+    return Calibration.from_dict(_read_json(path), source=str(path))
+
+
+def _read_json(path):
+    """The JSON object of a file, with an error naming it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-    return Calibration.from_dict(data, source=str(path))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_threshold(folder, target_scores, nontarget_scores, trials_file):
+    """Record in a pretrained folder the EER threshold of its raw cosine
+    scores on a trial list: ``verification.json``, written atomically. The
+    decision threshold of a folder without calibration (``load_threshold``).
+
+    Arguments
+    ---------
+    folder : str or Path
+        The pretrained folder the trials were scored with.
+    target_scores, nontarget_scores : torch.Tensor
+        Raw cosine scores (no score normalisation) of its target and
+        non-target trials.
+    trials_file : str or Path
+        The trial list, recorded with its sha256.
+
+    Returns
+    -------
+    path : Path
+        The file written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "trials.txt").write_text("1 a b\\n0 a c\\n")
+    >>> scores = torch.tensor([0.8, 0.6]), torch.tensor([0.1, 0.3])
+    >>> write_threshold(folder, *scores, folder / "trials.txt").name
+    'verification.json'
+    >>> round(load_threshold(folder)[0], 4)
+    0.3
+    """
+    eer, threshold = EER(target_scores, nontarget_scores)
+    data = {
+        "format": THRESHOLD_FORMAT,
+        "threshold": float(threshold),
+        "scores": "cosine",
+        "operating_point": "eer",
+        "EER": round(100 * float(eer), 4),
+        "n_target": len(target_scores),
+        "n_nontarget": len(nontarget_scores),
+        "verification_file": str(trials_file),
+        "verification_file_sha256": content_digest(trials_file),
+    }
+    text = json.dumps(data, indent=1) + "\n"
+    return write_text_atomic(Path(folder) / THRESHOLD_FILE, text)
+
+
+def load_threshold(folder):
+    """The cosine decision threshold a pretrained folder records in
+    ``verification.json`` (``write_threshold``), or None when it has none.
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder.
+
+    Returns
+    -------
+    threshold : float
+        Accept a trial when its cosine score is above it.
+    source : str
+        Where it came from, for the user.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> load_threshold(tempfile.mkdtemp()) is None  # see also write_threshold
+    True
+    """
+    path = Path(folder) / THRESHOLD_FILE
+    if not path.is_file():
+        return None
+    data = _read_json(path)
+    if data.get("format") != THRESHOLD_FORMAT:
+        raise ValueError(
+            f"{path}: format {data.get('format')!r} is not {THRESHOLD_FORMAT!r}"
+        )
+    threshold = data.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"{path}: threshold {threshold!r} is not a number")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(
+            f"{path}: threshold {threshold!r} is not a cosine in [-1, 1]"
+        )
+    trials = data.get("verification_file", "an unnamed trial list")
+    return float(threshold), f"EER threshold of {trials}, from {path}"
 
 
 def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
@@ -326,8 +435,8 @@ def calibrate_pretrained(
     device="cpu",
     sample_rate=16000,
 ):
-    """Embed whole calibration utterances with a pretrained folder, score
-    their trials (``calibration.sample_trials``), fit a calibration
+    """Embed whole calibration utterances with a pretrained folder
+    (``model.SpeakerModel``), score their trials (``calibration.sample_trials``), fit a calibration
     (``calibration.fit_calibration``) and save it in the folder
     (``write_calibration``).
 
@@ -350,6 +459,7 @@ def calibrate_pretrained(
     device : str
         Where to embed.
     sample_rate : int
+        The rate the model takes (an error if the folder's differs).
 
     Returns
     -------
@@ -386,19 +496,22 @@ def calibrate_pretrained(
     >>> load_calibration(folder) == cal
     True
     """
+    from speechbrain_mrmha.inference.model import SpeakerModel
+
     ids = list(utterances)
     speakers = [utterances[i][2] for i in ids]
     enrol, test, labels = sample_trials(speakers, max_trials, seed)
-    encoder = load_encoder(folder, device=device)
-    embedded, _ = embed_files(
-        encoder,
-        {i: utterances[i][0] for i in ids},
-        {i: utterances[i][1] for i in ids},
-        EmbeddingCache(None, "calibration"),
-        progress=False,
-        sample_rate=sample_rate,
-    )
-    embeddings = torch.stack([embedded[i] for i in ids])
+    model = SpeakerModel(folder, device=device, backend="pytorch")
+    if model.encoder.sample_rate != sample_rate:
+        raise ValueError(
+            f"{folder}: the model takes audio at {model.encoder.sample_rate} "
+            f"Hz, not {sample_rate}"
+        )
+    embedded = model.embed_files(
+        [utterances[i][0] for i in ids],
+        {path: seconds for path, seconds, _ in utterances.values()},
+    ).embeddings
+    embeddings = torch.stack([embedded[str(utterances[i][0])] for i in ids])
     scores = cosine_score_trials(embeddings, enrol, test)
     durations = torch.tensor(
         [utterances[i][1] for i in ids], dtype=torch.float64

@@ -48,7 +48,14 @@ TRUST_HINT = (
 
 class UntrustedFolderError(ValueError):
     """A model folder whose yaml would call objects outside the
-    allow-list."""
+    allow-list (a ``ValueError``, so callers that report bad input report
+    it too).
+
+    Example
+    -------
+    >>> issubclass(UntrustedFolderError, ValueError)
+    True
+    """
 
 
 def _tag_problems(node, problems):

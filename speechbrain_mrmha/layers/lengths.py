@@ -2,14 +2,21 @@
 relative lengths, written once for the encoder, the extraction, the recipe
 and the pretrained interface.
 
-SpeechBrain passes ``lengths`` relative to the padded time axis, in (0, 1].
-The encoder needs absolute valid frame counts to mask, and must hand the
-pooling relative lengths that every mask convention turns back into the
-same counts. ``EncoderClassifier.encode_batch`` hands the modules after the
-features lengths relative to the padded *samples* (``wav_lens``); only the
-padded sample count turns those into the exact frames of each signal, and
-``FrameExactLengths`` supplies it (docs/EQUATIONS.md, "Lengths and
-masking").
+SpeechBrain passes ``lengths`` relative to the padded time axis, in (0, 1]
+(``check_relative_lengths``, the one check with the one tolerance). A
+relative length means one thing at each boundary:
+
+* with waveforms it is relative to the padded **samples** (SpeechBrain's
+  ``wav_lens``, what ``EncoderClassifier.encode_batch`` takes);
+* inside the encoder, from the features on, it is relative to the padded
+  **frames**.
+
+Only the padded sample count turns a sample-relative length into the exact
+frames of each signal (``sample_frame_counts``); ``FrameExactLengths``
+supplies it to the modules after the features. The encoder then needs
+absolute valid frame counts to mask, and hands the pooling relative lengths
+that every mask convention turns back into the same counts
+(``relative_lengths``). See docs/EQUATIONS.md, "Lengths and masking".
 
 Authors
  * speechbrain-mrmha developers
@@ -22,6 +29,9 @@ import torch
 __all__ = [
     "HOP_SAMPLES",
     "ONE_ULP_DOWN",
+    "RELATIVE_TOLERANCE",
+    "capturing_graph",
+    "check_relative_lengths",
     "frame_counts",
     "valid_frame_counts",
     "sample_frame_counts",
@@ -32,6 +42,81 @@ __all__ = [
 HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
 # x - x * 2**-24 is the float32 below a positive normal x (relative_lengths)
 ONE_ULP_DOWN = 2.0**-24
+# how far above 1 a relative length may lie (float rounding of a quotient
+# computed another way than n / N); larger values are an error
+RELATIVE_TOLERANCE = 1e-4
+
+
+def capturing_graph():
+    """True while torch.compile / torch.export or ``torch.jit.trace``
+    records a graph: value-dependent checks and shortcuts stay out of it.
+
+    Returns
+    -------
+    capturing : bool
+
+    Example
+    -------
+    >>> capturing_graph()
+    False
+    """
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def check_relative_lengths(lengths, batch_size=None, owner=None):
+    """Raise a ValueError unless ``lengths`` are relative lengths: a 1-d
+    tensor (of ``batch_size`` values when given) in (0, 1], up to
+    ``RELATIVE_TOLERANCE`` above 1. The one check of relative lengths, at
+    every boundary that takes them. Values (not the shape) go unchecked
+    while a graph is captured (``capturing_graph``).
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Relative lengths.
+    batch_size : int or None
+        The batch they belong to; None: any.
+    owner : str or None
+        Who checks (a class name), the head of the message.
+
+    Returns
+    -------
+    lengths : torch.Tensor
+        As given.
+
+    Example
+    -------
+    >>> check_relative_lengths(torch.tensor([1.0, 0.25]), 2)
+    tensor([1.0000, 0.2500])
+    >>> check_relative_lengths(torch.tensor([1.5]), owner="ResNet34")
+    Traceback (most recent call last):
+    ...
+    ValueError: ResNet34: lengths must be relative lengths in (0, 1], got [1.5]
+    """
+    head = f"{owner}: " if owner else ""
+    if not torch.is_tensor(lengths):
+        raise ValueError(
+            f"{head}lengths must be a tensor of relative lengths, got "
+            f"{type(lengths).__name__}"
+        )
+    if batch_size is not None and tuple(lengths.shape) != (batch_size,):
+        raise ValueError(
+            f"{head}lengths must have shape ({batch_size},), got "
+            f"{tuple(lengths.shape)}"
+        )
+    if lengths.dim() != 1:
+        raise ValueError(
+            f"{head}lengths must be a 1-d tensor of relative lengths, got "
+            f"shape {tuple(lengths.shape)}"
+        )
+    if not capturing_graph() and not bool(
+        ((lengths > 0) & (lengths <= 1 + RELATIVE_TOLERANCE)).all()
+    ):
+        raise ValueError(
+            f"{head}lengths must be relative lengths in (0, 1], got "
+            f"{lengths.tolist()}"
+        )
+    return lengths
 
 
 def frame_counts(num_samples, hop=HOP_SAMPLES):
@@ -89,20 +174,18 @@ def valid_frame_counts(lengths, num_frames):
 def sample_frame_counts(lengths, num_samples, hop=HOP_SAMPLES):
     """Exact frame counts of signals whose lengths are relative to the
     padded samples (SpeechBrain's ``wav_lens``): a signal of
-    round(l * num_samples) samples has ``frame_counts`` of them, the frames
-    Fbank gives it alone.
+    n = round(l * num_samples) samples has ``frame_counts`` of them, the
+    frames Fbank gives it alone.
 
-    A length that is no whole number of samples, l * num_samples, but a
-    whole number k of frames, l * T with T = 1 + num_samples // hop (both up
-    to float rounding), is read as k frames: so frame-exact lengths
-    (``relative_lengths``, as ``extraction.encode_signals`` passes them)
-    keep their counts. Exact for float32 lengths of batches up to 2**22
-    samples (262 s at 16 kHz); see docs/EQUATIONS.md.
+    A length is always read as relative to the samples: frame-relative
+    lengths belong inside the encoder, after the features. Exact for
+    float32 lengths of batches up to 2**22 samples (262 s at 16 kHz), and
+    far beyond for float64 ones; see docs/EQUATIONS.md.
 
     Arguments
     ---------
     lengths : torch.Tensor
-        Relative lengths in (0, 1], shape (batch,).
+        Relative lengths in (0, 1] of the padded samples, shape (batch,).
     num_samples : int
         Padded number of samples of the batch.
     hop : int
@@ -122,25 +205,13 @@ def sample_frame_counts(lengths, num_samples, hop=HOP_SAMPLES):
     tensor([101,  51,  51,   7])
     >>> valid_frame_counts(wav_lens, 101)  # without the sample count
     tensor([101,  51,  50,   6])
-    >>> sample_frame_counts(relative_lengths(torch.tensor([51, 7]), 101), 16100)
-    tensor([51,  7])
     """
     num_frames = 1 + num_samples // hop
     # in float64 on the CPU (some devices have none): l * num_samples keeps
-    # every digit of a float32 l
+    # every digit of a float32 l, which is within 1 ulp of n / num_samples
     rel = lengths.detach().to("cpu", torch.float64)
-    # a float32 l is within 1 ulp of n / num_samples (one or two roundings)
-    # and within 1.5 ulp of k / T (relative_lengths may move it down one)
-    eps = torch.finfo(lengths.dtype).eps
-    samples, frames = rel * num_samples, rel * num_frames
-    whole_samples, whole_frames = torch.round(samples), torch.round(frames)
-    in_samples = (samples - whole_samples).abs() <= eps * samples
-    in_frames = (frames - whole_frames).abs() <= 2 * eps * frames
-    counts = torch.where(
-        in_frames & ~in_samples,
-        whole_frames.long(),
-        frame_counts(whole_samples.long(), hop),
-    )
+    samples = torch.round(rel * num_samples).long()
+    counts = frame_counts(samples, hop)
     return counts.clamp(min=1, max=num_frames).to(lengths.device)
 
 
@@ -199,8 +270,10 @@ class FrameExactLengths:
     ``consumers`` replace their ``lengths`` by
     ``relative_lengths(sample_frame_counts(...))`` when their input is that
     very tensor, or the same-shaped output of a consumer that got it (the
-    normalised features). Any other call passes unchanged. Frame-exact
-    lengths stay as they are (see ``sample_frame_counts``).
+    normalised features). Any other call, and lengths that are no relative
+    lengths (``check_relative_lengths``), pass unchanged. The lengths given
+    with that tensor are read as relative to the samples, as
+    ``encode_batch`` gives them.
 
     A pretrained folder's ``hyperparams.yaml`` makes one for its
     ``compute_features``, ``mean_var_norm`` and ``embedding_model``.
@@ -291,12 +364,11 @@ class FrameExactLengths:
         num_samples = self._padded_samples(args[0])
         positional = len(args) > 1
         lengths = args[1] if positional else kwargs.get("lengths")
-        if (
-            num_samples is None
-            or not torch.is_tensor(lengths)
-            or lengths.shape != args[0].shape[:1]
-            or not bool(((lengths > 0) & (lengths <= 1 + 1e-6)).all())
-        ):
+        if num_samples is None:
+            return None
+        try:
+            check_relative_lengths(lengths, args[0].shape[0])
+        except ValueError:
             return None  # the module sees (and checks) what it was given
         num_frames = args[0].shape[1]
         counts = sample_frame_counts(lengths, num_samples, self.hop)

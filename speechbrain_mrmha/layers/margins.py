@@ -7,8 +7,9 @@ L = -(1/B) sum_u log( exp(eta (cos theta_y - m)) /
 The cosine classifier gives cos theta_j; the loss is SpeechBrain's
 ``LogSoftmaxWrapper(AngularMargin(margin, scale))``. Beyond the paper:
 additive angular margin (AAM, ArcFace: cos(theta_y + m) instead of
-cos theta_y - m) on SpeechBrain's ``AdditiveAngularMargin``, and a margin
-warm-up (``MarginWarmup``); both losses take a new margin between steps.
+cos theta_y - m) on SpeechBrain's ``AdditiveAngularMargin``. Both losses
+take a new margin between steps (the margin warm-up of
+``speechbrain_mrmha.training.schedules``).
 
 Authors
  * speechbrain-mrmha developers
@@ -193,47 +194,3 @@ def margin_loss(kind, margin, scale):
             f"loss must be one of {list(MARGIN_LOSSES)}, got {kind!r}"
         )
     return MARGIN_LOSSES[kind](margin=margin, scale=scale)
-
-
-class MarginWarmup:
-    """Margin warm-up by optimizer steps: 0 for the first ``start_step``
-    steps, then rising linearly to ``margin`` at ``end_step``, then constant
-    (WeSpeaker's schedule, linear instead of exponential). With
-    ``end_step <= start_step`` the margin is ``margin`` from step 0 on.
-
-    Arguments
-    ---------
-    margin : float
-        The final margin m.
-    start_step : int
-        Last step with margin 0.
-    end_step : int
-        First step with the full margin.
-
-    Example
-    -------
-    >>> warmup = MarginWarmup(margin=0.2, start_step=10, end_step=30)
-    >>> [round(warmup(step), 3) for step in (0, 10, 20, 30, 99)]
-    [0.0, 0.0, 0.1, 0.2, 0.2]
-    >>> MarginWarmup(margin=0.2, start_step=0, end_step=0)(0)
-    0.2
-    """
-
-    def __init__(self, margin, start_step, end_step):
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.margin = float(margin)
-        self.start_step = int(start_step)
-        self.end_step = int(end_step)
-
-    def __call__(self, step):
-        """The margin at optimizer step ``step`` (0 for the first step)."""
-        if self.end_step <= self.start_step or step >= self.end_step:
-            return self.margin
-        if step <= self.start_step:
-            return 0.0
-        return (
-            self.margin
-            * (step - self.start_step)
-            / (self.end_step - self.start_step)
-        )

@@ -1,5 +1,7 @@
-"""The attention-pooling family of Wang et al., "Multi-Resolution Multi-Head
-Attention in Deep Speaker Embedding", ICASSP 2020, on one masked-softmax core.
+"""The pooling family of Wang et al., "Multi-Resolution Multi-Head
+Attention in Deep Speaker Embedding", ICASSP 2020, on one masked core:
+statistics pooling (``MaskedStatisticsPooling``) and the attention poolings
+(one masked softmax).
 
 Every variant differs only in how frame scores are made:
 
@@ -15,7 +17,8 @@ Scores of head i are divided by a temperature T_i (MRMHA), padded frames are
 set to -inf, a softmax over time gives the weights alpha (batch, heads, time),
 and one weighted-sum core turns them into means (and optionally standard
 deviations). All heads are computed together in batched tensor operations;
-attention runs in float32 even under autocast.
+attention runs in float32 even under autocast. Statistics pooling is the
+same mask (``length_mask``) with uniform weights over the valid frames.
 
 Authors
  * speechbrain-mrmha developers
@@ -27,7 +30,11 @@ import math
 import torch
 import torch.nn as nn
 
+from speechbrain_mrmha.layers.lengths import check_relative_lengths
+
 SCORERS = ("mlp", "shared_mlp", "split_linear")
+STATISTICS_EPS = 1e-5  # added to statistics pooling's standard deviations
+STATISTICS_VARIANCE_FLOOR = 1e-20  # below every variance that matters
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -35,7 +42,8 @@ def length_mask(lengths, max_len, device=None):
     """Boolean mask of the valid frames from SpeechBrain relative lengths.
 
     The number of valid frames is ``round(lengths * max_len)`` (at least 1),
-    as in SpeechBrain's ``StatisticsPooling``.
+    as in SpeechBrain's ``StatisticsPooling``; ``lengths`` are checked by
+    ``lengths.check_relative_lengths``.
 
     Arguments
     ---------
@@ -59,18 +67,43 @@ def length_mask(lengths, max_len, device=None):
     """
     if lengths is None:
         return None
-    if lengths.dim() != 1:
-        raise ValueError(
-            f"lengths must be a 1-d tensor of relative lengths, got shape {tuple(lengths.shape)}"
-        )
-    if not torch.compiler.is_compiling():
-        if not bool(((lengths > 0) & (lengths <= 1.0 + 1e-4)).all()):
-            raise ValueError(
-                f"lengths must be relative lengths in (0, 1], got {lengths.tolist()}"
-            )
+    check_relative_lengths(lengths)
     valid = torch.round(lengths.float() * max_len).clamp(min=1)
     frames = torch.arange(max_len, device=lengths.device, dtype=valid.dtype)
     return frames[None, :] < valid[:, None]
+
+
+def check_frames(owner, x, lengths, input_size=None):
+    """Raise a ValueError naming ``owner`` unless ``x`` is (batch, time,
+    input_size) frames and ``lengths`` None or one relative length per row
+    (``lengths.check_relative_lengths``).
+
+    Arguments
+    ---------
+    owner : str
+        The pooling's name, the head of the message.
+    x : torch.Tensor
+        The frames.
+    lengths : torch.Tensor or None
+        Relative lengths of the frames.
+    input_size : int or None
+        The frame size expected; None: any.
+
+    Example
+    -------
+    >>> check_frames("MyPooling", torch.zeros(2, 5, 3), None, input_size=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: MyPooling expects (batch, time, 4) frames, got shape (2, 5, 3)
+    """
+    size = "d" if input_size is None else input_size
+    if x.dim() != 3 or (input_size is not None and x.shape[-1] != input_size):
+        raise ValueError(
+            f"{owner} expects (batch, time, {size}) frames, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if lengths is not None:
+        check_relative_lengths(lengths, x.shape[0], owner)
 
 
 def masked_softmax(scores, mask):
@@ -218,6 +251,111 @@ def default_temperatures(num_heads):
     [1.0, 1.0, 5.0, 5.0, 10.0, 10.0]
     """
     return [float(max(1, 5 * ((i - 1) // 2))) for i in range(1, num_heads + 1)]
+
+
+class MaskedStatisticsPooling(nn.Module):
+    """Statistics pooling: the mean and the unbiased standard deviation
+    (+ 1e-5) of the ``round(l * T)`` valid frames of each row, on the mask of
+    every pooling here (``length_mask``), in one vectorised pass, in float32
+    even under autocast, and deterministic: the same output in train and
+    eval mode, call after call, and padded frames (even inf or NaN) never
+    reach it nor its gradient.
+
+    It takes the place of SpeechBrain's ``StatisticsPooling``, which loops
+    over the batch and adds random noise of 1e-5 to 9e-5 to the means in
+    eval mode too; the conventions are otherwise the same (docs/EQUATIONS.md,
+    "Statistics pooling"), except that one valid frame gives the standard
+    deviation 1e-5 instead of NaN, and the variance is floored at 1e-20 so
+    that its gradient stays finite where it is 0.
+
+    Arguments
+    ---------
+    input_size : int or None
+        d, the frame size (what ``ResNet34`` hands a pooling factory); it
+        fixes ``output_size``. None: any size.
+    return_mean : bool
+        Output the means.
+    return_std : bool
+        Output the standard deviations.
+    mean_offset : float
+        A constant added to every mean: 0 by default; 5e-5, the midpoint of
+        SpeechBrain's noise, where this layer stands in for SpeechBrain's in
+        a model trained with it (``inference.export.deployable``).
+
+    Example
+    -------
+    >>> pool = MaskedStatisticsPooling(input_size=2)
+    >>> x = torch.tensor([[[1.0, 2.0], [3.0, 2.0], [9.0, 9.0]]])
+    >>> pool(x, torch.tensor([2 / 3]))  # the two valid frames
+    tensor([[[2.0000e+00, 2.0000e+00, 1.4142e+00, 1.0000e-05]]])
+    >>> pool.output_size
+    4
+    """
+
+    def __init__(
+        self,
+        input_size=None,
+        return_mean=True,
+        return_std=True,
+        mean_offset=0.0,
+    ):
+        super().__init__()
+        if not (return_mean or return_std):
+            raise ValueError("MaskedStatisticsPooling: nothing to return")
+        self.input_size = input_size
+        self.return_mean, self.return_std = return_mean, return_std
+        self.mean_offset = float(mean_offset)
+        self.eps = STATISTICS_EPS
+        if input_size is not None:
+            self.output_size = input_size * (return_mean + return_std)
+
+    def forward(self, x, lengths=None):
+        """Pools (batch, time, d) frames into (batch, 1, d or 2 d).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (batch, time, d) frames.
+        lengths : torch.Tensor or None
+            Relative lengths in (0, 1], shape (batch,); None: all valid.
+
+        Returns
+        -------
+        stats : torch.Tensor
+            (batch, 1, output_size), means then standard deviations.
+        """
+        check_frames(type(self).__name__, x, lengths, self.input_size)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            mask = length_mask(lengths, x.shape[1], device=x.device)
+            if mask is None:
+                count = torch.full_like(x[:, :1, 0], x.shape[1])
+            else:
+                keep = mask[:, :, None]
+                x = x.masked_fill(~keep, 0.0)
+                count = mask.sum(dim=1, keepdim=True).to(x.dtype)
+            mean = x.sum(dim=1) / count
+            pieces = []
+            if self.return_mean:
+                pieces.append(mean + self.mean_offset)
+            if self.return_std:
+                centred = x - mean[:, None]
+                if mask is not None:
+                    centred = centred.masked_fill(~keep, 0.0)
+                unbiased = (count - 1).clamp(min=1)
+                variance = (centred * centred).sum(dim=1) / unbiased
+                # the floor keeps the gradient of sqrt finite at 0 variance
+                # (one frame, a constant channel); sqrt(1e-20) is 1e-10
+                variance = variance.clamp(min=STATISTICS_VARIANCE_FLOOR)
+                pieces.append(variance.sqrt() + self.eps)
+        return torch.cat(pieces, dim=1).unsqueeze(1)
+
+    def extra_repr(self):
+        """The settings shown in ``print(module)``."""
+        return (
+            f"input_size={self.input_size}, return_mean={self.return_mean}, "
+            f"return_std={self.return_std}, mean_offset={self.mean_offset}"
+        )
 
 
 class AttentionPooling(nn.Module):
@@ -375,16 +513,7 @@ class AttentionPooling(nn.Module):
         return scores
 
     def _attend(self, x, lengths):
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{type(self).__name__} expects (batch, time, {self.input_size}) frames, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if lengths is not None and tuple(lengths.shape) != (x.shape[0],):
-            raise ValueError(
-                f"{type(self).__name__}: lengths must have shape ({x.shape[0]},), "
-                f"got {tuple(lengths.shape)}"
-            )
+        check_frames(type(self).__name__, x, lengths, self.input_size)
         mask = length_mask(lengths, x.shape[1], device=x.device)
         x = x.float()
         if mask is not None:
@@ -664,6 +793,7 @@ class MultiResolutionMultiHeadAttentionPooling(AttentionPooling):
 
 
 POOLINGS = {
+    "statistics": MaskedStatisticsPooling,
     "self_attentive": SelfAttentivePooling,
     "attentive_statistics": AttentiveStatisticsPooling,
     "split_multi_head": SplitMultiHeadAttentionPooling,
@@ -671,8 +801,7 @@ POOLINGS = {
     "global_multi_head": GlobalMultiHeadAttentionPooling,
     "mrmha": MultiResolutionMultiHeadAttentionPooling,
 }
-"""Every attention pooling by name; plain statistics pooling is SpeechBrain's
-``speechbrain.nnet.pooling.StatisticsPooling``."""
+"""Every pooling by name: statistics pooling and the attention poolings."""
 
 
 def build_pooling(
@@ -687,15 +816,14 @@ def build_pooling(
 ):
     """Build a pooling by registry name from plain settings (what hyperpyyaml
     files forward). Settings a variant does not take must stay unset
-    (None / False / "tanh"); ``"statistics"`` is SpeechBrain's
-    ``StatisticsPooling``.
+    (None / False / "tanh").
 
     Arguments
     ---------
     input_size : int
         d, given by the encoder.
     name : str
-        A key of ``POOLINGS`` or ``"statistics"``.
+        A key of ``POOLINGS``.
     num_heads, temperatures, learnable_temperatures, std, hidden_size, activation
         As in the pooling classes.
 
@@ -707,6 +835,8 @@ def build_pooling(
     -------
     >>> build_pooling(1024, "mrmha", num_heads=6).temperatures
     tensor([ 1.,  1.,  5.,  5., 10., 10.])
+    >>> build_pooling(8, "statistics").output_size
+    16
     >>> build_pooling(8, "attentive_statistics", num_heads=4)
     Traceback (most recent call last):
     ...
@@ -728,17 +858,12 @@ def build_pooling(
         "hidden_size": None,
         "activation": "tanh",
     }
-    if name == "statistics":
-        from speechbrain.nnet.pooling import StatisticsPooling
-
-        cls, accepted = StatisticsPooling, ()
-    elif name in POOLINGS:
-        cls = POOLINGS[name]
-        accepted = inspect.signature(cls.__init__).parameters
-    else:
+    if name not in POOLINGS:
         raise ValueError(
-            f"unknown pooling {name!r}; choose one of {sorted(POOLINGS) + ['statistics']}"
+            f"unknown pooling {name!r}; choose one of {sorted(POOLINGS)}"
         )
+    cls = POOLINGS[name]
+    accepted = inspect.signature(cls.__init__).parameters
     kwargs = {}
     for key, value in settings.items():
         if key in accepted:
@@ -748,6 +873,4 @@ def build_pooling(
             raise ValueError(
                 f"pooling {name!r} does not take {key} (got {value})"
             )
-    if name == "statistics":
-        return cls()
     return cls(input_size=input_size, **kwargs)

@@ -11,13 +11,15 @@ Authors
 """
 
 import torch
-from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
 
 from speechbrain_mrmha.layers.lengths import (
+    capturing_graph,
+    check_relative_lengths,
     relative_lengths,
     valid_frame_counts,
 )
+from speechbrain_mrmha.layers.pooling import MaskedStatisticsPooling
 from speechbrain_mrmha.layers.windowing import (
     encode_windowed,
     receptive_field_frames,
@@ -33,12 +35,6 @@ def _masked(x, mask):
     if mask is None:
         return x
     return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
-
-
-def _tracing():
-    """True while torch.compile / torch.export or torch.jit.trace records
-    the graph: value-dependent shortcuts and checks must stay out of it."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class BasicBlock(nn.Module):
@@ -125,7 +121,7 @@ class ResNet34(nn.Module):
     exact by ``lengths.FrameExactLengths``, which a pretrained folder sets
     up for ``EncoderClassifier.encode_batch``.
 
-    At paper size (defaults) with the default StatisticsPooling (2048 pooled
+    At paper size (defaults) with the default statistics pooling (2048 pooled
     dims, no parameters) the network has 24,948,928 parameters: 23,636,160 in
     the convolutional encoder (Conv1, Res1..Res4, Conv2) and 1,312,768 in
     Linear1 + BatchNorm1d + Linear2. A pooling with output K*1024 (global
@@ -144,9 +140,10 @@ class ResNet34(nn.Module):
     pooling : callable or torch.nn.Module or None
         A callable receiving ``input_size=d`` and returning the pooling module
         (e.g. a class or a hyperpyyaml ``!name:`` entry), or a built module
-        (e.g. ``!new:speechbrain.nnet.pooling.StatisticsPooling``). The module
+        (e.g. ``!new:speechbrain.nnet.pooling.StatisticsPooling``, which
+        folders written before ``MaskedStatisticsPooling`` name). The module
         maps (batch, time, d) and relative lengths to (batch, 1, size). None
-        means SpeechBrain's StatisticsPooling.
+        means ``pooling.MaskedStatisticsPooling``.
     lin_neurons : int
         Width of Linear1 and of the embedding (Linear2).
     chunk_frames : int or None
@@ -252,7 +249,7 @@ class ResNet34(nn.Module):
     def _build_pooling(self, pooling):
         """Returns the pooling module from None, a module or a factory."""
         if pooling is None:
-            return StatisticsPooling()
+            return MaskedStatisticsPooling(input_size=self.frame_dim)
         if isinstance(pooling, nn.Module):
             return pooling
         if not callable(pooling):
@@ -298,7 +295,8 @@ class ResNet34(nn.Module):
         feats : torch.Tensor
             (batch, time, n_mels) features.
         lengths : torch.Tensor or None
-            Relative lengths in (0, 1], shape (batch,); None = all full.
+            Relative lengths in (0, 1] of the padded frames, shape (batch,);
+            None = all full.
 
         Returns
         -------
@@ -323,24 +321,13 @@ class ResNet34(nn.Module):
         batch, num_frames = feats.shape[0], feats.shape[1]
         counts = None
         if lengths is not None:
-            if lengths.shape != (batch,):
-                raise ValueError(
-                    f"ResNet34: lengths must have shape ({batch},), got "
-                    f"{tuple(lengths.shape)}"
-                )
-            if not _tracing() and not bool(
-                ((lengths > 0) & (lengths <= 1 + 1e-6)).all()
-            ):
-                raise ValueError(
-                    "ResNet34: relative lengths must lie in (0, 1], got "
-                    f"{lengths.tolist()}"
-                )
+            check_relative_lengths(lengths, batch, "ResNet34")
             counts = valid_frame_counts(lengths.to(feats.device), num_frames)
         # Without padding every mask is all ones: skip them (x * 1 == x).
         masks = counts
         if (
             counts is not None
-            and not _tracing()
+            and not capturing_graph()
             and bool((counts == num_frames).all())
         ):
             masks = None
@@ -379,27 +366,28 @@ class ResNet34(nn.Module):
         >>> model.encode(torch.rand(2, 37, 24), torch.tensor([37, 20])).shape
         torch.Size([2, 5, 8])
         """
-        batch, num_frames = feats.shape[0], feats.shape[1]
+        x = feats.unsqueeze(1)
 
         def time_mask(steps):
             if counts is None:
                 return None
             keep = torch.arange(steps, device=feats.device) < counts[:, None]
-            return keep.to(feats.dtype).view(batch, 1, steps, 1)
+            return keep.to(feats.dtype)[:, None, :, None]
 
-        mask = time_mask(num_frames)
-        x = self.relu(self.bn1(self.conv1(_masked(feats.unsqueeze(1), mask))))
+        mask = time_mask(x.shape[2])
+        x = self.relu(self.bn1(self.conv1(_masked(x, mask))))
         for stage in self.stages:
             for block in stage:
                 mask_in = mask
                 if block.conv1.stride[0] == 2:
-                    num_frames = (num_frames + 1) // 2
                     if counts is not None:
                         counts = (counts + 1) // 2
-                    mask = time_mask(num_frames)
+                    # the output steps in the convolution's own shape
+                    # formula, so an exporter sees one symbolic length
+                    mask = time_mask((x.shape[2] - 1) // 2 + 1)
                 x = block(x, mask_in, mask)
         x = self.relu(self.bn2(self.conv2(_masked(x, mask))))
-        return x.permute(0, 2, 1, 3).reshape(batch, num_frames, -1)
+        return x.permute(0, 2, 1, 3).flatten(2)
 
     def forward(self, feats, lengths=None):
         """Computes speaker embeddings.
@@ -409,7 +397,8 @@ class ResNet34(nn.Module):
         feats : torch.Tensor
             (batch, time, n_mels) features.
         lengths : torch.Tensor or None
-            Relative lengths in (0, 1], shape (batch,); None = all full.
+            Relative lengths in (0, 1] of the padded frames, shape (batch,);
+            None = all full.
 
         Returns
         -------

@@ -15,6 +15,10 @@ Plain torch tensor code (CPU or GPU, no Python loop over trials):
   :func:`act_dcf` (the cost of the Bayes decisions at ``bayes_threshold``,
   in the units of :func:`minDCF`, so ``act_dcf >= minDCF`` of the same
   scores) judge log-likelihood-ratio scores (``scoring.calibration``).
+* :func:`detection_report` and :func:`calibration_report`: what a
+  verification run reports of a scored trial list (its ``metrics.json``),
+  with DCFs normalised by the cost of the best trivial system
+  (:func:`dcf_normalizer`), as NIST and the VoxCeleb papers report them.
 
 Authors
  * speechbrain-mrmha contributors
@@ -28,11 +32,14 @@ import torch.nn.functional as F
 __all__ = [
     "EER",
     "minDCF",
+    "P_TARGETS",
     "act_dcf",
     "bayes_threshold",
+    "calibration_report",
     "check_score_vector",
     "cllr",
     "dcf_normalizer",
+    "detection_report",
     "min_cllr",
 ]
 
@@ -433,3 +440,82 @@ def act_dcf(target_llrs, nontarget_llrs, p_target=0.01, c_miss=1.0, c_fa=1.0):
     p_miss = (target <= threshold).sum().float() / target.numel()
     p_fa = (nontarget > threshold).sum().float() / nontarget.numel()
     return float(c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target))
+
+
+P_TARGETS = ((0.01, ""), (0.05, "_p0.05"))
+
+
+def detection_report(target_scores, nontarget_scores, c_miss=1.0, c_fa=1.0):
+    """EER (%) and its threshold, normalised minDCF at p_target 0.01 and
+    0.05 and the raw minDCF at 0.01, and the trial counts.
+
+    Arguments
+    ---------
+    target_scores, nontarget_scores : torch.Tensor
+        Scores of the target and non-target trials.
+    c_miss, c_fa : float
+        The costs of a miss and of a false alarm.
+
+    Returns
+    -------
+    report : dict
+        ``EER``, ``EER_threshold``, ``minDCF``, ``minDCF_p0.05``,
+        ``minDCF_unnormalized``, ``n_trials``, ``n_target``.
+
+    Example
+    -------
+    >>> import torch
+    >>> report = detection_report(torch.tensor([0.9, 0.8, 0.3]),
+    ...                           torch.tensor([0.1, 0.2, 0.4, 0.35]))
+    >>> report["EER"], report["n_trials"], report["n_target"]
+    (29.1667, 7, 3)
+    """
+    eer, threshold = EER(target_scores, nontarget_scores)
+    report = {"EER": round(100 * float(eer), 4)}
+    report["EER_threshold"] = float(threshold)
+    for p_target, suffix in P_TARGETS:
+        dcf, _ = minDCF(
+            target_scores, nontarget_scores, c_miss, c_fa, p_target=p_target
+        )
+        normalizer = dcf_normalizer(p_target, c_miss, c_fa)
+        report[f"minDCF{suffix}"] = round(float(dcf) / normalizer, 4)
+        if not suffix:
+            unnormalized = round(float(dcf), 6)
+    report["minDCF_unnormalized"] = unnormalized
+    report["n_trials"] = len(target_scores) + len(nontarget_scores)
+    report["n_target"] = len(target_scores)
+    return report
+
+
+def calibration_report(target_llrs, nontarget_llrs, c_miss=1.0, c_fa=1.0):
+    """Cllr and minCllr (bits) and normalised actDCF at p_target 0.01 and
+    0.05 of log-likelihood ratios.
+
+    Arguments
+    ---------
+    target_llrs, nontarget_llrs : torch.Tensor
+        LLRs (nats) of the target and non-target trials.
+    c_miss, c_fa : float
+        The costs of a miss and of a false alarm.
+
+    Returns
+    -------
+    report : dict
+        ``Cllr``, ``minCllr``, ``actDCF``, ``actDCF_p0.05``.
+
+    Example
+    -------
+    >>> import torch
+    >>> report = calibration_report(torch.tensor([6.0, 7.0]), torch.tensor([-2.0, -1.0]))
+    >>> report["minCllr"], report["actDCF"]
+    (0.0, 0.0)
+    """
+    report = {
+        "Cllr": round(cllr(target_llrs, nontarget_llrs), 4),
+        "minCllr": round(min_cllr(target_llrs, nontarget_llrs), 4),
+    }
+    for p_target, suffix in P_TARGETS:
+        value = act_dcf(target_llrs, nontarget_llrs, p_target, c_miss, c_fa)
+        normalizer = dcf_normalizer(p_target, c_miss, c_fa)
+        report[f"actDCF{suffix}"] = round(value / normalizer, 4)
+    return report

@@ -1,6 +1,8 @@
 """Hyperpyyaml configurations as data: command-line overrides, plain values
 read before any object is built, the model entries of a training
-configuration, and SpeechBrain's saved ``hyperparams.yaml``.
+configuration, SpeechBrain's saved ``hyperparams.yaml``, the class count
+taken from the training data, and the training options in which one
+configuration differs from another.
 
 Every function resolves through hyperpyyaml's own ``resolve_references``,
 so an override that names no key of the file fails with hyperpyyaml's
@@ -12,6 +14,7 @@ Authors
 
 import datetime
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -27,7 +30,13 @@ __all__ = [
     "plain_values",
     "model_definition",
     "save_resolved",
+    "class_count_overrides",
+    "fractional_checkpoint_interval",
+    "parse_arguments",
+    "training_options",
 ]
+
+logger = logging.getLogger(__name__)
 
 MODEL_KEYS = (
     "compute_features",
@@ -224,3 +233,183 @@ def save_resolved(hparams_file, overrides, path):
         "# yamllint disable\n"
     )
     return write_text_atomic(path, header + text)
+
+
+def class_count_overrides(overrides, n_classes, speakers, copies, annotation):
+    """The overrides with ``n_classes`` set to the number of training
+    classes (speakers times speed copies), so the model is built once with
+    the count of the data; unchanged when the configuration agrees. An
+    explicit ``n_classes`` override that disagrees with the data is an error.
+
+    Arguments
+    ---------
+    overrides : str, dict or None
+        The command-line overrides.
+    n_classes : int
+        The configuration's ``n_classes`` (overrides applied).
+    speakers : int
+        Training speakers in the data.
+    copies : int
+        Speed copies of each speaker (1: no speed perturbation).
+    annotation : str
+        The training annotation, named in the error.
+
+    Returns
+    -------
+    overrides : dict
+        A new dict.
+    changed : bool
+        True when ``n_classes`` was set.
+
+    Example
+    -------
+    >>> class_count_overrides({}, 1211, speakers=2, copies=3, annotation="t.csv")
+    ({'n_classes': 6}, True)
+    >>> class_count_overrides({"n_classes": 2}, 2, 2, 3, "t.csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: --n_classes=2 but train_annotation t.csv has 2 speakers x 3 speed copies
+    """
+    overrides = parse_overrides(overrides)
+    classes = speakers * copies
+    if classes == n_classes:
+        return overrides, False
+    if "n_classes" in overrides:
+        raise ValueError(
+            f"--n_classes={overrides['n_classes']} but train_annotation "
+            f"{annotation} has {speakers} speakers"
+            + (f" x {copies} speed copies" if copies > 1 else "")
+        )
+    logger.info(
+        "n_classes: %d training classes (the yaml says %d)", classes, n_classes
+    )
+    overrides["n_classes"] = classes
+    return overrides, True
+
+
+def fractional_checkpoint_interval(argv):
+    """SpeechBrain parses ``--ckpt_interval_minutes`` as a whole number;
+    take it out of ``argv`` as a float (to reach the Brain as an override).
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line.
+
+    Returns
+    -------
+    argv : list of str
+        Without the option.
+    minutes : float or None
+        Its value, None when absent.
+
+    Example
+    -------
+    >>> fractional_checkpoint_interval(["a.yaml", "--ckpt_interval_minutes=0.5"])
+    (['a.yaml'], 0.5)
+    >>> fractional_checkpoint_interval(["--ckpt_interval_minutes", "x"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --ckpt_interval_minutes must be a number, got 'x'
+    """
+    rest, minutes = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("--ckpt_interval_minutes"):
+            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+            try:
+                minutes = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"--ckpt_interval_minutes must be a number, got {value!r}"
+                ) from None
+        else:
+            rest.append(arg)
+    return rest, minutes
+
+
+def parse_arguments(argv):
+    """SpeechBrain's ``parse_arguments``, with the overrides as a dict and
+    ``--ckpt_interval_minutes`` taken as a float (fractions of a minute
+    allowed; SpeechBrain parses a whole number), which reaches the Brain
+    as an override of the yaml key.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line: the hyperparameter file, run options, overrides.
+
+    Returns
+    -------
+    hparams_file : str
+    run_opts : dict
+    overrides : dict
+
+    Example
+    -------
+    >>> _, run_opts, overrides = parse_arguments(
+    ...     ["a.yaml", "--device=cpu", "--lr=0.1", "--ckpt_interval_minutes=0.5"])
+    >>> run_opts["device"], overrides
+    ('cpu', {'lr': 0.1, 'ckpt_interval_minutes': 0.5})
+    """
+    from speechbrain import parse_arguments as speechbrain_arguments
+
+    argv, minutes = fractional_checkpoint_interval(argv)
+    hparams_file, run_opts, overrides = speechbrain_arguments(argv)
+    overrides = parse_overrides(overrides)
+    if minutes is not None:
+        overrides["ckpt_interval_minutes"] = minutes
+    return hparams_file, run_opts, overrides
+
+
+def _written_values(hparams_file):
+    """The plain values as written in a file: nothing resolved, every
+    tagged entry (``!ref``, ``!new:``, ...) None."""
+    text = Path(hparams_file).read_text(encoding="utf-8")
+    return yaml.load(text, Loader=_PlainLoader) or {}
+
+
+def training_options(base_file, other_file, overrides=None, keys=MODEL_KEYS):
+    """The plain entries (numbers, strings, booleans, lists) that
+    ``other_file`` sets to other values than ``base_file``, except those
+    that change the model (its sizes, heads, class count): the options
+    that turn the base configuration's training into the other's, for any
+    configuration with the same keys.
+
+    Arguments
+    ---------
+    base_file, other_file : str or Path
+        Training configurations.
+    overrides : dict, optional
+        Applied to both before the model entries are compared (values for
+        ``!PLACEHOLDER`` keys such as ``data_folder``).
+    keys : tuple of str
+        The model entries.
+
+    Returns
+    -------
+    options : dict
+        Key -> value of ``other_file``, in its order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.yaml").write_text(
+    ...     "n: 4\\nlr: 0.1\\nmodel: !new:torch.nn.Linear [!ref <n>, 2]\\n")
+    >>> _ = (folder / "b.yaml").write_text(
+    ...     "n: 8\\nlr: 0.5\\nmodel: !new:torch.nn.Linear [!ref <n>, 2]\\n")
+    >>> training_options(folder / "a.yaml", folder / "b.yaml", keys=("model",))
+    {'lr': 0.5}
+    """
+    base, other = _written_values(base_file), _written_values(other_file)
+    overrides = parse_overrides(overrides)
+    model = model_definition(base_file, overrides, keys)
+    options = {}
+    for key, value in other.items():
+        if key not in base or value is None or base[key] == value:
+            continue
+        changed = {**overrides, key: value}
+        if model_definition(base_file, changed, keys) == model:
+            options[key] = value
+    return options

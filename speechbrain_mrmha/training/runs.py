@@ -1,5 +1,6 @@
-"""Runs that own their output folder: one run per folder at a time, and
-checkpoints that are complete or skipped.
+"""Runs that own their output folder: one run per folder at a time,
+checkpoints that are complete or skipped, and a train log that holds the
+epochs the recovered checkpoint holds.
 
 * ``hold_run_lock``: an exclusive ``flock`` on ``<folder>/.run.lock``. A
   second training or verification into the same folder stops at once,
@@ -11,6 +12,8 @@ checkpoints that are complete or skipped.
   when recovering, skips with a warning every checkpoint that is incomplete
   (a kill during the save) or unreadable, in favour of the newest complete
   one.
+* ``keep_logged_epochs``: a resumed run trains again the epochs after its
+  checkpoint; their log lines from the interrupted run are dropped first.
 
 Authors
  * speechbrain-mrmha developers
@@ -19,6 +22,7 @@ Authors
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -29,7 +33,12 @@ from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_mrmha.dataio.audio import write_text_atomic
 
-__all__ = ["RunLockedError", "hold_run_lock", "CompleteCheckpointer"]
+__all__ = [
+    "RunLockedError",
+    "hold_run_lock",
+    "CompleteCheckpointer",
+    "keep_logged_epochs",
+]
 
 logger = logging.getLogger(__name__)
 LOCK_FILE = ".run.lock"
@@ -216,3 +225,36 @@ class CompleteCheckpointer(Checkpointer):
                     error,
                 )
                 failed.add(checkpoint.path)
+
+
+def keep_logged_epochs(train_log, last_epoch):
+    """Remove the ``epoch: N`` lines of ``train_log`` with N > last_epoch
+    (atomically; nothing happens when there is no such line or no file).
+
+    Arguments
+    ---------
+    train_log : str or Path
+        A SpeechBrain ``FileTrainLogger`` file.
+    last_epoch : int
+        The last epoch the recovered checkpoint holds.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "train_log.txt"
+    >>> _ = log.write_text("epoch: 1, loss: 3\\nepoch: 2, loss: 2\\n")
+    >>> keep_logged_epochs(log, 1)
+    >>> log.read_text()
+    'epoch: 1, loss: 3\\n'
+    """
+    path = Path(train_log)
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if not (m := re.match(r"epoch: (\d+)", line)) or int(m[1]) <= last_epoch
+    ]
+    if kept != lines:
+        write_text_atomic(path, "".join(kept))

@@ -16,7 +16,7 @@ import torch
 import torchaudio
 from matplotlib.image import imread
 
-from speechbrain_mrmha.app.cli import default_threshold, main, write_embeddings
+from speechbrain_mrmha.app.cli import main, write_embeddings
 from speechbrain_mrmha.dataio.trials import read_trials
 
 COMMAND = [sys.executable, "-m", "speechbrain_mrmha"]
@@ -270,7 +270,8 @@ def test_embed_writes_one_row_per_file_given_in_order(runs, inputs):
 
 def test_embed_uses_the_extraction_loop(inputs, tmp_path, monkeypatch):
     """``embed`` goes through extraction.embed_files (the verification
-    recipe's loop) with an in-memory cache and each file once."""
+    recipe's loop, via SpeakerModel.embed_files) with an in-memory cache
+    and each file once."""
     import speechbrain_mrmha.inference.extraction as extraction
 
     calls = []
@@ -497,28 +498,33 @@ def test_malformed_calibration_is_named_before_scoring(
     assert "calibration.json" in err and "format" in err
 
 
-def test_default_threshold_reads_the_verification_metrics(tmp_path):
+def test_verify_threshold_comes_from_the_model_folder_not_a_recipe_folder(
+    inputs, tmp_path, capsys
+):
+    """An uncalibrated model decides by the EER threshold its own folder
+    records (verification.json, written by the verification recipe); the
+    metrics.json of a recipe output folder next to it is never read."""
     model = tmp_path / "run" / "pretrained"
-    metrics = tmp_path / "run" / "verification" / "metrics.json"
-    assert default_threshold(model)[0] == 0.5
-    metrics.parent.mkdir(parents=True)
-    metrics.write_text(
+    shutil.copytree(inputs.model, model)
+    recipe_output = tmp_path / "run" / "verification" / "metrics.json"
+    recipe_output.parent.mkdir()
+    recipe_output.write_text(
         json.dumps({"EER": 3.9, "EER_threshold": 0.3125, "score_norm": None})
     )
-    assert default_threshold(model) == (0.3125, f"EER threshold from {metrics}")
-    metrics.write_text(
-        json.dumps({"EER_threshold": 1.7, "score_norm": "as-norm"})
+    argv = ["verify", "--model", str(model), inputs.first, inputs.second]
+    lines = _verify_lines(argv, capsys)
+    assert lines["threshold"] == (
+        f"cosine 0.500000 (default; no {model / 'verification.json'})"
     )
-    value, source = default_threshold(model)
-    assert value == 0.5 and "as-norm" in source
-    metrics.write_text(json.dumps({"EER": 3.9}))
-    assert default_threshold(model) == (
-        0.5,
-        f"default; {metrics} has no EER_threshold",
-    )
-    metrics.write_text("{broken")
-    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
-        default_threshold(model)
+    from speechbrain_mrmha.inference.pretrained import write_threshold
+
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 a b\n0 a c\n1 d e\n0 d f\n")
+    target, nontarget = torch.tensor([0.9, 0.2]), torch.tensor([0.1, 0.3])
+    write_threshold(model, target, nontarget, trials)
+    lines = _verify_lines(argv, capsys)
+    assert lines["threshold"].startswith("cosine 0.200000 (EER threshold of ")
+    assert str(model / "verification.json") in lines["threshold"]
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".npy", ".npz"])
@@ -626,12 +632,14 @@ def test_demo_without_the_recipe_says_so_in_one_line(
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: errors must come before it."""
-    import speechbrain_mrmha.inference.pretrained as export
+    import speechbrain_mrmha.inference.backends as backends
+    import speechbrain_mrmha.inference.pretrained as pretrained
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the error")
 
-    monkeypatch.setattr(export, "load_encoder", refuse)
+    monkeypatch.setattr(backends, "load_backend", refuse)
+    monkeypatch.setattr(pretrained, "load_encoder", refuse)
 
 
 def one_error_line(capsys):

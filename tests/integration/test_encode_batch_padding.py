@@ -12,11 +12,8 @@ import pytest
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from speechbrain_mrmha.layers.lengths import (
-    HOP_SAMPLES,
-    frame_counts,
-    relative_lengths,
-)
+from speechbrain_mrmha.inference.backends import TorchEncoder
+from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
 
 MIN_COSINE = 0.9999
 # samples of one batch the frames alone cannot count: l * T is 50.19 for
@@ -89,18 +86,19 @@ def test_encode_batch_with_sample_relative_lengths_equals_each_file_alone(
     assert worst >= MIN_COSINE
 
 
-def test_frame_exact_lengths_give_the_same_embeddings(encoder):
-    """The lengths ``extraction.encode_signals`` passes (frames / padded
-    frames) and SpeechBrain's (samples / padded samples) agree."""
+def test_backend_sample_counts_give_the_same_embeddings(encoder):
+    """The PyTorch backend (what ``extraction.encode_signals`` runs) takes
+    sample counts and hands ``encode_batch`` SpeechBrain's sample-relative
+    lengths (samples / padded samples): the embeddings SpeechBrain's users
+    get."""
     generator = torch.Generator().manual_seed(2)
     lengths = torch.tensor(FIXED)
     padded = torch.zeros(len(FIXED), max(FIXED))
     for row, n in enumerate(FIXED):
         padded[row, :n] = signal(n, generator)
-    frames = frame_counts(lengths)
     with torch.no_grad():
         by_samples = encoder.encode_batch(padded, lengths / max(FIXED))
-        by_frames = encoder.encode_batch(
-            padded, relative_lengths(frames, int(frames.max()))
-        )
-    torch.testing.assert_close(by_samples, by_frames, rtol=0, atol=1e-5)
+    by_counts, _ = TorchEncoder.from_encoder(encoder).encode(padded, lengths)
+    torch.testing.assert_close(
+        by_counts, by_samples.squeeze(1), rtol=0, atol=1e-5
+    )

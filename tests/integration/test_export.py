@@ -1,13 +1,13 @@
 """Export of pretrained folders to ONNX and TorchScript
 (``speechbrain_mrmha.inference.export``, the CLI's ``export``) and the onnxruntime
-backend of ``embed`` and ``verify``.
+backend (``inference.backends.OnnxEncoder``) of ``embed`` and ``verify``.
 
-For every pooling family (one tiny, untrained model per recipe yaml) and
-both formats, exported through the CLI: utterances of random lengths (no
-multiple of the 160-sample hop) padded together in one batch embed like the
-PyTorch pretrained model embeds each file alone, and each file alone embeds
-like inside the padded batch (cosine >= 0.9999). Exports are made once per
-module and shared.
+For every pooling family (one tiny, untrained model per recipe yaml), both
+formats and both graphs (waveforms, features), exported through the CLI:
+utterances of random lengths (no multiple of the 160-sample hop) padded
+together in one batch embed like the PyTorch pretrained model embeds each
+file alone, and each file alone embeds like inside the padded batch (cosine
+>= 0.9999). Exports are made once per module and shared.
 """
 
 from pathlib import Path
@@ -18,6 +18,11 @@ import torch
 
 import speechbrain_mrmha.inference.export as deploy
 from speechbrain_mrmha.app.cli import main
+from speechbrain_mrmha.inference.backends import (
+    OnnxEncoder,
+    TorchEncoder,
+    load_backend,
+)
 from speechbrain_mrmha.inference.extraction import encode_signals
 from speechbrain_mrmha.inference.pretrained import (
     load_calibration,
@@ -161,8 +166,11 @@ def test_padded_batch_matches_pytorch_and_each_file_alone(
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_features_input_matches_pytorch(exports, signals, fmt):
-    family = "mrmha.yaml"
+@pytest.mark.parametrize("family", FAMILIES)
+def test_features_input_matches_pytorch(exports, signals, family, fmt):
+    """The features graph of every family; attentive statistics' ONNX
+    export once failed (a PassError of onnxscript's constant folding on a
+    frame width torch.export could not prove constant)."""
     run = _run(exports.file(family, fmt, features_input=True), fmt)
     encoder = exports.encoder(family)
     reference = torch.cat([encode_signals(encoder, [s])[0] for s in signals])
@@ -193,6 +201,63 @@ def test_padding_content_and_short_batches(exports, signals):
     with torch.no_grad():
         expected = module(wavs, lengths)
     assert _cosines(run(wavs, lengths), expected).min() >= PARITY
+
+
+def test_onnxruntime_backend_has_the_contract(exports, signals):
+    """``OnnxEncoder`` meets the encoder contract of the PyTorch backend:
+    same attributes, same embeddings of a padded batch of sample counts
+    (no entropies), fp32 only; ``load_backend`` picks it for .onnx files."""
+    family = "mrmha.yaml"
+    onnx_file = exports.file(family, "onnx")
+    ours = load_backend(onnx_file)
+    assert isinstance(ours, OnnxEncoder)
+    torch_backend = TorchEncoder.from_encoder(exports.encoder(family))
+    for name in ("device", "sample_rate", "min_samples", "emb_dim"):
+        assert getattr(ours, name) == getattr(torch_backend, name), name
+    assert ours.source == str(onnx_file) and ours.precisions == ("fp32",)
+    wavs, lengths = _padded(signals)
+    got, entropies = ours.encode(wavs, lengths)
+    expected, expected_entropies = torch_backend.encode(wavs, lengths)
+    assert entropies is None and expected_entropies is not None
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert _cosines(got, expected).min() >= PARITY
+    with pytest.raises(ValueError, match="fp32 only"):
+        ours.encode(wavs, lengths, "bf16")
+    with pytest.raises(ValueError, match="integer sample counts"):
+        ours.encode(wavs, lengths / wavs.shape[1])
+    features = exports.file(family, "onnx", features_input=True)
+    with pytest.raises(ValueError, match="features graph"):
+        OnnxEncoder(features)
+
+
+def test_folders_with_speechbrains_statistics_pooling_still_export(
+    exports, signals
+):
+    """A folder written before MaskedStatisticsPooling names SpeechBrain's
+    StatisticsPooling: it still loads, runs in the PyTorch backend, and
+    exports with our layer in its place (its noise's midpoint added)."""
+    import shutil
+
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    new = exports.folder("statistics.yaml")
+    old = exports.root / "old_statistics" / "pretrained"
+    shutil.copytree(new, old)
+    text = (old / "hyperparams.yaml").read_text()
+    ours = "!name:speechbrain_mrmha.layers.pooling.MaskedStatisticsPooling"
+    assert text.count(ours) == 1
+    theirs = "!new:speechbrain.nnet.pooling.StatisticsPooling"
+    (old / "hyperparams.yaml").write_text(text.replace(ours, theirs))
+    backend = TorchEncoder(old)
+    assert isinstance(backend.mods.embedding_model.pooling, StatisticsPooling)
+    out = exports.root / "old_statistics" / "model.onnx"
+    assert main(["export", "--model", str(old), "--out", str(out)]) == 0
+    wavs, lengths = _padded(signals)
+    got = _run(out, "onnx")(wavs, lengths)
+    expected, _ = backend.encode(wavs, lengths)
+    assert _cosines(got, expected).min() >= PARITY
+    reference, _ = TorchEncoder(new).encode(wavs, lengths)
+    assert _cosines(got, reference).min() >= PARITY
 
 
 def test_metadata_records_the_graph(exports):

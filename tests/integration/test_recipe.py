@@ -1,7 +1,8 @@
 """End-to-end: prepare -> train a tiny ResNet -> pretrained folder ->
 EncoderClassifier / SpeakerRecognition -> verification script; resuming an
-interrupted training; DDP with two gloo processes; yaml keys all used; the
-speed switches (bf16, fp16, channels_last, torch.compile)."""
+interrupted training; DDP with two gloo processes; the speed switches
+(bf16, fp16, channels_last, torch.compile). The yaml keys' use is checked
+in test_recipe_consistency.py."""
 
 import contextlib
 import json
@@ -303,38 +304,6 @@ MODERN_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("yaml", TRAINING_YAMLS + ["verification.yaml"])
-def test_every_yaml_key_is_used(yaml):
-    """SpeechBrain's recipe check: each top-level key appears in the script
-    (hparams["key"] / hparams.key) or is referenced as <key> in the yaml."""
-    from dataclasses import fields
-
-    from speechbrain.utils.run_opts import RunOptions
-
-    text = (RECIPE / "hparams" / yaml).read_text()
-    script = (
-        "speaker_verification_cosine.py"
-        if yaml == "verification.yaml"
-        else "train_speaker_embeddings.py"
-    )
-    code = (RECIPE / script).read_text()
-    brain_options = {
-        f.name for f in fields(RunOptions)
-    }  # read by sb.Brain itself
-    unused = []
-    for key in re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE):
-        if key.startswith("__") or key in brain_options:
-            continue
-        if not (
-            f'"{key}"' in code
-            or f".{key}" in code
-            or f"<{key}>" in text
-            or f"<{key}[" in text
-        ):
-            unused.append(key)
-    assert not unused, f"{yaml}: keys not used: {unused}"
-
-
 DOCUMENTED_OVERRIDES = (
     "data_folder",
     "verification_file",
@@ -473,8 +442,16 @@ def test_modern_configuration_is_mrmha_k6_with_the_modern_options_on():
     differing = {
         k for k in modern.keys() | paper.keys() if modern.get(k) != paper.get(k)
     }
-    # and the entries built from them (the classifier's size, the loss)
-    derived = {"classifier", "compute_cost", "modules", "checkpointer"}
+    # and the entries built from them (the classifier's size, the loss, the
+    # speeds of the crops, the margin schedule)
+    derived = {
+        "classifier",
+        "compute_cost",
+        "modules",
+        "checkpointer",
+        "crops",
+        "step_schedules",
+    }
     assert differing == set(MODERN_OPTIONS) | derived
     for yaml in TRAINING_YAMLS:
         config = resolved(yaml)
@@ -696,55 +673,6 @@ def test_model_is_built_once_with_the_data_class_count(
     )
     assert result.returncode != 0
     assert "--n_classes=5 but train_annotation" in result.stdout + result.stderr
-
-
-def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(
-    tmp_path, monkeypatch
-):
-    """VoxCeleb entries (id/video/00001.wav under wav/) and SpeechBrain's
-    sample entries (spk1_snt1, spk1_snt1.wav under data_folder) resolve to
-    the same files; enrol / test CSVs map IDs; problems are listed together."""
-    import soundfile
-
-    monkeypatch.syspath_prepend(str(RECIPE))
-    from speaker_verification_cosine import resolve_entries
-
-    data = tmp_path / "data"
-    vox = data / "wav" / "id1" / "v" / "00001.wav"
-    sample = data / "spk1_snt1.wav"
-    for path, seconds in ((vox, 1.0), (sample, 1.5)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, torch.zeros(int(seconds * 16000)).numpy(), 16000)
-    found = resolve_entries(
-        ["id1/v/00001.wav", "id1/v/00001", "spk1_snt1", "spk1_snt1.wav"], data
-    )
-    assert found["id1/v/00001.wav"] == found["id1/v/00001"] == (str(vox), 1.0)
-    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
-
-    with pytest.raises(FileNotFoundError) as error:
-        resolve_entries(["id1/v/00002.wav", "nothere", "spk1_snt1"], data)
-    assert "2 trial entries cannot be read" in str(error.value)
-    assert "id1/v/00002.wav: missing" in str(
-        error.value
-    ) and "nothere: missing" in str(error.value)
-
-    (data / "id1" / "v").mkdir(parents=True)
-    soundfile.write(
-        data / "id1" / "v" / "00001.wav", torch.zeros(800).numpy(), 16000
-    )
-    with pytest.raises(FileNotFoundError, match="ambiguous"):
-        resolve_entries(["id1/v/00001.wav"], data)
-
-    enrol = tmp_path / "enrol.csv"
-    enrol.write_text(
-        "ID, duration,wav,spk_id\nspk1_snt1,1.5,$data_root/spk1_snt1.wav,spk1\n"
-    )
-    found = resolve_entries(["spk1_snt1", "spk1_snt1.wav"], data, enrol)
-    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
-    with pytest.raises(
-        FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"
-    ):
-        resolve_entries(["spk2"], data, enrol)
 
 
 def newest_checkpoint(output):
@@ -1037,43 +965,6 @@ def test_verification_names_non_finite_audio_and_writes_no_result(
     assert not (out / "metrics.json").exists()
 
 
-def test_too_short_trial_files_are_listed_up_front(tmp_path, monkeypatch):
-    """A 0.05 s file used to pass the up-front check and fail after the
-    other files were embedded."""
-    import soundfile
-
-    monkeypatch.syspath_prepend(str(RECIPE))
-    from speaker_verification_cosine import resolve_entries
-
-    data = tmp_path / "data"
-    (data / "wav").mkdir(parents=True)
-    for name, seconds in (("good", 1.0), ("short", 0.05), ("edge", 0.49)):
-        soundfile.write(
-            data / "wav" / f"{name}.wav",
-            np.zeros(int(16000 * seconds), "float32"),
-            16000,
-        )
-    with pytest.raises(FileNotFoundError) as error:
-        resolve_entries(["good", "short", "missing", "edge"], data)
-    message = str(error.value)
-    assert "3 trial entries cannot be read" in message
-    assert "short.wav: audio too short (0.05 s, need at least 0.5 s)" in message
-    assert "edge.wav: audio too short (0.49 s" in message
-    assert "missing: missing" in message and "good" not in message
-
-    csv = tmp_path / "test.csv"
-    csv.write_text(
-        "ID,duration,wav\n"
-        f"a,1.0,{data / 'wav' / 'good.wav'}\n"
-        f"b,0.2,{data / 'wav' / 'short.wav'}\n"
-    )
-    assert resolve_entries(["a"], data, csv)["a"][1] == 1.0
-    with pytest.raises(
-        FileNotFoundError, match=r"b: .*short.wav: audio too short \(0.20 s in "
-    ):
-        resolve_entries(["a", "b"], data, csv)
-
-
 @pytest.mark.parametrize("device", ["cuda:0", "banana"])
 def test_verification_refuses_an_absent_device_before_any_work(
     tiny_corpus, tiny_pretrained, tmp_path, monkeypatch, device
@@ -1165,54 +1056,3 @@ def test_training_calibrates_and_verification_reports_it(tmp_path):
         act_dcf(target, nontarget, 0.01) / 0.01, abs=1e-3
     )
     assert metrics["actDCF"] >= metrics["minDCF"] - 1e-4
-
-
-def test_calibration_annotation_is_checked_up_front(
-    tmp_path, monkeypatch, caplog
-):
-    """Before any training: a calibration speaker who is also a training
-    speaker is an error naming both CSVs; no calibration CSV (null, missing
-    with skip_prep, or without rows) is a warning, never silence."""
-    monkeypatch.syspath_prepend(str(RECIPE))
-    import soundfile
-    import train_speaker_embeddings as recipe
-
-    wav = tmp_path / "a.wav"
-    soundfile.write(wav, np.zeros(16000), 16000)
-    csv_path = tmp_path / "calibration.csv"
-    csv_path.write_text(
-        "ID,duration,wav,spk_id\n"
-        f"u1,1.0,{wav},spkA\nu2,1.0,{wav},spkB\nu3,1.0,{wav},spkC\n"
-    )
-    settings = {
-        "calibration_annotation": str(csv_path),
-        "calibration_speakers": 0.02,
-        "train_annotation": "train.csv",
-        "data_folder": str(tmp_path),
-        "skip_prep": True,
-        "sample_rate": 16000,
-        "allow_resampling": False,
-        "prepare_workers": 1,
-    }
-    with pytest.raises(ValueError, match="spkB") as error:
-        recipe.calibration_utterances(settings, ["spkB", "spkD"])
-    assert str(csv_path) in str(error.value) and "train.csv" in str(error.value)
-    utterances = recipe.calibration_utterances(settings, ["spkD"])
-    assert utterances == {
-        f"u{i}": (str(wav), 1.0, f"spk{name}")
-        for i, name in zip((1, 2, 3), "ABC")
-    }
-    for annotation, text in (
-        (None, None),
-        (str(tmp_path / "absent.csv"), None),
-        (str(tmp_path / "empty.csv"), "ID,duration,wav,spk_id\n"),
-    ):
-        if text is not None:
-            Path(annotation).write_text(text)
-        caplog.clear()
-        with caplog.at_level("WARNING"):
-            found = recipe.calibration_utterances(
-                {**settings, "calibration_annotation": annotation}, ["spkD"]
-            )
-        assert found is None
-        assert "no calibration" in caplog.text

@@ -1,14 +1,16 @@
 """The recipe's options beyond the paper: speed-perturbed copies are new
 speakers (label k + n * j, n_classes x 3, exported consistently), feature
-masking only in training and never on padded frames, the step schedules
-as logged, and fine-tuning from a pretrained folder."""
+masking only in training, the step schedules as logged, and fine-tuning
+from a pretrained folder. The pieces themselves (crops, masks, schedules)
+are tested on their own in tests/unit/test_training_*.py."""
 
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
 from test_recipe import RECIPE, train
+
+from speechbrain_mrmha.training.crops import RandomCrops
 
 
 @pytest.fixture
@@ -20,10 +22,10 @@ def recipe(monkeypatch):
     return train_speaker_embeddings
 
 
-def test_speed_copies_are_new_speakers(recipe, tiny_corpus, tmp_path):
+def test_speed_copies_are_new_speakers(recipe, tmp_path):
     """Copy j of speaker k (speed speeds[j], j = 0 the original) gets label
-    k + n * j, its crop has the length of an unperturbed one, the label
-    encoder names every class and n_classes is 3 n."""
+    k + n * j from the script's dataio_prep, its crop has the length of an
+    unperturbed one, and the label encoder names every class."""
     import soundfile
 
     speakers = ["id1", "id2"]
@@ -37,15 +39,9 @@ def test_speed_copies_are_new_speakers(recipe, tiny_corpus, tmp_path):
                 "duration": 2.0,
                 "spk_id": speaker,
             }
-    hparams = {
-        "sentence_len": 1.0,
-        "sample_rate": 16000,
-        "speed_perturb": True,
-        "speed_perturb_speeds": [0.9, 1.1],
-    }
-    crops = recipe.RandomCrops(seed=5)
+    crops = RandomCrops(5, 1.0, 16000, speeds=[1.0, 0.9, 1.1])
     train_data, valid_data, encoder = recipe.dataio_prep(
-        hparams, rows, rows, speakers, crops
+        {"crops": crops}, rows, rows, speakers
     )
     assert len(encoder) == 6
     assert encoder.encode_label("id2@speed1.1") == 1 + 2 * 2
@@ -53,7 +49,7 @@ def test_speed_copies_are_new_speakers(recipe, tiny_corpus, tmp_path):
     for epoch in (1, 2, 3):
         crops.epoch = epoch
         for item in train_data:
-            j = crops.copy(item["id"], 3)
+            j = crops.copy(item["id"])
             k = speakers.index(rows[item["id"]]["spk_id"])
             assert int(item["spk_id_encoded"]) == k + 2 * j
             assert item["sig"].shape == (16000,)
@@ -62,41 +58,8 @@ def test_speed_copies_are_new_speakers(recipe, tiny_corpus, tmp_path):
     for item in valid_data:  # validation reads the originals
         assert int(item["spk_id_encoded"]) < 2
 
-    settings = {"n_classes": 1211, "train_annotation": "t.csv", **hparams}
-    overrides, changed = recipe.class_count_overrides(settings, {}, speakers)
-    assert changed and overrides["n_classes"] == 6
-    with pytest.raises(ValueError, match="2 speakers x 3 speed copies"):
-        recipe.class_count_overrides(settings, {"n_classes": 2}, speakers)
-    # a copy at speed s is the original resampled: s = 1.1 is shorter
-    sig = torch.randn(17600)
-    assert recipe.change_speed(sig, 1.1, 16000, 16000).shape == (16000,)
-    assert torch.equal(recipe.change_speed(sig, 1.0, 16000, 16000), sig[:16000])
 
-
-def test_feature_masks_stay_inside_the_valid_frames(recipe):
-    gen = torch.Generator().manual_seed(0)
-    feats = torch.randn(8, 60, 40) + 5.0  # no feature is 0 before masking
-    copy = feats.clone()
-    lengths = torch.tensor([1.0, 0.5, 0.25, 0.8, 1.0, 0.1, 0.6, 0.9])
-    for _ in range(20):
-        out = recipe.mask_features(feats, lengths, 2, 10, 2, 5, gen)
-        assert out.shape == feats.shape and not torch.equal(out, feats)
-        for b, length in enumerate(lengths):
-            valid = int(round(float(length) * 60))
-            # padded frames are never changed
-            assert torch.equal(out[b, valid:], feats[b, valid:])
-            zero = out[b, :valid] == 0
-            frames = zero.all(dim=1)  # time-masked frames
-            bands = zero[~frames].all(dim=0) if (~frames).any() else None
-            assert frames.sum() <= 2 * 10
-            if bands is not None:
-                assert bands.sum() <= 2 * 5
-                # every zero is in a masked frame or a masked band
-                assert torch.equal(zero, frames[:, None] | bands[None, :])
-    assert torch.equal(feats, copy)  # the caller's tensor is left alone
-
-
-def test_masking_only_in_training(recipe, tmp_path, monkeypatch):
+def test_masking_only_in_training(recipe, tmp_path):
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.batch import PaddedBatch
 
@@ -112,19 +75,19 @@ def test_masking_only_in_training(recipe, tmp_path, monkeypatch):
                 "n_classes": 6,
             },
         )
-    hparams["augment"] = None
+    assert hparams["wav_augment"] is None and hparams["spec_augment"]
+    hparams["step_schedules"].start(steps_per_epoch=10)
+    calls = []
+    original = hparams["feature_masking"]
+
+    def counting(feats, lengths, step):
+        calls.append(step)
+        return original(feats, lengths, step)
+
+    hparams["feature_masking"] = counting
     brain = recipe.SpeakerBrain(
         modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}
     )
-    brain.lr_schedule = SimpleNamespace(current_step=0)
-    calls = []
-    original = recipe.mask_features
-
-    def counting(*args):
-        calls.append(args)
-        return original(*args)
-
-    monkeypatch.setattr(recipe, "mask_features", counting)
     batch = PaddedBatch(
         [
             {
@@ -147,7 +110,7 @@ def test_masking_only_in_training(recipe, tmp_path, monkeypatch):
         brain.compute_forward(batch, sb.Stage.TEST)
         assert not calls
         brain.compute_forward(batch, sb.Stage.TRAIN)
-    assert len(calls) == 1
+    assert calls == [0]  # the masks of optimizer step 0
 
 
 def log_value(line, key):

@@ -2,7 +2,8 @@
 installed (not editable) into a fresh environment, run from another folder.
 
 Export (``write_pretrained``), loading with SpeechBrain's
-``EncoderClassifier.from_hparams`` and every CLI subcommand must work from
+``EncoderClassifier.from_hparams`` and with the plugin's ``SpeakerModel``,
+and every CLI subcommand must work from
 the installed files alone; ``demo``, which drives the recipe of a clone,
 says so in one line.
 """
@@ -140,6 +141,9 @@ write_pretrained(folder, model_definition(config, overrides),
 encoder = EncoderClassifier.from_hparams(source=folder, savedir=folder + "_links")
 embedding = encoder.encode_batch(encoder.load_audio(wav).unsqueeze(0))
 assert embedding.shape == (1, 1, 16), embedding.shape
+from speechbrain_mrmha.inference.model import SpeakerModel
+result = SpeakerModel(folder).verify(wav, wav)
+assert result.decision and abs(result.cosine - 1) < 1e-4, result
 print("exported", folder)
 """
 

@@ -1,8 +1,9 @@
-"""Tests of the deployment modules (speechbrain_mrmha/inference/export.py) that need
-no exporter: the exportable statistics pooling, the graph modules in eager
-PyTorch, the copy ``deployable`` makes, the install hint of the optional
-packages, and the backend hook of ``extraction.encode_signals``. The
-exports themselves: tests/integration/test_export.py."""
+"""Tests of the export module (speechbrain_mrmha/inference/export.py) that
+need no exporter: the graph modules in eager PyTorch, the copy
+``deployable`` makes (SpeechBrain's statistics pooling swapped for ours),
+the install hint of the optional packages, and what
+``extraction.encode_signals`` hands a backend. The exports themselves:
+tests/integration/test_export.py; the backends: tests/unit/test_backends.py."""
 
 import sys
 
@@ -13,33 +14,43 @@ from speechbrain.nnet.pooling import StatisticsPooling
 import speechbrain_mrmha.inference.export as deploy
 from speechbrain_mrmha.app.cli import main
 from speechbrain_mrmha.inference.extraction import encode_signals
+from speechbrain_mrmha.layers.pooling import MaskedStatisticsPooling
 
 
 def _cosines(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=1)
 
 
-def test_masked_statistics_equal_speechbrain_statistics_pooling():
-    """Same means (up to SpeechBrain's 1e-5..9e-5 noise) and unbiased
-    standard deviations over round(l * T) frames, whatever the padding
-    holds."""
-    generator = torch.Generator().manual_seed(0)
-    ours, theirs = deploy.MaskedStatisticsPooling(), StatisticsPooling()
-    for steps in (2, 7, 40, 131):
-        x = torch.randn(6, steps, 5, generator=generator)
-        counts = torch.randint(2, steps + 1, (6,), generator=generator)
-        counts[0] = steps
-        lengths = counts / steps
-        expected = theirs(x, lengths)
-        got = ours(x, lengths)
-        assert got.shape == expected.shape == (6, 1, 10)
-        assert (got - expected).abs().max() < 1e-4
-        noisy = x + 100 * (
-            torch.arange(steps)[None, :, None] >= counts[:, None, None]
-        )
-        assert torch.allclose(ours(noisy, lengths), got, atol=1e-5)
-    mean_only = deploy.MaskedStatisticsPooling(return_std=False)
-    assert mean_only(x, lengths).shape == (6, 1, 5)
+def test_deployable_swaps_speechbrains_statistics_pooling(small_mods):
+    """A folder trained with SpeechBrain's StatisticsPooling exports with
+    ours in its place (the noise's midpoint added to the means): the same
+    statistics up to SpeechBrain's noise; a folder trained with ours keeps
+    its layer."""
+    from speechbrain_mrmha.layers.resnet import ResNet34
+
+    torch.manual_seed(0)
+    old = ResNet34(
+        channels=[4, 4, 8, 8],
+        block_counts=[1, 1, 1, 1],
+        lin_neurons=8,
+        pooling=StatisticsPooling(return_std=False),
+    ).eval()
+    mods = {**small_mods, "embedding_model": old}
+    pooling = deploy.deployable(mods).embedder.embedding_model.pooling
+    assert isinstance(pooling, MaskedStatisticsPooling)
+    assert (pooling.return_mean, pooling.return_std) == (True, False)
+    assert pooling.mean_offset == 5e-5 and pooling.input_size == old.frame_dim
+    frames = torch.randn(3, 9, old.frame_dim)
+    lengths = torch.tensor([1.0, 5 / 9, 2 / 9])
+    theirs = old.pooling(frames, lengths)
+    assert (pooling(frames, lengths) - theirs).abs().max() <= 4e-5 + 1e-6
+    assert isinstance(old.pooling, StatisticsPooling)  # the encoder's own
+    new = ResNet34(
+        channels=[4, 4, 8, 8], block_counts=[1, 1, 1, 1], lin_neurons=8
+    )
+    mods = {**small_mods, "embedding_model": new}
+    kept = deploy.deployable(mods).embedder.embedding_model.pooling
+    assert isinstance(kept, MaskedStatisticsPooling) and kept.mean_offset == 0
 
 
 @pytest.fixture(scope="module")
@@ -131,22 +142,22 @@ def test_unknown_format_is_refused(tiny_pretrained, tmp_path):
 
 
 def test_encode_signals_hands_a_backend_the_sample_counts():
-    """A backend with ``encode_padded`` gets the zero-padded batch and the
-    exact sample counts (the lengths the exported graph takes)."""
+    """A backend's ``encode`` gets the zero-padded batch, the exact int64
+    sample counts (the lengths the exported graph takes) and the
+    precision; its embeddings and entropies come back as they are."""
 
     class Backend:
-        device = "cpu"
+        device, precisions, source = "cpu", ("fp32", "bf16"), "stand-in"
 
-        def encode_padded(self, wavs, lengths):
-            self.seen = wavs.clone(), lengths.clone()
-            return torch.stack([wavs.sum(dim=1), lengths.float()], dim=1)
+        def encode(self, wavs, lengths, precision="fp32"):
+            self.seen = wavs.clone(), lengths.clone(), precision
+            return torch.stack([wavs.sum(dim=1), lengths.float()], 1), None
 
     backend = Backend()
     signals = [torch.ones(5), torch.ones(3)]
-    embeddings, entropies = encode_signals(backend, signals)
-    wavs, lengths = backend.seen
-    assert lengths.tolist() == [5, 3]
+    embeddings, entropies = encode_signals(backend, signals, "bf16")
+    wavs, lengths, precision = backend.seen
+    assert lengths.dtype == torch.int64 and lengths.tolist() == [5, 3]
     assert wavs.tolist() == [[1.0] * 5, [1.0] * 3 + [0.0] * 2]
+    assert precision == "bf16"
     assert embeddings.tolist() == [[5.0, 5.0], [3.0, 3.0]] and entropies is None
-    with pytest.raises(ValueError, match="fp32 only"):
-        encode_signals(backend, signals, precision="bf16")

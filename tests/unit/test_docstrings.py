@@ -48,7 +48,6 @@ EXAMPLE_ALLOW_LIST = {
     # tests/unit/test_extraction.py and the integration tests with the tiny
     # pretrained fixtures of tests/conftest.py.
     "speechbrain_mrmha/inference/pretrained.py::load_encoder",
-    "speechbrain_mrmha/inference/extraction.py::encode_signals",
     "speechbrain_mrmha/inference/extraction.py::embed_files",
     "speechbrain_mrmha/inference/extraction.py::use_channels_last",
     # Steps of the demo: each runs the training / scoring recipes in

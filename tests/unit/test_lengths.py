@@ -1,10 +1,12 @@
 """Tests of the length bookkeeping (speechbrain_mrmha/layers/lengths.py): samples to
 feature frames, relative lengths to frame counts and back, SpeechBrain's
-sample-relative lengths to exact frame counts, and the hooks that hand those
-to the modules after the features."""
+sample-relative lengths to exact frame counts (a relative length given with
+waveforms always means samples), the one check of relative lengths, and the
+hooks that hand exact counts to the modules after the features."""
 
 import functools
 import gc
+import math
 import weakref
 
 import pytest
@@ -16,7 +18,9 @@ from torch import nn
 from speechbrain_mrmha.layers.lengths import (
     HOP_SAMPLES,
     ONE_ULP_DOWN,
+    RELATIVE_TOLERANCE,
     FrameExactLengths,
+    check_relative_lengths,
     frame_counts,
     relative_lengths,
     sample_frame_counts,
@@ -96,15 +100,18 @@ def test_sample_relative_lengths_need_the_padded_sample_count():
         assert counts.item() == frame_counts(samples)[i].item()
 
 
-def test_sample_frame_counts_exact_for_samples_and_frames():
-    """Exact for SpeechBrain's wav_lens (samples / padded samples) and for
-    frame-exact lengths (relative_lengths, or plain k / T), also when the
-    padded length ends one sample short of a hop (the tightest case)."""
+def test_sample_frame_counts_exact_for_sample_relative_lengths():
+    """Exact for SpeechBrain's wav_lens (samples / padded samples), float32
+    and float64, also when the padded length ends one sample short of a hop
+    (the tightest case). A frame-relative length (relative_lengths, or
+    plain k / T) is no exception: it is read as relative to the samples,
+    round(l * M) samples, never guessed to count frames."""
     generator = torch.Generator().manual_seed(0)
     padded = torch.randint(
         100, 2**22 // HOP_SAMPLES, (300,), generator=generator
     )
     padded = padded * HOP_SAMPLES + torch.tensor([159, 0, 80]).repeat(100)
+    guessed = 0
     for num_samples in padded.tolist():
         num_frames = 1 + num_samples // HOP_SAMPLES
         samples = torch.randint(1, num_samples + 1, (40,), generator=generator)
@@ -119,7 +126,62 @@ def test_sample_frame_counts_exact_for_samples_and_frames():
             expected.float() / num_frames,
         ):
             counts = sample_frame_counts(rel, num_samples)
-            assert torch.equal(counts, expected), num_samples
+            as_samples = torch.round(rel.double() * num_samples).long()
+            assert torch.equal(counts, frame_counts(as_samples)), num_samples
+            guessed += int((counts != expected).sum())
+    # read as samples, frame-relative lengths often miss their own count
+    assert guessed > 0
+
+
+def test_one_check_of_relative_lengths_with_one_tolerance():
+    """(0, 1] up to RELATIVE_TOLERANCE above 1, one value per row; the
+    encoder, the poolings and the hooks all apply this check."""
+    from speechbrain_mrmha.layers.pooling import (
+        MaskedStatisticsPooling,
+        MultiResolutionMultiHeadAttentionPooling,
+    )
+    from speechbrain_mrmha.layers.resnet import ResNet34
+
+    edge = torch.tensor([1.0 + RELATIVE_TOLERANCE, 0.5])
+    beyond = torch.tensor([1.0 + 2 * RELATIVE_TOLERANCE, 0.5])
+    assert check_relative_lengths(edge, 2) is edge
+    model = ResNet34(
+        n_mels=24, channels=[2, 2, 2, 2], block_counts=[1, 1, 1, 1]
+    ).eval()
+    users = [
+        lambda lengths: check_relative_lengths(lengths, 2),
+        lambda lengths: model(torch.randn(2, 20, 24), lengths),
+        lambda lengths: MaskedStatisticsPooling()(
+            torch.randn(2, 5, 3), lengths
+        ),
+        lambda lengths: MultiResolutionMultiHeadAttentionPooling(
+            input_size=4, num_heads=2
+        )(torch.randn(2, 5, 4), lengths),
+    ]
+    for use in users:
+        with torch.no_grad():
+            use(edge)
+        for bad in (
+            beyond,
+            torch.tensor([0.0, 0.5]),
+            torch.tensor([math.nan, 1.0]),
+        ):
+            with pytest.raises(
+                ValueError, match=r"relative lengths in \(0, 1\]"
+            ):
+                use(bad)
+        with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+            use(torch.ones(3))
+    # the hooks hand on lengths beyond the tolerance unchanged
+    fbank, frames = Fbank(n_mels=40), CountedFrames()
+    hooks = FrameExactLengths(fbank, [frames])
+    seen = []
+    frames.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    feats = fbank(torch.zeros(2, 16100))
+    for lengths in (edge, beyond):
+        frames(feats, lengths)
+        assert (seen[-1] is lengths) == (lengths is beyond)
+    hooks.remove()
 
 
 class CountedFrames(nn.Module):

@@ -1,7 +1,8 @@
 """Outputs follow the umask, and a pretrained folder loads read-only.
 
-* With umask 022, every file and folder we write (pretrained folder, cache,
-  score and metrics files, CLI embeddings, figures, synthetic corpus) is
+* With umask 022, every file and folder we write (pretrained folder and the
+  threshold verification records in it, cache, score and metrics files,
+  CLI embeddings, figures, synthetic corpus) is
   readable by group and others: writers create files with ``open`` and
   folders with ``mkdir``, never with ``tempfile.mkstemp`` / ``mkdtemp``
   (0600 / 0700 whatever the umask).
@@ -56,9 +57,10 @@ def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
     from speechbrain_mrmha.dataio.audio import write_text_atomic
     from speechbrain_mrmha.dataio.trials import Trial, write_scores
     from speechbrain_mrmha.inference.extraction import EmbeddingCache
+    from speechbrain_mrmha.inference.pretrained import write_threshold
 
     out = tmp_path / "out"
-    _write_tiny_pretrained(
+    model = _write_tiny_pretrained(
         out / "run" / "pretrained", tiny_corpus, "mrmha.yaml", 1, num_heads=2
     )
     cache = EmbeddingCache(out / "verification" / "embeddings.pt", "m")
@@ -68,6 +70,9 @@ def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
     scores = torch.linspace(0, 1, 40) + 0.3 * (torch.arange(40) % 2)
     write_scores(out / "verification" / "scores.txt", trials, scores)
     write_text_atomic(out / "verification" / "metrics.json", "{}\n")
+    write_threshold(
+        model, scores[1::2], scores[::2], out / "verification" / "scores.txt"
+    )
     write_embeddings(["a.wav"], {"a.wav": torch.ones(3)}, out / "e" / "e.pt")
     plot_score_histograms(
         out / "verification" / "scores.txt", out / "figures" / "hist.png"

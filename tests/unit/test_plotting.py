@@ -241,17 +241,24 @@ def test_utterance_attention_equals_the_forward_pass(tiny_encoder):
     assert weights.shape == forward.shape[1:] and weights.shape[0] == 2
     torch.testing.assert_close(weights, forward[0].cpu(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    # the PyTorch backend (what load_backend gives) shows the same weights
+    from speechbrain_mrmha.inference.backends import TorchEncoder
+
+    backend = TorchEncoder.from_encoder(tiny_encoder)
+    torch.testing.assert_close(
+        utterance_attention(backend, signal), weights, atol=0, rtol=0
+    )
 
 
 def test_utterance_attention_needs_an_attention_pooling():
-    from speechbrain.nnet.pooling import StatisticsPooling
+    from speechbrain_mrmha.layers.pooling import MaskedStatisticsPooling
 
-    model = types.SimpleNamespace(pooling=StatisticsPooling())
+    model = types.SimpleNamespace(pooling=MaskedStatisticsPooling())
     encoder = types.SimpleNamespace(
         mods=types.SimpleNamespace(embedding_model=model)
     )
     with pytest.raises(
-        ValueError, match="StatisticsPooling has no attention weights"
+        ValueError, match="MaskedStatisticsPooling has no attention weights"
     ):
         utterance_attention(encoder, torch.zeros(16000))
 

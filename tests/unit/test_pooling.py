@@ -1,11 +1,14 @@
-"""Tests of the attention-pooling family (speechbrain_mrmha/layers/pooling.py).
+"""Tests of the pooling family (speechbrain_mrmha/layers/pooling.py).
 
-Every variant of the registry ``POOLINGS`` (and the shared core with options
-the named classes do not expose) gets every check that applies to it: shapes,
-masking, padding and permutation invariance, equality with a loop-based
-transcription of its formula in docs/EQUATIONS.md (one section per pooling,
-plus "Attention core"), equalities between variants,
+Every attention variant of the registry ``POOLINGS`` (and the shared core
+with options the named classes do not expose) gets every check that applies
+to it: shapes, masking, padding and permutation invariance, equality with a
+loop-based transcription of its formula in docs/EQUATIONS.md (one section
+per pooling, plus "Attention core"), equalities between variants,
 SpeechBrain's attentive statistics, gradients, autocast and bad input.
+Statistics pooling (``MaskedStatisticsPooling``) gets its own: the mean and
+standard deviation of the valid frames, padding, determinism, SpeechBrain's
+``StatisticsPooling``.
 """
 
 import math
@@ -15,6 +18,7 @@ import torch
 from speechbrain.lobes.models.ECAPA_TDNN import (
     AttentiveStatisticsPooling as SpeechBrainAttentiveStatistics,
 )
+from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
 
 from speechbrain_mrmha.layers.pooling import (
@@ -22,11 +26,13 @@ from speechbrain_mrmha.layers.pooling import (
     AttentionPooling,
     AttentiveStatisticsPooling,
     GlobalMultiHeadAttentionPooling,
+    MaskedStatisticsPooling,
     MultiResolutionMultiHeadAttentionPooling,
     SelfAttentivePooling,
     SplitMultiHeadAttentionPooling,
     StructuredSelfAttentionPooling,
     attention_entropy,
+    build_pooling,
     default_temperatures,
     orthogonality_penalty,
 )
@@ -266,10 +272,13 @@ def reference_pool(pool, frames):
 
 
 def test_registry_is_covered():
-    """Every registered pooling is among the parametrised variants."""
+    """Every registered attention pooling is among the parametrised
+    variants; statistics pooling is registered with them (tests below)."""
+    attention = {k: v for k, v in POOLINGS.items() if k != "statistics"}
     tested = {cls for cls, _ in VARIANTS}
-    assert set(POOLINGS.values()) <= tested
-    assert all(issubclass(cls, AttentionPooling) for cls in POOLINGS.values())
+    assert set(attention.values()) <= tested
+    assert all(issubclass(cls, AttentionPooling) for cls in attention.values())
+    assert POOLINGS["statistics"] is MaskedStatisticsPooling
 
 
 @variants
@@ -838,3 +847,142 @@ def test_default_temperatures_follow_schedule(heads):
         MRMHA(input_size=D, num_heads=heads).temperatures,
         torch.tensor(expected, dtype=torch.float32),
     )
+
+
+# ---------------------------------------------------------- statistics pooling
+
+
+STATISTICS = [
+    {},
+    {"return_std": False},
+    {"return_mean": False},
+    {"mean_offset": 5e-5},
+]
+statistics_options = pytest.mark.parametrize(
+    "options", STATISTICS, ids=["mean_std", "mean", "std", "offset"]
+)
+
+
+def _statistics(frames, options):
+    """Loop transcription of docs/EQUATIONS.md, "Statistics pooling", for
+    one utterance's valid frames (N, d): mean (+ offset), unbiased standard
+    deviation + 1e-5 (1e-5 alone for one frame)."""
+    frames = frames.double()
+    pieces = []
+    if options.get("return_mean", True):
+        pieces.append(frames.mean(dim=0) + options.get("mean_offset", 0.0))
+    if options.get("return_std", True):
+        if frames.shape[0] == 1:
+            std = torch.zeros(frames.shape[1], dtype=torch.float64)
+        else:
+            std = frames.std(dim=0)
+        pieces.append(std + STD_FLOOR)
+    return torch.cat(pieces).float()
+
+
+@statistics_options
+def test_statistics_are_mean_and_std_of_the_valid_frames(options):
+    pool = MaskedStatisticsPooling(input_size=D, **options)
+    x, lengths = batch()
+    out = pool(x, lengths)
+    assert out.shape == (len(VALID), 1, pool.output_size)
+    assert pool.output_size == D * (
+        options.get("return_mean", True) + options.get("return_std", True)
+    )
+    for i, n in enumerate(VALID):
+        torch.testing.assert_close(
+            out[i, 0], _statistics(x[i, :n], options), atol=1e-6, rtol=1e-5
+        )
+    # no lengths: every frame is valid
+    torch.testing.assert_close(
+        pool(x[:1]),
+        _statistics(x[0], options)[None, None],
+        atol=1e-6,
+        rtol=1e-5,
+    )
+
+
+@statistics_options
+@pytest.mark.parametrize("garbage", ["large", "inf", "nan"])
+def test_statistics_padding_never_changes_them(options, garbage):
+    """Alone equals inside a padded batch, whatever the padding holds; the
+    padding gets no gradient."""
+    pool = MaskedStatisticsPooling(input_size=D, **options)
+    x, lengths = batch()
+    clean = pool(x, lengths)
+    for i, n in enumerate(VALID):
+        alone = pool(x[i : i + 1, :n])
+        torch.testing.assert_close(
+            clean[i : i + 1], alone, atol=1e-6, rtol=1e-6
+        )
+    dirty = x.clone()
+    for i, n in enumerate(VALID):
+        dirty[i, n:] = {
+            "large": 1e6 * torch.randn(T - n, D),
+            "inf": torch.full((T - n, D), math.inf),
+            "nan": torch.full((T - n, D), math.nan),
+        }[garbage]
+    dirty.requires_grad_(True)
+    out = pool(dirty, lengths)
+    torch.testing.assert_close(out, clean, atol=0, rtol=0)
+    (out * torch.randn_like(out)).sum().backward()
+    assert torch.isfinite(dirty.grad).all()
+    for i, n in enumerate(VALID):
+        assert torch.all(dirty.grad[i, n:] == 0)
+
+
+def test_statistics_are_deterministic_unlike_speechbrains():
+    """The same output call after call, in eval and in train mode, where
+    SpeechBrain's StatisticsPooling adds fresh noise to the means even in
+    eval mode; otherwise the same statistics (within that noise, 1e-5 to
+    9e-5; within 4e-5 with the noise's midpoint added)."""
+    x, lengths = batch()
+    ours = MaskedStatisticsPooling(input_size=D)
+    for mode in (ours.eval, ours.train):
+        mode()
+        first = ours(x, lengths)
+        assert torch.equal(first, ours(x, lengths))
+    valid = [i for i, n in enumerate(VALID) if n > 1]  # theirs: NaN for one
+    theirs = StatisticsPooling().eval()
+    assert not torch.equal(
+        theirs(x[valid], lengths[valid]), theirs(x[valid], lengths[valid])
+    )
+    expected = theirs(x[valid], lengths[valid])
+    got = ours(x[valid], lengths[valid])
+    difference = (got - expected)[..., :D]
+    assert difference.abs().max() <= 9e-5 + 1e-6
+    assert difference.max() < -1e-6  # theirs adds noise, ours does not
+    torch.testing.assert_close(
+        got[..., D:], expected[..., D:], atol=1e-6, rtol=1e-5
+    )
+    midpoint = MaskedStatisticsPooling(input_size=D, mean_offset=5e-5)
+    offset = midpoint(x[valid], lengths[valid]) - expected
+    assert offset[..., :D].abs().max() <= 4e-5 + 1e-6
+
+
+def test_statistics_float32_under_autocast_and_registered():
+    pool = build_pooling(D, "statistics")
+    assert (
+        isinstance(pool, MaskedStatisticsPooling) and pool.output_size == 2 * D
+    )
+    x, lengths = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pool(x.bfloat16(), lengths)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(
+        out, pool(x.bfloat16().float(), lengths), atol=0, rtol=0
+    )
+    with pytest.raises(ValueError, match="does not take num_heads"):
+        build_pooling(D, "statistics", num_heads=2)
+
+
+def test_statistics_bad_input_raises():
+    pool = MaskedStatisticsPooling(input_size=D)
+    with pytest.raises(ValueError, match=f"expects \\(batch, time, {D}\\)"):
+        pool(torch.randn(2, 5, D + 1))
+    with pytest.raises(ValueError, match=r"relative lengths in \(0, 1\]"):
+        pool(torch.randn(2, 5, D), torch.tensor([1.0, 1.5]))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+        pool(torch.randn(2, 5, D), torch.ones(3))
+    with pytest.raises(ValueError, match="nothing to return"):
+        MaskedStatisticsPooling(return_mean=False, return_std=False)

@@ -1,5 +1,8 @@
 """VoxCeleb1 data preparation: splits, durations, label encoder, reruns,
-errors, the header-only duration reader and the command line."""
+errors and the command line; and the shared preparation pieces of the
+plugin (``speechbrain_mrmha.dataio.preparation``): the header reader on
+many files, the training-audio checks, the calibration speakers and their
+annotation."""
 
 import csv
 import importlib.util
@@ -15,6 +18,13 @@ import pytest
 import soundfile as sf
 
 from speechbrain_mrmha.app.synthetic import generate_corpus
+from speechbrain_mrmha.dataio.audio import audio_info
+from speechbrain_mrmha.dataio.preparation import (
+    calibration_speaker_count,
+    calibration_utterances,
+    check_training_audio,
+    read_headers,
+)
 from speechbrain_mrmha.dataio.trials import read_trials, trial_files
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1"
@@ -45,18 +55,25 @@ def corpus(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
-def prepared(corpus, tmp_path_factory):
-    save = tmp_path_factory.mktemp("prep_save")
-    result = prep.prepare_voxceleb1(
-        corpus.root,
+def prepare_k(corpus, save, data_folder=None, seed=3):
+    """``prepare_voxceleb1`` of ``corpus`` with K valid utterances."""
+    return prep.prepare_voxceleb1(
+        data_folder or corpus.root,
         str(save),
         corpus.verification_file,
         valid_utterances_per_speaker=K,
-        seed=3,
+        seed=seed,
         num_workers=1,
     )
-    return result
+
+
+def same_bytes(a, b):
+    return Path(a).read_bytes() == Path(b).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory):
+    return prepare_k(corpus, tmp_path_factory.mktemp("prep_save"))
 
 
 def rows(path):
@@ -118,28 +135,11 @@ def test_trial_outputs(prepared, corpus):
 
 
 def test_valid_split_is_seeded(prepared, corpus, tmp_path):
-    again = prep.prepare_voxceleb1(
-        corpus.root,
-        str(tmp_path / "a"),
-        corpus.verification_file,
-        valid_utterances_per_speaker=K,
-        seed=3,
-        num_workers=1,
-    )
-    assert (
-        Path(again.valid_csv).read_bytes()
-        == Path(prepared.valid_csv).read_bytes()
-    )
+    again = prepare_k(corpus, tmp_path / "a")
+    assert same_bytes(again.valid_csv, prepared.valid_csv)
     draws = set()
     for seed in range(4, 8):
-        other = prep.prepare_voxceleb1(
-            corpus.root,
-            str(tmp_path / f"s{seed}"),
-            corpus.verification_file,
-            valid_utterances_per_speaker=K,
-            seed=seed,
-            num_workers=1,
-        )
+        other = prepare_k(corpus, tmp_path / f"s{seed}", seed=seed)
         draws.add(Path(other.valid_csv).read_bytes())
     assert len(draws) > 1
 
@@ -292,7 +292,13 @@ def test_header_duration_equals_soundfile(tmp_path, subtype, channels, fmt):
     sf.write(
         path, np.zeros((frames, channels)), 8000, subtype=subtype, format=fmt
     )
-    assert prep.read_wav_duration(path) == sf.info(path).duration
+    assert header_duration(path) == sf.info(path).duration
+
+
+def header_duration(path):
+    """Seconds from the one WAV header reader."""
+    frames, rate = audio_info(path)
+    return frames / rate
 
 
 def pcm_wav(frames, extra_chunk=b"", declared=None, odd_chunk=False):
@@ -330,15 +336,10 @@ def pcm_wav(frames, extra_chunk=b"", declared=None, odd_chunk=False):
 def test_header_duration_unusual_layouts(tmp_path, blob):
     path = str(tmp_path / "x.wav")
     Path(path).write_bytes(blob)
-    assert prep.read_wav_duration(path) == sf.info(path).duration
+    assert header_duration(path) == sf.info(path).duration
 
 
-@pytest.mark.parametrize(
-    "importable", [True, False], ids=["processes", "threads"]
-)
-def test_parallel_durations_keep_order(tmp_path, monkeypatch, importable):
-    if not importable:  # module not picklable by name: the thread fallback
-        monkeypatch.delitem(sys.modules, "voxceleb1_prepare")
+def test_parallel_durations_keep_order(tmp_path):
     sources = []
     for i, frames in enumerate([100, 200, 300, 400, 500]):
         sources.append(str(tmp_path / f"s{i}.wav"))
@@ -348,7 +349,7 @@ def test_parallel_durations_keep_order(tmp_path, monkeypatch, importable):
         paths.append(str(tmp_path / f"l{i}.wav"))
         os.link(sources[(i * 7) % 5], paths[-1])
     expected = [(sf.info(s).frames, 16000) for s in sources]
-    assert prep.read_headers(paths, num_workers=2) == [
+    assert read_headers(paths, num_workers=2) == [
         expected[(i * 7) % 5] for i in range(3000)
     ]
 
@@ -363,7 +364,7 @@ def test_parallel_error_names_the_file(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not a wav at all")
     paths.insert(2500, str(tmp_path / "bad.wav"))
     with pytest.raises(ValueError, match="(?s)1 of 3001 .*bad.wav"):
-        prep.check_training_audio(paths, num_workers=2)
+        check_training_audio(paths, num_workers=2)
 
 
 def test_command_line(corpus, tmp_path):
@@ -420,18 +421,8 @@ def test_command_line(corpus, tmp_path):
 
 
 def test_wav_folder_itself_is_accepted(prepared, corpus, tmp_path):
-    direct = prep.prepare_voxceleb1(
-        corpus.wav_folder,
-        str(tmp_path / "s"),
-        corpus.verification_file,
-        valid_utterances_per_speaker=K,
-        seed=3,
-        num_workers=1,
-    )
-    assert (
-        Path(direct.train_csv).read_bytes()
-        == Path(prepared.train_csv).read_bytes()
-    )
+    direct = prepare_k(corpus, tmp_path / "s", data_folder=corpus.wav_folder)
+    assert same_bytes(direct.train_csv, prepared.train_csv)
 
 
 def test_every_bad_training_file_in_one_error(corpus, tmp_path):
@@ -616,9 +607,65 @@ def test_calibration_option_change_re_prepares(calibration_corpus, tmp_path):
 
 
 def test_calibration_speaker_count_rule():
-    count = prep.calibration_speaker_count
+    count = calibration_speaker_count
     assert count(19, 0.3) == 0  # too few speakers to spare any
     assert count(20, 0.02) == 5  # at least 5
     assert count(1211, 0.02) == 24 and count(1211, 0) == 0
     with pytest.raises(ValueError, match="calibration_speakers"):
         count(100, -0.1)
+
+
+def test_calibration_annotation_is_checked_up_front(tmp_path, caplog):
+    """Before any training: a calibration speaker who is also a training
+    speaker is an error naming both CSVs; no calibration CSV (null, missing
+    with skip_prep, or without rows) is a warning, never silence."""
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000), 16000)
+    csv_path = tmp_path / "calibration.csv"
+    csv_path.write_text(
+        "ID,duration,wav,spk_id\n"
+        f"u1,1.0,{wav},spkA\nu2,1.0,{wav},spkB\nu3,1.0,{wav},spkC\n"
+    )
+    checked = []
+    options = {
+        "data_folder": str(tmp_path),
+        "train_annotation": "train.csv",
+        "missing_ok": True,  # as with skip_prep
+        "check_audio": checked.append,
+    }
+    with pytest.raises(ValueError, match="spkB") as error:
+        calibration_utterances(str(csv_path), ["spkB", "spkD"], **options)
+    assert str(csv_path) in str(error.value) and "train.csv" in str(error.value)
+    utterances = calibration_utterances(str(csv_path), ["spkD"], **options)
+    assert utterances == {
+        f"u{i}": (str(wav), 1.0, f"spk{name}")
+        for i, name in zip((1, 2, 3), "ABC")
+    }
+    assert checked == [[str(wav)] * 3]  # the audio checks of preparation
+    for annotation, text in (
+        (None, None),
+        (str(tmp_path / "absent.csv"), None),
+        (str(tmp_path / "empty.csv"), "ID,duration,wav,spk_id\n"),
+    ):
+        if text is not None:
+            Path(annotation).write_text(text)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            found = calibration_utterances(annotation, ["spkD"], **options)
+        assert found is None
+        assert "no calibration" in caplog.text
+    # without skip_prep, preparation wrote the CSV: a missing one is an error
+    with pytest.raises(FileNotFoundError, match="absent.csv"):
+        calibration_utterances(
+            str(tmp_path / "absent.csv"), ["spkD"], str(tmp_path)
+        )
+    # bad calibration audio stops the run with the checks' error
+    with pytest.raises(ValueError, match="1 of 1 training audio files"):
+        calibration_utterances(
+            str(csv_path),
+            ["spkD"],
+            str(tmp_path),
+            check_audio=lambda paths: check_training_audio(
+                paths[:1], sample_rate=8000, num_workers=1
+            ),
+        )

@@ -11,6 +11,10 @@ from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
 
 import speechbrain_mrmha.layers.resnet as resnet_module
+from speechbrain_mrmha.layers.pooling import (
+    AttentiveStatisticsPooling,
+    MaskedStatisticsPooling,
+)
 from speechbrain_mrmha.layers.resnet import ResNet34
 
 TINY = [4, 8, 16, 32]
@@ -65,6 +69,7 @@ def stats_pooling():
 
 POOLINGS = {
     "statistics": lambda: stats_pooling(),
+    "masked_statistics": lambda: MaskedStatisticsPooling,
     "attention": lambda: MaskedAttentionPooling,
     # a partial with extra kwargs is what hyperpyyaml's !name: produces
     "attention_float_mask": lambda: functools.partial(
@@ -187,9 +192,49 @@ def test_module_pooling_used_as_is_and_size_inferred():
     assert pool.training  # the dummy forward restores the mode
 
 
-def test_default_pooling_is_speechbrain_statistics():
+def test_default_pooling_is_masked_statistics():
+    """Statistics pooling of our path (deterministic, exportable), not
+    SpeechBrain's noisy one; a module given is still used as it is."""
     model = ResNet34(n_mels=40, channels=TINY, lin_neurons=8)
-    assert isinstance(model.pooling, StatisticsPooling)
+    assert isinstance(model.pooling, MaskedStatisticsPooling)
+    assert model.linear1.in_features == model.pooling.output_size
+    assert model.pooling.output_size == 2 * model.frame_dim
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attribute")  # last_attention
+def test_export_sees_one_symbolic_frame_axis():
+    """torch.export keeps the frame axis of the features one free symbol:
+    each stride-2 stage's time steps follow the convolution's own shape
+    formula, so every frame count from 9 on (at least 2 pooled frames) is
+    one graph, and the frame width stays a constant (the features graph of
+    an std pooling once failed its ONNX export on a symbolic width)."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = ResNet34(
+        n_mels=24,
+        channels=TINY,
+        lin_neurons=8,
+        pooling=AttentiveStatisticsPooling,
+        chunk_frames=None,
+    ).eval()
+    feats, lengths = torch.randn(3, 77, 24), torch.tensor([1.0, 0.6, 0.3])
+    batch = Dim("batch", min=1)
+    # as torch.onnx.export captures graphs: no 0/1 specialisation
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        program = torch.export.export(
+            model,
+            (feats, lengths),
+            dynamic_shapes=({0: batch, 1: Dim("frames", min=9)}, {0: batch}),
+        )
+    exported = program.module()
+    with torch.no_grad():
+        for steps in (9, 10, 64, 131):
+            x = torch.randn(2, steps, 24)
+            rel = torch.tensor([1.0, 0.5])
+            torch.testing.assert_close(
+                exported(x, rel), model(x, rel), atol=1e-5, rtol=1e-5
+            )
 
 
 def test_gradients_reach_every_parameter():

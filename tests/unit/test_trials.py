@@ -1,16 +1,25 @@
 """Trial lists and score files (speechbrain_mrmha/dataio/trials.py): the official
-VoxCeleb formats, every error case, byte-order marks, atomic writes."""
+VoxCeleb formats, every error case, byte-order marks, atomic writes; trial
+entries resolved to audio files (with or without a wav/ level and .wav, or
+IDs of annotation CSVs), every bad entry in one error; the cohort of score
+normalisation."""
 
 import random
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from speechbrain_mrmha.dataio.trials import (
     Trial,
+    cohort_utterances,
     read_scores,
     read_trials,
+    resolve_entries,
+    resolve_trials,
     trial_files,
+    trial_labels,
     write_scores,
     write_trials,
 )
@@ -212,3 +221,122 @@ def test_write_scores_refuses_bad_scores_and_keeps_the_old_file(
     assert problem in str(error.value)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.txt"]
+
+
+# --- trial entries -> audio files ------------------------------------------
+
+
+def test_trial_entries_resolve_with_or_without_wav_level_and_suffix(tmp_path):
+    """VoxCeleb entries (id/video/00001.wav under wav/) and SpeechBrain's
+    sample entries (spk1_snt1, spk1_snt1.wav under data_folder) resolve to
+    the same files; enrol / test CSVs map IDs; problems are listed together."""
+    data = tmp_path / "data"
+    vox = data / "wav" / "id1" / "v" / "00001.wav"
+    sample = data / "spk1_snt1.wav"
+    for path, seconds in ((vox, 1.0), (sample, 1.5)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, torch.zeros(int(seconds * 16000)).numpy(), 16000)
+    found = resolve_entries(
+        ["id1/v/00001.wav", "id1/v/00001", "spk1_snt1", "spk1_snt1.wav"], data
+    )
+    assert found["id1/v/00001.wav"] == found["id1/v/00001"] == (str(vox), 1.0)
+    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
+
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_entries(["id1/v/00002.wav", "nothere", "spk1_snt1"], data)
+    assert "2 trial entries cannot be read" in str(error.value)
+    assert "id1/v/00002.wav: missing" in str(
+        error.value
+    ) and "nothere: missing" in str(error.value)
+
+    (data / "id1" / "v").mkdir(parents=True)
+    soundfile.write(
+        data / "id1" / "v" / "00001.wav", torch.zeros(800).numpy(), 16000
+    )
+    with pytest.raises(FileNotFoundError, match="ambiguous"):
+        resolve_entries(["id1/v/00001.wav"], data)
+
+    enrol = tmp_path / "enrol.csv"
+    enrol.write_text(
+        "ID, duration,wav,spk_id\nspk1_snt1,1.5,$data_root/spk1_snt1.wav,spk1\n"
+    )
+    found = resolve_entries(["spk1_snt1", "spk1_snt1.wav"], data, enrol)
+    assert found["spk1_snt1"] == found["spk1_snt1.wav"] == (str(sample), 1.5)
+    with pytest.raises(
+        FileNotFoundError, match=r"spk2: no ID 'spk2' in .*enrol.csv"
+    ):
+        resolve_entries(["spk2"], data, enrol)
+
+
+def test_too_short_trial_files_are_listed_up_front(tmp_path):
+    """A 0.05 s file used to pass the up-front check and fail after the
+    other files were embedded."""
+    data = tmp_path / "data"
+    (data / "wav").mkdir(parents=True)
+    for name, seconds in (("good", 1.0), ("short", 0.05), ("edge", 0.49)):
+        soundfile.write(
+            data / "wav" / f"{name}.wav",
+            np.zeros(int(16000 * seconds), "float32"),
+            16000,
+        )
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_entries(["good", "short", "missing", "edge"], data)
+    message = str(error.value)
+    assert "3 trial entries cannot be read" in message
+    assert "short.wav: audio too short (0.05 s, need at least 0.5 s)" in message
+    assert "edge.wav: audio too short (0.49 s" in message
+    assert "missing: missing" in message and "good" not in message
+
+    csv = tmp_path / "test.csv"
+    csv.write_text(
+        "ID,duration,wav\n"
+        f"a,1.0,{data / 'wav' / 'good.wav'}\n"
+        f"b,0.2,{data / 'wav' / 'short.wav'}\n"
+    )
+    assert resolve_entries(["a"], data, csv)["a"][1] == 1.0
+    with pytest.raises(
+        FileNotFoundError, match=r"b: .*short.wav: audio too short \(0.20 s in "
+    ):
+        resolve_entries(["a", "b"], data, csv)
+
+
+def test_resolve_trials_lists_the_bad_entries_of_both_sides_once(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(data / "a.wav", np.zeros(16000, "float32"), 16000)
+    test = tmp_path / "test.csv"
+    test.write_text(f"ID,duration,wav\nt1,2.0,{data / 'a.wav'}\n")
+    trials = [
+        Trial(1, "a", "t1"),
+        Trial(0, "gone", "t2"),
+        Trial(0, "gone", "t1"),
+    ]
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_trials(trials, data, test_annotation=test)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "2 trial entries cannot be read:"
+    assert lines[1].startswith("  gone: missing")
+    assert lines[2] == f"  t2: no ID 't2' in {test}"
+    enrol, scored = resolve_trials(trials[:1], data, test_annotation=test)
+    assert enrol == {"a": (str(data / "a.wav"), 1.0)}
+    assert scored == {"t1": (str(data / "a.wav"), 2.0)}
+    assert trial_labels(trials).tolist() == [True, False, False]
+
+
+def test_cohort_takes_the_first_utterances_of_each_speaker(tmp_path):
+    rows = ["ID,duration,wav,spk_id"]
+    for index, speaker in enumerate("aabab"):
+        wav = tmp_path / f"u{index}.wav"
+        wav.write_bytes(b"")
+        rows.append(f"u{index},{index + 1}.0,$data_root/u{index}.wav,{speaker}")
+    csv = tmp_path / "train.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    cohort = cohort_utterances(csv, tmp_path, per_speaker=2)
+    assert list(cohort) == ["a", "b"]
+    assert cohort["a"] == {
+        str(tmp_path / "u0.wav"): 1.0,
+        str(tmp_path / "u1.wav"): 2.0,
+    }
+    assert list(cohort["b"].values()) == [3.0, 5.0]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        cohort_utterances(csv, tmp_path, per_speaker=0)

@@ -1,0 +1,165 @@
+"""Step schedules: the learning rate and the margin of every optimizer step,
+given in epochs by a configuration and turned into steps once the training
+loader says how many steps an epoch has.
+
+The learning rate follows SpeechBrain's ``WarmAndExpDecayLRSchedule``
+(linear warm-up, then exponential decay to ``lr_final`` at the last step);
+the margin follows ``MarginWarmup``. The learning-rate schedule is
+checkpointed (as ``lr_schedule``), so a resumed run continues at its step.
+
+Built in the yaml::
+
+    step_schedules: !new:speechbrain_mrmha.training.schedules.StepSchedules
+        lr_schedule: !ref <lr_schedule>
+        number_of_epochs: !ref <number_of_epochs>
+        lr_warmup_epochs: !ref <lr_warmup_epochs>
+        margin: !ref <margin>
+        margin_warmup_start_epoch: !ref <margin_warmup_start_epoch>
+        margin_warmup_end_epoch: !ref <margin_warmup_end_epoch>
+
+Authors
+ * speechbrain-mrmha developers
+"""
+
+__all__ = ["MarginWarmup", "StepSchedules"]
+
+
+class MarginWarmup:
+    """Margin warm-up by optimizer steps: 0 for the first ``start_step``
+    steps, then rising linearly to ``margin`` at ``end_step``, then constant
+    (WeSpeaker's schedule, linear instead of exponential). With
+    ``end_step <= start_step`` the margin is ``margin`` from step 0 on.
+
+    Arguments
+    ---------
+    margin : float
+        The final margin m.
+    start_step : int
+        Last step with margin 0.
+    end_step : int
+        First step with the full margin.
+
+    Example
+    -------
+    >>> warmup = MarginWarmup(margin=0.2, start_step=10, end_step=30)
+    >>> [round(warmup(step), 3) for step in (0, 10, 20, 30, 99)]
+    [0.0, 0.0, 0.1, 0.2, 0.2]
+    >>> MarginWarmup(margin=0.2, start_step=0, end_step=0)(0)
+    0.2
+    """
+
+    def __init__(self, margin, start_step, end_step):
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+        self.start_step = int(start_step)
+        self.end_step = int(end_step)
+
+    def __call__(self, step):
+        """The margin at optimizer step ``step`` (0 for the first step)."""
+        if self.end_step <= self.start_step or step >= self.end_step:
+            return self.margin
+        if step <= self.start_step:
+            return 0.0
+        return (
+            self.margin
+            * (step - self.start_step)
+            / (self.end_step - self.start_step)
+        )
+
+
+class StepSchedules:
+    """The learning rate and margin schedules of a run, in epochs until
+    ``start`` gives the optimizer steps of an epoch.
+
+    Arguments
+    ---------
+    lr_schedule : callable
+        Makes the learning-rate schedule from ``n_warmup_steps`` and
+        ``total_steps`` (e.g. SpeechBrain's ``WarmAndExpDecayLRSchedule``
+        with its ``lr`` and ``decay_factor`` bound, a ``!name:`` entry); the
+        schedule is called with the optimizer before each step and has
+        ``current_step``.
+    number_of_epochs : int
+        Epochs of the run.
+    lr_warmup_epochs : float
+        Epochs of the learning-rate warm-up (fractions allowed).
+    margin : float
+        The final margin.
+    margin_warmup_start_epoch, margin_warmup_end_epoch : float
+        The margin is 0 until the first, then rises linearly to ``margin``
+        at the second (0 and 0: the full margin from the first step).
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.nnet.schedulers import WarmAndExpDecayLRSchedule
+    >>> from speechbrain_mrmha.layers.margins import CosAMSLoss
+    >>> from functools import partial
+    >>> schedules = StepSchedules(
+    ...     partial(WarmAndExpDecayLRSchedule, lr=0.1, decay_factor=0.5),
+    ...     number_of_epochs=2, lr_warmup_epochs=1.0, margin=0.2,
+    ...     margin_warmup_start_epoch=0, margin_warmup_end_epoch=1)
+    >>> lr_schedule = schedules.start(steps_per_epoch=10)
+    >>> optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1)
+    >>> loss = CosAMSLoss(margin=0.2)
+    >>> for _ in range(15):
+    ...     schedules(optimizer, loss)
+    >>> schedules.current_step, round(loss.margin, 3)
+    (15, 0.2)
+    """
+
+    def __init__(
+        self,
+        lr_schedule,
+        number_of_epochs,
+        lr_warmup_epochs,
+        margin,
+        margin_warmup_start_epoch=0,
+        margin_warmup_end_epoch=0,
+    ):
+        self.make_lr_schedule = lr_schedule
+        self.number_of_epochs = number_of_epochs
+        self.lr_warmup_epochs = lr_warmup_epochs
+        self.margin = margin
+        self.margin_warmup_start_epoch = margin_warmup_start_epoch
+        self.margin_warmup_end_epoch = margin_warmup_end_epoch
+        self.lr_schedule = self.margin_warmup = None
+
+    def start(self, steps_per_epoch):
+        """Build both schedules for ``steps_per_epoch`` optimizer steps per
+        epoch; returns the learning-rate schedule, to be checkpointed.
+
+        Arguments
+        ---------
+        steps_per_epoch : int
+            Optimizer steps of an epoch (of this process, under DDP).
+
+        Returns
+        -------
+        lr_schedule : object
+            What ``lr_schedule`` made.
+        """
+        total = steps_per_epoch * self.number_of_epochs
+        warmup = round(self.lr_warmup_epochs * steps_per_epoch)
+        self.lr_schedule = self.make_lr_schedule(
+            n_warmup_steps=warmup, total_steps=max(total, warmup + 1)
+        )
+        self.margin_warmup = MarginWarmup(
+            self.margin,
+            round(self.margin_warmup_start_epoch * steps_per_epoch),
+            round(self.margin_warmup_end_epoch * steps_per_epoch),
+        )
+        return self.lr_schedule
+
+    @property
+    def current_step(self):
+        """Optimizer steps taken so far (0 before the first)."""
+        return self.lr_schedule.current_step
+
+    def __call__(self, optimizer, loss):
+        """Before an optimizer step: the margin of ``loss`` (a margin loss
+        with a settable ``margin``) and the learning rate of ``optimizer``
+        for this step."""
+        loss.margin = self.margin_warmup(self.current_step)
+        self.lr_schedule(optimizer)

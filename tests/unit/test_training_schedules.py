@@ -1,0 +1,124 @@
+"""The step schedules of training (speechbrain_mrmha.training.schedules):
+the margin warm-up and the recipe's step-wise learning-rate schedule equal
+their formulas, the schedule resumes at the step it was saved at, and
+``StepSchedules`` turns the yaml's epochs into those steps."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain_mrmha.layers.margins import margin_loss
+from speechbrain_mrmha.training.schedules import MarginWarmup
+
+RECIPE_HPARAMS = (
+    Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb1" / "hparams"
+)
+
+
+def test_margin_warmup_equals_the_formula():
+    warmup = MarginWarmup(margin=0.2, start_step=100, end_step=300)
+    for step in (0, 50, 100):
+        assert warmup(step) == 0.0
+    for step in (101, 150, 200, 299):
+        assert warmup(step) == pytest.approx(0.2 * (step - 100) / 200)
+    for step in (300, 301, 10_000):
+        assert warmup(step) == 0.2
+    assert MarginWarmup(0.3, 0, 0)(0) == 0.3  # no warm-up
+
+
+def recipe_schedule(warmup, total, **overrides):
+    """The learning-rate schedule of the recipe's mrmha.yaml."""
+    with open(RECIPE_HPARAMS / "mrmha.yaml") as fin:
+        hp = load_hyperpyyaml(fin, {"data_folder": "/data", **overrides})
+    return hp["lr_schedule"](n_warmup_steps=warmup, total_steps=total), hp
+
+
+def lrs(schedule, optimizer, steps):
+    """The learning rate of each of ``steps`` optimizer steps."""
+    values = []
+    for _ in range(steps):
+        schedule(optimizer)
+        values.append(optimizer.param_groups[0]["lr"])
+    return values
+
+
+def test_learning_rate_schedule_equals_the_formula_and_resumes(tmp_path):
+    """Step s < W: lr * s / W; then lr * (lr_final / lr) ** ((s - W) / (T - W)),
+    so lr at the end of warm-up and lr_final at step T; saved at step k and
+    loaded into a fresh schedule, the next steps are the uninterrupted ones."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    warmup, total = 10, 50
+    schedule, hp = recipe_schedule(warmup, total, lr=0.002, lr_final=0.0001)
+    optimizer = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    values = lrs(schedule, optimizer, total)
+    for step, value in enumerate(values):
+        if step < warmup:
+            expected = 0.002 * step / warmup
+        else:
+            expected = 0.002 * 0.05 ** ((step - warmup) / (total - warmup))
+        assert value == pytest.approx(expected, rel=1e-9), step
+    assert values[warmup] == pytest.approx(0.002)
+    # the yaml's decay factor: lr_final is reached at step T
+    assert schedule.decay_factor == pytest.approx(hp["lr_final"] / hp["lr"])
+
+    first, _ = recipe_schedule(warmup, total)
+    checkpointer = Checkpointer(tmp_path, {"lr_schedule": first})
+    before = lrs(first, optimizer, 23)
+    checkpointer.save_checkpoint()
+    resumed, _ = recipe_schedule(warmup, total)
+    Checkpointer(tmp_path, {"lr_schedule": resumed}).recover_if_possible()
+    assert resumed.current_step == 23
+    assert before + lrs(resumed, optimizer, total - 23) == values
+
+
+def recipe_step_schedules(steps_per_epoch, **overrides):
+    """The step_schedules object of the recipe's mrmha.yaml, started."""
+    with open(RECIPE_HPARAMS / "mrmha.yaml") as fin:
+        hp = load_hyperpyyaml(fin, {"data_folder": "/data", **overrides})
+    schedules = hp["step_schedules"]
+    return schedules, schedules.start(steps_per_epoch), hp
+
+
+def test_step_schedules_turn_epochs_into_steps():
+    """E epochs of S steps: the learning rate warms up over
+    round(lr_warmup_epochs * S) steps and reaches lr_final at step E * S;
+    the margin is 0 until round(start * S), then rises linearly to the
+    margin at round(end * S); both are set before each optimizer step."""
+    steps, epochs = 7, 3
+    schedules, lr_schedule, hp = recipe_step_schedules(
+        steps,
+        number_of_epochs=epochs,
+        lr_warmup_epochs=0.5,
+        margin=0.3,
+        margin_warmup_start_epoch=0.5,
+        margin_warmup_end_epoch=1.5,
+    )
+    assert lr_schedule is schedules.lr_schedule
+    assert lr_schedule.n_warmup_steps == round(0.5 * steps)
+    assert lr_schedule.decay_steps == steps * epochs - round(0.5 * steps)
+    warmup = MarginWarmup(0.3, round(0.5 * steps), round(1.5 * steps))
+    reference, _ = recipe_schedule(round(0.5 * steps), steps * epochs)
+    optimizer = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    twin = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    loss = hp["compute_cost"]
+    for step in range(steps * epochs):
+        assert schedules.current_step == step
+        schedules(optimizer, loss)
+        reference(twin)
+        assert loss.margin == pytest.approx(warmup(step), abs=1e-12)
+        assert optimizer.param_groups[0]["lr"] == twin.param_groups[0]["lr"]
+
+
+def test_step_schedules_keep_one_step_when_warmup_is_the_whole_run():
+    """A warm-up as long as the run still leaves a decay step (the total is
+    at least warm-up + 1), and no margin warm-up means the full margin."""
+    schedules, lr_schedule, _ = recipe_step_schedules(
+        4, number_of_epochs=1, lr_warmup_epochs=1.0
+    )
+    assert lr_schedule.decay_steps == 1 and lr_schedule.n_warmup_steps == 4
+    loss = margin_loss("aam", margin=0.0, scale=30.0)
+    schedules(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), loss)
+    assert loss.margin == 0.2  # mrmha.yaml's margin from the first step
