@@ -28,6 +28,7 @@ Authors
 """
 
 import argparse
+import inspect
 import json
 import multiprocessing
 import os
@@ -289,38 +290,16 @@ def build(
 
 
 def main(argv=None):
-    """Command line of the TTS corpus builder."""
+    """Command line of the TTS corpus builder: an option for every keyword
+    argument of ``build``, with its default."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output_folder")
-    parser.add_argument("--speakers", type=int, default=48)
-    parser.add_argument("--test-speakers", type=int, default=8)
-    parser.add_argument("--videos", type=int, default=3)
-    parser.add_argument("--utterances", type=int, default=8)
-    parser.add_argument("--min-duration", type=float, default=2.5)
-    parser.add_argument("--max-duration", type=float, default=5.0)
-    parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument(
-        "--festival-every",
-        type=int,
-        default=6,
-        help="every Nth speaker is festival's voice (0: espeak-ng only)",
-    )
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args(argv)
-    build(
-        args.output_folder,
-        args.speakers,
-        args.test_speakers,
-        args.videos,
-        args.utterances,
-        args.seed,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        trials=args.trials,
-        festival_every=args.festival_every,
-        workers=args.workers,
-    )
+    parser.add_argument("output")
+    for name, param in inspect.signature(build).parameters.items():
+        if param.default is not inspect.Parameter.empty:
+            kind = float if isinstance(param.default, float) else int
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(flag, type=kind, default=param.default)
+    build(**vars(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ RECIPE_HPARAMS = (
 TINY_CHANNELS = [4, 8, 16, 32]
 TINY_BLOCKS = [1, 1, 1, 1]
 TINY_EMB_DIM = 16
+# The one limit on a subprocess a test starts: only against a hung process,
+# never a measure of speed (a loaded machine can be many times slower).
+HANG_GUARD_SECONDS = 3600
 
 
 def _training_speakers(corpus):

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.inference.pretrained import load_calibration
 
 __all__ = ["CARD_FILE", "describe_model", "read_card", "write_model_card"]
 
@@ -138,17 +139,6 @@ def read_card(folder):
     return section if isinstance(section, dict) else {}
 
 
-def _calibration(folder):
-    """The folder's calibration.json as a dict, or None."""
-    path = Path(folder) / "calibration.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-
-
 def _front_matter(name, section):
     """Hugging Face's fields plus our section."""
     results = []
@@ -246,12 +236,12 @@ def _body(name, section, calibration):
             "(`speaker_verification_cosine.py`) adds its results here."
         )
     lines += ["", "## Calibration", ""]
-    if calibration:
-        stats = calibration.get("statistics", {})
+    if calibration is not None:
+        stats = calibration.statistics
         lines.append(
             f"`calibration.json` maps a cosine s to a log-likelihood ratio "
-            f"llr = {calibration.get('slope', 0):.4f} s "
-            f"{calibration.get('offset', 0):+.4f}, fitted on "
+            f"llr = {calibration.slope:.4f} s "
+            f"{calibration.offset:+.4f}, fitted on "
             f"{stats.get('n_speakers', '?')} held-out speakers "
             f"({stats.get('n_target', '?')} target and "
             f"{stats.get('n_nontarget', '?')} non-target trials)."
@@ -335,7 +325,7 @@ def write_model_card(folder, training=None, results=None):
         "---\n"
         + _front_matter(name, section)
         + "---\n\n"
-        + _body(name, section, _calibration(folder))
+        + _body(name, section, load_calibration(folder))
     )
     path = folder / CARD_FILE
     write_text_atomic(path, text)

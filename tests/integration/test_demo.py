@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from conftest import HANG_GUARD_SECONDS
+
 from speechbrain_mrmha.app.demo import CONFIGS, DEFAULT_CONFIG
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -34,7 +36,11 @@ def test_demo_runs_and_reruns(tmp_path):
         "4",
     ]
     first = subprocess.run(
-        command, env=ENV, capture_output=True, text=True, timeout=900
+        command,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     description, models = CONFIGS[DEFAULT_CONFIG]
@@ -53,7 +59,11 @@ def test_demo_runs_and_reruns(tmp_path):
         assert (figures / name).stat().st_size > 1000
     log = (tmp_path / "demo" / mrmha / "train_log.txt").read_text()
     second = subprocess.run(
-        command, env=ENV, capture_output=True, text=True, timeout=900
+        command,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     assert (

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_GUARD_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "VoxCeleb1"
@@ -32,14 +33,14 @@ TINY = [
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(args, check=True, timeout=600):
+def run(args, check=True):
     result = subprocess.run(
         [sys.executable, *map(str, args)],
         cwd=RECIPE,
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=HANG_GUARD_SECONDS,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -279,7 +280,7 @@ def test_ddp_two_gloo_processes(tiny_corpus, tmp_path):
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output / "pretrained" / "embedding_model.ckpt").is_file()
@@ -676,10 +677,12 @@ def test_model_is_built_once_with_the_data_class_count(
 
 
 def newest_checkpoint(output):
-    """The newest CKPT+ folder of a run."""
-    return sorted(
-        (output / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime
-    )[-1]
+    """The newest CKPT+ folder of a run, by the time the checkpointer
+    recorded (what a resume recovers), not by a file-system timestamp."""
+    from speechbrain_mrmha.training.runs import CompleteCheckpointer
+
+    checkpoints = CompleteCheckpointer(output / "save").list_checkpoints()
+    return max(checkpoints, key=lambda c: c.meta["unixtime"]).path
 
 
 @pytest.mark.parametrize("damage", ["killed while saving", "unreadable file"])
@@ -725,16 +728,18 @@ def folder_held_by_another_process(folder, what):
         [
             sys.executable,
             "-c",
-            "import time; from speechbrain_mrmha.training.runs import hold_run_lock; "
+            "import sys; from speechbrain_mrmha.training.runs import hold_run_lock; "
             f"hold_run_lock({str(folder)!r}, {what!r}); print('held', flush=True); "
-            "time.sleep(120)",
+            "sys.stdin.read()",  # holds the lock until the test lets go
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder.pid
+        assert holder.poll() is None, "the holder let go before the test"
     finally:
         holder.kill()
         holder.wait()

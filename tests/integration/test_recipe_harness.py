@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import HANG_GUARD_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_CSV = ROOT / "tests" / "recipes" / "VoxCeleb1.csv"
@@ -144,7 +145,7 @@ def test_every_row_runs_like_speechbrains_harness(speechbrain_root):
             env=env,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=HANG_GUARD_SECONDS,
         )
         if done.returncode != 0:
             failures.append(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
+from conftest import HANG_GUARD_SECONDS
 
 from speechbrain_mrmha.app.cli import main
 from speechbrain_mrmha.dataio.trials import read_trials
@@ -37,7 +38,7 @@ def verify(data, model, out, extra=()):
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import HANG_GUARD_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORED = shutil.ignore_patterns(
@@ -56,7 +57,7 @@ def installed(tmp_path_factory):
         ],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=HANG_GUARD_SECONDS,
     )
     wheel = next((tmp / "dist").glob("speechbrain_mrmha-*.whl"))
     env = tmp / "env"
@@ -88,7 +89,7 @@ def installed(tmp_path_factory):
         ],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=HANG_GUARD_SECONDS,
     )
     (site / "_dependencies.pth").write_text(
         sysconfig.get_paths()["purelib"] + "\n"
@@ -111,7 +112,7 @@ def run(installed, args, check=True):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_SECONDS,
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -78,10 +78,11 @@ def test_a_calibrated_folder_says_so(tmp_path):
     import json
 
     (tmp_path / "hyperparams.yaml").write_text("seed: 1\n")
+    from speechbrain_mrmha.scoring.calibration import Calibration
+
+    calibration = Calibration(12.5, -3.25, statistics={"n_speakers": 5})
     (tmp_path / "calibration.json").write_text(
-        json.dumps(
-            {"slope": 12.5, "offset": -3.25, "statistics": {"n_speakers": 5}}
-        )
+        json.dumps(calibration.to_dict())
     )
     _, body = front_matter(write_model_card(tmp_path))
     assert "llr = 12.5000 s -3.2500" in body and "5 held-out speakers" in body

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import HANG_GUARD_SECONDS
 
 from speechbrain_mrmha.app.synthetic import generate_corpus
 from speechbrain_mrmha.dataio.audio import audio_info
@@ -383,7 +384,9 @@ def test_command_line(corpus, tmp_path):
         "--num_workers",
         "1",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS
+    )
     assert done.returncode == 0, done.stderr
     assert "prepared" in done.stdout
     direct = prep.prepare_voxceleb1(
@@ -415,7 +418,7 @@ def test_command_line(corpus, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert bad.returncode != 0 and "none" in bad.stderr
 

@@ -42,3 +42,40 @@ def test_the_installed_ruff_is_the_pinned_one():
         [*command, "--version"], capture_output=True, text=True, check=True
     ).stdout
     assert output.split()[-1] == pinned_in_setup_cfg()
+
+
+def test_no_test_depends_on_how_fast_the_machine_is():
+    """A subprocess a test starts is limited only by the shared hang guard
+    (conftest.HANG_GUARD_SECONDS), never by a time a loaded machine can
+    exceed, and no helper process lives for a fixed time (sleep) instead
+    of until the test releases it."""
+    import ast
+
+    problems = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            values = []
+            if isinstance(node, ast.keyword) and node.arg == "timeout":
+                values = [node.value]
+            elif isinstance(node, ast.arguments):
+                named = node.args[len(node.args) - len(node.defaults) :]
+                values = [
+                    d
+                    for a, d in zip(named, node.defaults)
+                    if a.arg == "timeout"
+                ]
+            for value in values:
+                if not (
+                    isinstance(value, ast.Name)
+                    and value.id == "HANG_GUARD_SECONDS"
+                ):
+                    problems.append(f"{path.name}:{value.lineno} timeout")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "time.sleep(" in node.value
+                and path.name != "test_style.py"
+            ):
+                problems.append(f"{path.name}:{node.lineno} sleep")
+    assert not problems, problems
