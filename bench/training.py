@@ -117,6 +117,8 @@ def build_pipeline(root, batch, seconds):
     from voxceleb1_prepare import prepare_voxceleb1
 
     from speechbrain_mrmha.app.synthetic import generate_corpus
+    from speechbrain_mrmha.dataio.annotation import read_training_annotations
+    from speechbrain_mrmha.training.crops import RandomCrops
 
     corpus = generate_corpus(
         os.path.join(root, "vox"),
@@ -131,13 +133,13 @@ def build_pipeline(root, batch, seconds):
     prepare_voxceleb1(
         corpus.wav_folder, prepared, corpus.verification_file, num_workers=1
     )
-    train, _, labels = dataio_prep(
-        {
-            "prepare_folder": prepared,
-            "sentence_len": seconds,
-            "sample_rate": SAMPLE_RATE,
-        }
+    rows = read_training_annotations(
+        os.path.join(prepared, "train.csv"),
+        os.path.join(prepared, "valid.csv"),
+        corpus.root,
     )
+    crops = RandomCrops(seed=0, sentence_len=seconds, sample_rate=SAMPLE_RATE)
+    train, _, labels = dataio_prep({"crops": crops}, *rows)
     fbank = Fbank(n_mels=40)
     norm = InputNormalization(norm_type="sentence", std_norm=False)
 
@@ -314,31 +316,25 @@ def main():
 
     from speechbrain.dataio.dataloader import make_dataloader
 
-    loader = iter(
-        make_dataloader(
-            dataset,
-            batch_size=args.batch,
-            shuffle=True,
-            num_workers=0,
-            drop_last=True,
+    def epoch():
+        return iter(
+            make_dataloader(
+                dataset,
+                batch_size=args.batch,
+                shuffle=True,
+                num_workers=0,
+                drop_last=True,
+            )
         )
-    )
+
+    loader = epoch()
     real = paper["paper fp32, random feats"]
 
     def real_step():
         nonlocal loader
-        try:
-            batch = next(loader)
-        except StopIteration:
-            loader = iter(
-                make_dataloader(
-                    dataset,
-                    batch_size=args.batch,
-                    shuffle=True,
-                    num_workers=0,
-                    drop_last=True,
-                )
-            )
+        batch = next(loader, None)
+        if batch is None:
+            loader = epoch()
             batch = next(loader)
         sig, sig_lens = batch.sig
         real.step(features(sig, sig_lens), sig_lens, batch.spk_id_encoded[0])

@@ -125,3 +125,27 @@ def tiny_encoder(tmp_path_factory, tiny_pretrained):
     return load_encoder(
         tiny_pretrained, savedir=tmp_path_factory.mktemp("tiny_encoder_cache")
     )
+
+
+def noise(seconds, seed):
+    """``seconds`` of 16 kHz Gaussian noise (standard deviation 0.1), the
+    same for the same ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(int(16000 * seconds), generator=generator)
+
+
+def calibration_at(score):
+    """A calibration whose EER threshold accepts ``score``, whose minDCF
+    threshold rejects it, and whose LLR at ``score`` is 0.25 (so the Bayes
+    rule at p_target 0.5 accepts it)."""
+    from speechbrain_mrmha.scoring.calibration import Calibration
+
+    return Calibration(
+        slope=7.0,
+        offset=-7.0 * score + 0.25,
+        p_target=0.5,
+        thresholds={
+            "eer": {"cosine": score - 1e-3, "llr": 0.1, "value": 0.2},
+            "min_dcf": {"cosine": score + 1e-3, "llr": 0.3, "value": 0.4},
+        },
+    )

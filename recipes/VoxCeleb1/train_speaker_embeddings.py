@@ -49,6 +49,7 @@ from speechbrain_mrmha.training.brain import (
     AttentionEntropy,
     SpeakerEmbeddingBrain,
 )
+from speechbrain_mrmha.training.checks import check_training_options
 from speechbrain_mrmha.training.config import (
     class_count_overrides,
     model_definition,
@@ -58,6 +59,7 @@ from speechbrain_mrmha.training.config import (
 )
 from speechbrain_mrmha.training.crops import speaker_labels, training_speeds
 from speechbrain_mrmha.training.finetune import initialise_from
+from speechbrain_mrmha.training.resume import check_rerun
 from speechbrain_mrmha.training.runs import hold_run_lock
 
 logger = logging.getLogger(__name__)
@@ -163,9 +165,11 @@ def prepare(hparams_file, run_opts, overrides):
     stops before any work): the run's folder, VoxCeleb1 preparation, the
     checks of the annotation CSVs, the class count of the data."""
     hparams = plain_values(hparams_file, overrides)
+    check_training_options(hparams)  # every bad option, before any work
     sb.utils.distributed.ddp_init_group(run_opts)
     if sb.utils.distributed.if_main_process():
         hold_run_lock(hparams["output_folder"], "training")
+        check_rerun(hparams_file, overrides, hparams["save_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -244,14 +248,7 @@ def calibrate(hparams, utterances, device):
         device=device,
         sample_rate=hparams["sample_rate"],
     )
-    s = calibration.statistics
-    logger.info(
-        f"calibration on {s['n_target'] + s['n_nontarget']} trials of "
-        f"{s['n_speakers']} speakers: llr = {calibration.slope:.3f} * cosine "
-        f"{calibration.offset:+.3f}, Cllr {s['cllr']:.4f} (raw cosine "
-        f"{s['cllr_raw']:.4f}), actDCF {s['act_dcf_normalized']:.4f}, "
-        f"minDCF {s['min_dcf_normalized']:.4f}"
-    )
+    logger.info("calibration: %s", calibration.summary())
 
 
 def main(argv):

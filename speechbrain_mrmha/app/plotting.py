@@ -349,20 +349,17 @@ def plot_score_histograms(score_file_or_arrays, out_png, bins=50, title=None):
 
     figure = _new_figure(6.0, 4.0)
     axes = figure.add_subplot()
-    axes.hist(
-        scores.negative.numpy(),
-        bins=edges,
-        density=True,
-        alpha=0.55,
-        label=f"non-target ({scores.negative.numel()})",
-    )
-    axes.hist(
-        scores.positive.numpy(),
-        bins=edges,
-        density=True,
-        alpha=0.55,
-        label=f"target ({scores.positive.numel()})",
-    )
+    for values, name in (
+        (scores.negative, "non-target"),
+        (scores.positive, "target"),
+    ):
+        axes.hist(
+            values.numpy(),
+            bins=edges,
+            density=True,
+            alpha=0.55,
+            label=f"{name} ({values.numel()})",
+        )
     axes.axvline(
         threshold,
         color="black",
@@ -517,27 +514,9 @@ def utterance_attention(encoder, signal):
 
     Example
     -------
-    >>> import tempfile
-    >>> from hyperpyyaml import load_hyperpyyaml
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
     >>> from speechbrain_mrmha.inference.backends import TorchEncoder
-    >>> from speechbrain_mrmha.inference.pretrained import write_pretrained
-    >>> model_yaml = (
-    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
-    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
-    ...     "    norm_type: sentence\\n    std_norm: False\\n"
-    ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
-    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
-    ...     "    lin_neurons: 4\\n"
-    ...     "    pooling: !name:speechbrain_mrmha.layers.pooling.MultiResolutionMultiHeadAttentionPooling\\n"
-    ...     "        num_heads: 2\\n"
-    ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
-    >>> model = load_hyperpyyaml(model_yaml)
-    >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
-    >>> root = Path(tempfile.mkdtemp())
-    >>> folder = write_pretrained(root / "model", model_yaml, model["embedding_model"],
-    ...                           model["classifier"], labels)
-    >>> encoder = TorchEncoder(folder)
+    >>> from speechbrain_mrmha.inference.pretrained import example_folder
+    >>> encoder = TorchEncoder(example_folder(num_heads=2))  # MRMHA, 2 heads
     >>> utterance_attention(encoder, torch.randn(16000)).shape
     torch.Size([2, 13])
     """

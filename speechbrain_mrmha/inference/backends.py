@@ -159,7 +159,42 @@ def check_padded_batch(wavs, lengths, min_samples=1, source=None):
     return lengths
 
 
-class TorchEncoder:
+class _Encoder:
+    """What every backend shares: ``encode`` checks its inputs against the
+    backend's ``precisions``, ``min_samples`` and ``source``, then runs the
+    backend's ``_encode`` on the checked batch."""
+
+    def encode(self, wavs, lengths, precision="fp32"):
+        """Embeddings and attention entropies of a padded batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) float32 waveforms at ``sample_rate``.
+        lengths : torch.Tensor
+            (batch,) int64 valid samples of each row, in [1, samples].
+        precision : str
+            One of the backend's ``precisions``: "fp32", or (PyTorch only)
+            "bf16" / "fp16" under ``torch.autocast`` (the attention pooling
+            still computes in float32); fast only on hardware with native
+            support (GPUs; CPUs with AMX for bf16).
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            (batch, emb_dim) float32 on the CPU.
+        entropies : torch.Tensor or None
+            (batch, heads) attention entropy per utterance; None for
+            poolings without attention, and from onnxruntime.
+        """
+        check_precision(precision, self.precisions, self.source)
+        lengths = check_padded_batch(
+            wavs, lengths, self.min_samples, self.source
+        )
+        return self._encode(wavs, lengths, precision)
+
+
+class TorchEncoder(_Encoder):
     """A pretrained folder run by PyTorch, through SpeechBrain's own
     ``EncoderClassifier.encode_batch`` with sample-relative ``wav_lens``
     (the folder's ``FrameExactLengths`` hooks make each row's frames those
@@ -178,10 +213,10 @@ class TorchEncoder:
 
     Example
     -------
-    >>> TorchEncoder("/nonexistent")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: pretrained model folder /nonexistent does not exist
+    >>> from speechbrain_mrmha.inference.pretrained import example_folder
+    >>> backend = TorchEncoder(example_folder())  # an untrained tiny model
+    >>> backend.emb_dim, backend.precisions
+    (4, ('fp32', 'bf16', 'fp16'))
     """
 
     precisions = tuple(PRECISIONS)
@@ -216,23 +251,8 @@ class TorchEncoder:
 
         Example
         -------
-        >>> import tempfile
-        >>> from hyperpyyaml import load_hyperpyyaml
-        >>> from speechbrain.dataio.encoder import CategoricalEncoder
-        >>> from speechbrain_mrmha.inference.pretrained import load_encoder, write_pretrained
-        >>> model_yaml = (
-        ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
-        ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
-        ...     "    norm_type: sentence\\n"
-        ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
-        ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
-        ...     "    lin_neurons: 4\\n"
-        ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
-        >>> parts = load_hyperpyyaml(model_yaml)
-        >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
-        >>> folder = write_pretrained(tempfile.mkdtemp() + "/model", model_yaml,
-        ...     parts["embedding_model"], parts["classifier"], labels)
-        >>> backend = TorchEncoder.from_encoder(load_encoder(folder))
+        >>> from speechbrain_mrmha.inference.pretrained import example_folder, load_encoder
+        >>> backend = TorchEncoder.from_encoder(load_encoder(example_folder()))
         >>> backend.emb_dim, backend.sample_rate, backend.min_samples
         (4, 16000, 201)
         >>> wavs = 0.1 * torch.randn(2, 8000)
@@ -284,32 +304,8 @@ class TorchEncoder:
         ``embedding_model``, ``classifier``)."""
         return self.encoder_classifier.mods
 
-    def encode(self, wavs, lengths, precision="fp32"):
-        """Embeddings and attention entropies of a padded batch.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) float32 waveforms at ``sample_rate``.
-        lengths : torch.Tensor
-            (batch,) int64 valid samples of each row, in [1, samples].
-        precision : str
-            "fp32", or "bf16" / "fp16" under ``torch.autocast`` (the
-            attention pooling still computes in float32); fast only on
-            hardware with native support (GPUs; CPUs with AMX for bf16).
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            (batch, emb_dim) float32 on the CPU.
-        entropies : torch.Tensor or None
-            (batch, heads) attention entropy per utterance; None for
-            poolings without attention.
-        """
-        check_precision(precision, self.precisions, self.source)
-        lengths = check_padded_batch(
-            wavs, lengths, self.min_samples, self.source
-        )
+    def _encode(self, wavs, lengths, precision):
+        """``encode`` of a checked batch (int64 CPU ``lengths``)."""
         # samples past each count are zeroed, as in the exported graph
         steps = torch.arange(wavs.shape[1], device=wavs.device)
         keep = steps[None, :] < lengths.to(wavs.device)[:, None]
@@ -334,7 +330,7 @@ class TorchEncoder:
         return embeddings.squeeze(1).float().cpu(), entropies
 
 
-class OnnxEncoder:
+class OnnxEncoder(_Encoder):
     """An exported waveform graph (``export.export_model``, ONNX) run by
     onnxruntime on the CPU, in fp32; the module docstring gives the
     contract. So ``--backend onnxruntime`` batches, caches and checks files
@@ -391,28 +387,8 @@ class OnnxEncoder:
         self.min_samples = int(self.metadata["min_samples"])
         self.emb_dim = int(self.metadata["emb_dim"])
 
-    def encode(self, wavs, lengths, precision="fp32"):
-        """Embeddings of a zero-padded batch (no attention entropies).
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (batch, samples) float32 waveforms at ``sample_rate``.
-        lengths : torch.Tensor
-            (batch,) int64 valid samples of each row, in [1, samples].
-        precision : str
-            "fp32" only.
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            (batch, emb_dim) float32 on the CPU.
-        entropies : None
-        """
-        check_precision(precision, self.precisions, self.source)
-        lengths = check_padded_batch(
-            wavs, lengths, self.min_samples, self.source
-        )
+    def _encode(self, wavs, lengths, precision):
+        """``encode`` of a checked batch: fp32, no attention entropies."""
         feed = {
             "wavs": wavs.detach().to("cpu", torch.float32).contiguous().numpy(),
             "lengths": lengths.numpy(),

@@ -333,23 +333,8 @@ class SpeakerModel:
 
     Example
     -------
-    >>> import tempfile
-    >>> from hyperpyyaml import load_hyperpyyaml
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> from speechbrain_mrmha.inference.pretrained import write_pretrained
-    >>> model_yaml = (
-    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
-    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
-    ...     "    norm_type: sentence\\n"
-    ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
-    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
-    ...     "    lin_neurons: 4\\n"
-    ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
-    >>> parts = load_hyperpyyaml(model_yaml)
-    >>> labels = CategoricalEncoder(); labels.update_from_iterable(["a", "b"])
-    >>> folder = write_pretrained(Path(tempfile.mkdtemp()) / "model", model_yaml,
-    ...     parts["embedding_model"], parts["classifier"], labels)
-    >>> model = SpeakerModel(folder)
+    >>> from speechbrain_mrmha.inference.pretrained import example_folder
+    >>> model = SpeakerModel(example_folder())  # an untrained tiny model
     >>> signal = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))
     >>> result = model.verify(signal, signal)
     >>> round(result.cosine, 4), result.llr, result.decision, result.threshold

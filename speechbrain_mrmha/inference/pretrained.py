@@ -155,20 +155,7 @@ def write_pretrained(
 
     Example
     -------
-    >>> import tempfile
-    >>> from hyperpyyaml import load_hyperpyyaml
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> model_yaml = (
-    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
-    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
-    ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
-    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
-    ...     "    lin_neurons: 4\\n"
-    ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
-    >>> model = load_hyperpyyaml(model_yaml)
-    >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["a", "b"])
-    >>> out = write_pretrained(tempfile.mkdtemp() + "/model", model_yaml,
-    ...     model["embedding_model"], model["classifier"], encoder)
+    >>> out = example_folder()  # write_pretrained of a tiny untrained model
     >>> sorted(p.name for p in out.iterdir())[:3]
     ['classifier.ckpt', 'embedding_model.ckpt', 'hyperparams.yaml']
     """
@@ -191,6 +178,80 @@ def write_pretrained(
         )
 
     return replace_folder(folder, fill)
+
+
+# the untrained tiny model of ``example_folder``: Fbank and sentence mean
+# normalisation as in the recipes, a ResNet34 of 2 channels a stage
+EXAMPLE_MODEL_YAML = """\
+compute_features: !new:speechbrain.lobes.features.Fbank
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34
+    channels: [2, 2, 2, 2]
+    block_counts: [1, 1, 1, 1]
+    lin_neurons: 4
+{pooling}classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]
+"""
+EXAMPLE_POOLING = """\
+    pooling: !name:speechbrain_mrmha.layers.pooling.MultiResolutionMultiHeadAttentionPooling
+        num_heads: {num_heads}
+"""
+
+
+def example_folder(folder=None, num_heads=None):
+    """Write the pretrained folder of an untrained tiny model (ResNet34 of
+    2 channels and 1 block a stage, 4-dimensional embeddings, a cosine
+    classifier of the two speakers "a" and "b"), for examples: it loads
+    and embeds like a trained folder, in a fraction of a second.
+
+    Arguments
+    ---------
+    folder : str or Path or None
+        Where it goes (``write_pretrained``: an existing folder is replaced
+        whole); None: ``model`` in a new temporary folder.
+    num_heads : int or None
+        None: masked statistics pooling (no attention); an int: MRMHA
+        pooling of that many heads.
+
+    Returns
+    -------
+    folder : Path
+
+    Example
+    -------
+    >>> folder = example_folder(num_heads=2)
+    >>> check_pretrained(folder).name
+    'model'
+    >>> "num_heads: 2" in (folder / "hyperparams.yaml").read_text()
+    True
+    """
+    import tempfile
+    import uuid
+
+    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    if folder is None:  # mkdir: the umask's modes, as every writer here
+        scratch = (
+            Path(tempfile.gettempdir()) / f"sbm-example-{uuid.uuid4().hex}"
+        )
+        scratch.mkdir()
+        folder = scratch / "model"
+    pooling = ""
+    if num_heads is not None:
+        pooling = EXAMPLE_POOLING.format(num_heads=int(num_heads))
+    model_yaml = EXAMPLE_MODEL_YAML.format(pooling=pooling)
+    model = load_hyperpyyaml(model_yaml)
+    labels = CategoricalEncoder()
+    labels.update_from_iterable(["a", "b"])
+    return write_pretrained(
+        folder,
+        model_yaml,
+        model["embedding_model"],
+        model["classifier"],
+        labels,
+    )
 
 
 def check_pretrained(folder):
@@ -470,21 +531,8 @@ def calibrate_pretrained(
     Example
     -------
     >>> import tempfile, numpy, soundfile
-    >>> from hyperpyyaml import load_hyperpyyaml
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> model_yaml = (
-    ...     "compute_features: !new:speechbrain.lobes.features.Fbank\\n"
-    ...     "mean_var_norm: !new:speechbrain.processing.features.InputNormalization\\n"
-    ...     "    norm_type: sentence\\n"
-    ...     "embedding_model: !new:speechbrain_mrmha.layers.resnet.ResNet34\\n"
-    ...     "    channels: [2, 2, 2, 2]\\n    block_counts: [1, 1, 1, 1]\\n"
-    ...     "    lin_neurons: 4\\n"
-    ...     "classifier: !new:speechbrain_mrmha.layers.margins.CosineClassifier [4, 2]\\n")
-    >>> model = load_hyperpyyaml(model_yaml)
-    >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["a", "b"])
     >>> tmp = Path(tempfile.mkdtemp())
-    >>> folder = write_pretrained(tmp / "model", model_yaml,
-    ...     model["embedding_model"], model["classifier"], encoder)
+    >>> folder = example_folder(tmp / "model")
     >>> rng, utterances = numpy.random.default_rng(0), {}
     >>> for i in range(6):
     ...     path = str(tmp / f"u{i}.wav")

@@ -303,6 +303,30 @@ class Calibration:
             p_target, c_miss, c_fa
         )
 
+    def summary(self):
+        """One line on the mapping and how well it calibrates its trials.
+
+        Returns
+        -------
+        str
+
+        Example
+        -------
+        >>> stats = dict(n_target=2, n_nontarget=8, n_speakers=5, cllr=0.5,
+        ...              cllr_raw=0.9, act_dcf_normalized=0.7,
+        ...              min_dcf_normalized=0.6)
+        >>> print(Calibration(12.0, -3.0, statistics=stats).summary())
+        llr = 12.000 * cosine -3.000 on 10 trials of 5 speakers: Cllr 0.5000 (raw cosine 0.9000), actDCF 0.7000, minDCF 0.6000
+        """
+        s = self.statistics
+        return (
+            f"llr = {self.slope:.3f} * cosine {self.offset:+.3f} on "
+            f"{s['n_target'] + s['n_nontarget']} trials of "
+            f"{s['n_speakers']} speakers: Cllr {s['cllr']:.4f} (raw cosine "
+            f"{s['cllr_raw']:.4f}), actDCF {s['act_dcf_normalized']:.4f}, "
+            f"minDCF {s['min_dcf_normalized']:.4f}"
+        )
+
     def to_dict(self):
         """A JSON-ready dict (with a ``format`` tag).
 

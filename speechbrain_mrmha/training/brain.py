@@ -119,13 +119,15 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
         )
 
     def on_fit_start(self):
-        """Build the step schedules, recover, then drop the log lines of
-        epochs the recovered checkpoint does not hold."""
+        """Build the step schedules, recover, plan the schedules for this
+        run's length again (a rerun may add epochs), then drop the log
+        lines of epochs the recovered checkpoint does not hold."""
         self.checkpointer.add_recoverable(
             "lr_schedule",
             self.hparams.step_schedules.start(self.steps_per_epoch),
         )
         super().on_fit_start()
+        self.hparams.step_schedules.replan()
         if sb.utils.distributed.if_main_process():
             keep_logged_epochs(
                 self.hparams.train_logger.save_file,

@@ -22,10 +22,9 @@ class WarmHoldDecay:
     warm-up (warm-up + cosine).
 
     Called with the optimizer before each step, as SpeechBrain's
-    ``WarmAndExpDecayLRSchedule``; ``current_step`` counts the steps taken,
-    and ``replan(total_steps)`` moves the end of the run (a resumed run
-    with more epochs): the remaining steps then follow the curve of a run
-    planned that long.
+    ``WarmAndExpDecayLRSchedule``; ``current_step`` counts the steps taken
+    (``StepSchedules.replan`` gives a resumed run with more epochs the plan
+    of a run that long, keeping the step count).
 
     Arguments
     ---------
@@ -62,11 +61,6 @@ class WarmHoldDecay:
         self.total_steps = int(total_steps)
         self.current_step = 0
         self.current_lr = 0.0
-
-    def replan(self, total_steps):
-        """Moves the end of the run to ``total_steps`` (same step count so
-        far)."""
-        self.total_steps = int(total_steps)
 
     def rate(self, step):
         """The learning rate of optimizer step ``step`` (0-based)."""

@@ -17,8 +17,15 @@ import yaml
 
 from speechbrain_mrmha.dataio.audio import write_text_atomic
 from speechbrain_mrmha.dataio.problems import list_problems
+from speechbrain_mrmha.training.config import resolve_config
 
-__all__ = ["OPTIONS_FILE", "RESUMABLE", "run_options", "check_resume"]
+__all__ = [
+    "OPTIONS_FILE",
+    "RESUMABLE",
+    "run_options",
+    "check_resume",
+    "check_rerun",
+]
 
 OPTIONS_FILE = "run_options.json"
 # option -> what changing it on resume does
@@ -157,3 +164,36 @@ def check_resume(save_folder, options, has_checkpoints):
     if allowed:
         write_text_atomic(record, json.dumps(options, indent=1, sort_keys=True))
     return allowed
+
+
+def check_rerun(hparams_file, overrides, save_folder):
+    """``check_resume`` for a run of ``hparams_file`` with ``overrides``
+    whose checkpoints go to ``save_folder``: before any work, a rerun into
+    a folder with checkpoints is refused unless only ``RESUMABLE`` options
+    changed.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+    overrides : str, dict or None
+    save_folder : str or Path
+
+    Returns
+    -------
+    changes : dict
+        As ``check_resume``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.yaml").write_text("number_of_epochs: 2\\nloss: aam\\n")
+    >>> check_rerun(folder / "a.yaml", {}, folder / "save")
+    {}
+    >>> (folder / "save" / "CKPT+1").mkdir()
+    >>> check_rerun(folder / "a.yaml", {"number_of_epochs": 4}, folder / "save")
+    {'number_of_epochs': (2, 4)}
+    """
+    options = run_options(resolve_config(hparams_file, overrides))
+    has_checkpoints = any(Path(save_folder).glob("CKPT+*"))
+    return check_resume(save_folder, options, has_checkpoints)

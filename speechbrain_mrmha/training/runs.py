@@ -32,6 +32,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.problems import list_problems
 
 __all__ = [
     "RunLockedError",
@@ -193,6 +194,21 @@ class CompleteCheckpointer(Checkpointer):
                 )
         return complete
 
+    def _refuse_a_fresh_start(self, failed):
+        """Raise when checkpoints exist but none could be recovered: the
+        run would start again from scratch over its own log and
+        checkpoints, silently."""
+        unusable = _unusable(self, failed)
+        if unusable:
+            raise RuntimeError(
+                f"{self.checkpoints_dir} holds checkpoints, but none can be "
+                "resumed (incomplete or unreadable):\n"
+                + list_problems(unusable)
+                + "\nStarting again from scratch would overwrite this run; "
+                "delete its output folder (or give another --output_folder) "
+                "to start fresh."
+            )
+
     def recover_if_possible(
         self,
         importance_key=None,
@@ -214,6 +230,7 @@ class CompleteCheckpointer(Checkpointer):
                 importance_key, max_key, min_key, usable
             )
             if checkpoint is None:
+                self._refuse_a_fresh_start(failed)
                 return None
             try:
                 self.load_checkpoint(checkpoint)
@@ -225,6 +242,16 @@ class CompleteCheckpointer(Checkpointer):
                     error,
                 )
                 failed.add(checkpoint.path)
+
+
+def _unusable(checkpointer, failed):
+    """Checkpoint folders a recovery could not use: incomplete or failed."""
+    every = Checkpointer.list_checkpoints(checkpointer)
+    return sorted(
+        str(c.path)
+        for c in every
+        if c.path in failed or not checkpointer.is_complete(c)
+    )
 
 
 def keep_logged_epochs(train_log, last_epoch):

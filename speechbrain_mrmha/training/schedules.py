@@ -124,7 +124,7 @@ class StepSchedules:
         self.margin = margin
         self.margin_warmup_start_epoch = margin_warmup_start_epoch
         self.margin_warmup_end_epoch = margin_warmup_end_epoch
-        self.lr_schedule = self.margin_warmup = None
+        self.lr_schedule = self.margin_warmup = self.steps_per_epoch = None
 
     def start(self, steps_per_epoch):
         """Build both schedules for ``steps_per_epoch`` optimizer steps per
@@ -140,17 +140,50 @@ class StepSchedules:
         lr_schedule : object
             What ``lr_schedule`` made.
         """
-        total = steps_per_epoch * self.number_of_epochs
-        warmup = round(self.lr_warmup_epochs * steps_per_epoch)
-        self.lr_schedule = self.make_lr_schedule(
-            n_warmup_steps=warmup, total_steps=max(total, warmup + 1)
-        )
+        self.steps_per_epoch = steps_per_epoch
+        self.lr_schedule = self._plan()
         self.margin_warmup = MarginWarmup(
             self.margin,
             round(self.margin_warmup_start_epoch * steps_per_epoch),
             round(self.margin_warmup_end_epoch * steps_per_epoch),
         )
         return self.lr_schedule
+
+    def replan(self):
+        """After a checkpoint is recovered: the plan of the learning-rate
+        schedule (warm-up and total steps, e.g. ``decay_steps``) is this
+        run's again, only its step count is the checkpoint's. So a rerun
+        with more epochs trains the added steps at the rates of a run
+        planned that long from the start, instead of following the old
+        plan past its end (where an exponential decay reaches ~1e-15).
+
+        Example
+        -------
+        >>> from functools import partial
+        >>> from speechbrain.nnet.schedulers import WarmAndExpDecayLRSchedule
+        >>> make = partial(WarmAndExpDecayLRSchedule, lr=1.0, decay_factor=0.01)
+        >>> short = StepSchedules(make, 1, 0.0, margin=0.2).start(10)
+        >>> long = StepSchedules(make, 3, 0.0, margin=0.2)
+        >>> recovered = long.start(10)
+        >>> recovered.__dict__.update(short.__dict__, current_step=10)
+        >>> recovered.decay_steps  # the recovered plan: 10 steps
+        10
+        >>> long.replan()
+        >>> recovered.decay_steps, recovered.current_step
+        (30, 10)
+        """
+        fresh = self._plan()
+        for key, value in vars(fresh).items():
+            if key not in ("current_step", "current_lr"):
+                setattr(self.lr_schedule, key, value)
+
+    def _plan(self):
+        """A new learning-rate schedule of this run's plan."""
+        total = self.steps_per_epoch * self.number_of_epochs
+        warmup = round(self.lr_warmup_epochs * self.steps_per_epoch)
+        return self.make_lr_schedule(
+            n_warmup_steps=warmup, total_steps=max(total, warmup + 1)
+        )
 
     @property
     def current_step(self):

@@ -14,6 +14,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from conftest import HANG_GUARD_SECONDS, calibration_at
 from matplotlib.image import imread
 
 from speechbrain_mrmha.app.cli import main, write_embeddings
@@ -30,6 +31,11 @@ HELP_COMMANDS = [
     ["plot", "hist"],
     ["demo"],
 ]
+
+
+def embed_argv(model, files, out, *options):
+    """``embed --model MODEL FILES... OPTIONS... --out OUT``."""
+    return ["embed", "--model", model, *files, *options, "--out", str(out)]
 
 
 @pytest.fixture(scope="module")
@@ -99,26 +105,14 @@ def runs(inputs):
     """Every CLI run, started in parallel; name -> CompletedProcess."""
     out = inputs.folder
     commands = {
-        "embed": [
-            "embed",
-            "--model",
+        "embed": embed_argv(inputs.model, inputs.embed_files, out / "emb.pt"),
+        "embed_repeats": embed_argv(
             inputs.model,
-            *inputs.embed_files,
-            "--out",
-            str(out / "emb.pt"),
-        ],
-        "embed_repeats": [
-            "embed",
-            "--model",
-            inputs.model,
-            inputs.second,
-            inputs.first,
-            inputs.second,
+            [inputs.second, inputs.first, inputs.second],
+            out / "rep.npy",
             "--max-batch-size",
             "1",
-            "--out",
-            str(out / "rep.npy"),
-        ],
+        ),
         "verify": [
             "verify",
             "--model",
@@ -126,18 +120,15 @@ def runs(inputs):
             inputs.first,
             inputs.second,
         ],
-        "embed_bf16": [
-            "embed",
-            "--model",
+        "embed_bf16": embed_argv(
             inputs.model,
-            *inputs.embed_files,
+            inputs.embed_files,
+            out / "emb_bf16.pt",
             "--precision",
             "bf16",
             "--batch-seconds",
             "3",
-            "--out",
-            str(out / "emb_bf16.pt"),
-        ],
+        ),
         "attention": [
             "plot",
             "attention",
@@ -167,15 +158,9 @@ def runs(inputs):
             "--out",
             str(out / "hist.png"),
         ],
-        "not_audio": [
-            "embed",
-            "--model",
-            inputs.model,
-            inputs.first,
-            inputs.not_audio,
-            "--out",
-            str(out / "never.pt"),
-        ],
+        "not_audio": embed_argv(
+            inputs.model, [inputs.first, inputs.not_audio], out / "never.pt"
+        ),
         "short": [
             "verify",
             "--model",
@@ -197,7 +182,7 @@ def runs(inputs):
     }
     results = {}
     for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=300)
+        stdout, stderr = process.communicate(timeout=HANG_GUARD_SECONDS)
         results[name] = subprocess.CompletedProcess(
             commands[name], process.returncode, stdout, stderr
         )
@@ -231,7 +216,7 @@ def test_help_of_every_command(words):
         COMMAND + words + ["--help"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_SECONDS,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
@@ -283,19 +268,7 @@ def test_embed_uses_the_extraction_loop(inputs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(extraction, "embed_files", recording)
     files = [inputs.first, inputs.second, inputs.first]
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                inputs.model,
-                *files,
-                "--out",
-                str(tmp_path / "e.npz"),
-            ]
-        )
-        == 0
-    )
+    assert main(embed_argv(inputs.model, files, tmp_path / "e.npz")) == 0
     assert calls == [
         ({inputs.first: inputs.first, inputs.second: inputs.second}, None)
     ]
@@ -434,7 +407,6 @@ def test_verify_prints_the_calibrated_llr_and_decides_by_its_thresholds(
     operating point decides by its own threshold: the stored cosine of the
     EER / minDCF point, or the Bayes rule llr > log((1 - p) / p)."""
     from speechbrain_mrmha.inference.pretrained import write_calibration
-    from speechbrain_mrmha.scoring.calibration import Calibration
 
     model = tmp_path / "pretrained"
     shutil.copytree(inputs.model, model)
@@ -442,16 +414,8 @@ def test_verify_prints_the_calibrated_llr_and_decides_by_its_thresholds(
     plain = _verify_lines(["verify", "--model", str(model), *files], capsys)
     score = float(plain["score"].split()[0])
     # thresholds just below and just above the score: EER accepts, minDCF
-    # rejects; the Bayes rule at p_target 0.5 is llr > 0
-    calibration = Calibration(
-        slope=7.0,
-        offset=-7.0 * score + 0.25,
-        p_target=0.5,
-        thresholds={
-            "eer": {"cosine": score - 1e-3, "llr": 0.1, "value": 0.2},
-            "min_dcf": {"cosine": score + 1e-3, "llr": 0.3, "value": 0.4},
-        },
-    )
+    # rejects; the Bayes rule at p_target 0.5 is llr > 0 (llr 0.25 here)
+    calibration = calibration_at(score)
     write_calibration(model, calibration)
     argv = ["verify", "--model", str(model), *files]
     default = _verify_lines(argv, capsys)
@@ -548,17 +512,7 @@ def test_write_embeddings_formats_round_trip(tmp_path, suffix):
 
 def test_cli_errors_in_process(tmp_path, inputs, capsys):
     assert (
-        main(
-            [
-                "embed",
-                "--model",
-                inputs.model,
-                inputs.first,
-                "--out",
-                str(tmp_path / "e.csv"),
-            ]
-        )
-        == 2
+        main(embed_argv(inputs.model, [inputs.first], tmp_path / "e.csv")) == 2
     )
     assert capsys.readouterr().err.strip() == (
         f"error: --out {tmp_path / 'e.csv'}: unknown format '.csv'; use .pt, .npy or .npz"
@@ -659,9 +613,7 @@ def test_embed_lists_every_unreadable_or_short_file_before_the_model(
     soundfile.write(tiny, np.zeros(800, dtype="float32"), 16000)
     files = [inputs.first, inputs.short, inputs.not_audio, str(tiny)]
     out = tmp_path / "e.pt"
-    assert (
-        main(["embed", "--model", inputs.model, *files, "--out", str(out)]) == 2
-    )
+    assert main(embed_argv(inputs.model, files, out)) == 2
     line = one_error_line(capsys)
     assert line.startswith("error: 3 files cannot be used: ")
     assert f"{inputs.short}: audio too short (0.10 s" in line
@@ -683,20 +635,7 @@ def test_non_finite_audio_is_an_error_naming_the_file_not_a_nan_score(
     )
     assert f"{nan}: audio has non-finite samples" in one_error_line(capsys)
     out = tmp_path / "e.npy"
-    assert (
-        main(
-            [
-                "embed",
-                "--model",
-                inputs.model,
-                inputs.first,
-                str(nan),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main(embed_argv(inputs.model, [inputs.first, str(nan)], out)) == 2
     line = one_error_line(capsys)
     assert line.startswith("error: 1 file cannot be embedded: ")
     assert f"{nan}: audio has non-finite samples" in line

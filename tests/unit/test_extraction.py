@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import noise
 
 from speechbrain_mrmha.dataio.audio import content_digest, load_audio
 from speechbrain_mrmha.inference.extraction import (
@@ -27,11 +28,6 @@ from speechbrain_mrmha.inference.extraction import (
     model_fingerprint,
 )
 from speechbrain_mrmha.inference.pretrained import load_encoder
-
-
-def noise(seconds, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(int(16000 * seconds), generator=generator)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import calibration_at, noise
 
 import speechbrain_mrmha.inference.backends as backends
 import speechbrain_mrmha.inference.export as export
@@ -26,13 +27,7 @@ from speechbrain_mrmha.inference.pretrained import (
     write_calibration,
     write_threshold,
 )
-from speechbrain_mrmha.scoring.calibration import Calibration
 from speechbrain_mrmha.scoring.metrics import EER
-
-
-def noise(seconds, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(int(16000 * seconds), generator=generator)
 
 
 @pytest.fixture
@@ -72,20 +67,6 @@ def no_loading(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(backends, "load_backend", refuse)
-
-
-def calibration_at(score):
-    """A calibration whose EER threshold accepts ``score``, whose minDCF
-    threshold rejects it, and whose LLR at ``score`` is 0.25."""
-    return Calibration(
-        slope=7.0,
-        offset=-7.0 * score + 0.25,
-        p_target=0.5,
-        thresholds={
-            "eer": {"cosine": score - 1e-3, "llr": 0.1, "value": 0.2},
-            "min_dcf": {"cosine": score + 1e-3, "llr": 0.3, "value": 0.4},
-        },
-    )
 
 
 def test_threshold_comes_from_the_model_folder_never_a_recipe_folder(
