@@ -17,7 +17,7 @@ import yaml
 
 from speechbrain_mrmha.dataio.audio import write_text_atomic
 from speechbrain_mrmha.dataio.problems import list_problems
-from speechbrain_mrmha.training.config import resolve_config
+from speechbrain_mrmha.training.config import parse_overrides, resolve_config
 
 __all__ = [
     "OPTIONS_FILE",
@@ -83,7 +83,7 @@ def run_options(resolved_yaml):
     return json.loads(json.dumps(options, default=str))
 
 
-def check_resume(save_folder, options, has_checkpoints):
+def check_resume(save_folder, options, has_checkpoints, comparable=None):
     """Compares a rerun's options with those its checkpoints were made
     with, before any work, and records the options for the next rerun.
 
@@ -101,6 +101,10 @@ def check_resume(save_folder, options, has_checkpoints):
         This run's options (``run_options``).
     has_checkpoints : bool
         Whether ``save_folder`` holds a checkpoint the run will resume.
+    comparable : dict, optional
+        This run's options with the ``RESUMABLE`` ones set to their recorded
+        values (so what follows from them, e.g. an epoch counter's limit,
+        is not a difference); default ``options``.
 
     Returns
     -------
@@ -141,16 +145,14 @@ def check_resume(save_folder, options, has_checkpoints):
             f"{record}: not valid JSON ({error}); delete {save_folder} to "
             "start fresh"
         ) from None
-    changed = sorted(
-        key
-        for key in set(old) | set(options)
-        if old.get(key, "<absent>") != options.get(key, "<absent>")
-    )
+    if comparable is None:
+        comparable = options
     refused = [
         f"{key}: {old.get(key, '<absent>')!r} -> "
-        f"{options.get(key, '<absent>')!r}"
-        for key in changed
+        f"{comparable.get(key, '<absent>')!r}"
+        for key in sorted(set(old) | set(comparable))
         if key not in RESUMABLE
+        and old.get(key, "<absent>") != comparable.get(key, "<absent>")
     ]
     if refused:
         raise ValueError(
@@ -160,7 +162,11 @@ def check_resume(save_folder, options, has_checkpoints):
             "fresh, give another --output_folder, or delete "
             f"{save_folder} (and its train_log.txt)."
         )
-    allowed = {key: (old.get(key), options.get(key)) for key in changed}
+    allowed = {
+        key: (old.get(key), options.get(key))
+        for key in RESUMABLE
+        if old.get(key) != options.get(key)
+    }
     if allowed:
         write_text_atomic(record, json.dumps(options, indent=1, sort_keys=True))
     return allowed
@@ -187,7 +193,8 @@ def check_rerun(hparams_file, overrides, save_folder):
     -------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = (folder / "a.yaml").write_text("number_of_epochs: 2\\nloss: aam\\n")
+    >>> _ = (folder / "a.yaml").write_text(
+    ...     "number_of_epochs: 2\\nloss: aam\\nlimit: !ref <number_of_epochs>\\n")
     >>> check_rerun(folder / "a.yaml", {}, folder / "save")
     {}
     >>> (folder / "save" / "CKPT+1").mkdir()
@@ -196,4 +203,14 @@ def check_rerun(hparams_file, overrides, save_folder):
     """
     options = run_options(resolve_config(hparams_file, overrides))
     has_checkpoints = any(Path(save_folder).glob("CKPT+*"))
-    return check_resume(save_folder, options, has_checkpoints)
+    record = Path(save_folder) / OPTIONS_FILE
+    comparable = None
+    if has_checkpoints and record.is_file():
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}  # check_resume names the broken record
+        kept = {k: old[k] for k in RESUMABLE if k in old and k in options}
+        pinned = {**parse_overrides(overrides), **kept}
+        comparable = run_options(resolve_config(hparams_file, pinned))
+    return check_resume(save_folder, options, has_checkpoints, comparable)
