@@ -51,7 +51,7 @@ CORPORA = {
     "synthetic": (64, 16, 24),
     "tts": (48, 8, 24),
 }
-HOLD_DECAY = """lr_schedule: !name:speechbrain_mrmha.training.lr_schedules.WarmHoldDecay
+HOLD_DECAY = """lr_schedule: !name:speechbrain_mrmha.training.schedules.WarmHoldDecay
     lr: !ref <lr>
     lr_final: !ref <lr_final>
     decay_fraction: {decay}

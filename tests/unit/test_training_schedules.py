@@ -122,3 +122,27 @@ def test_step_schedules_keep_one_step_when_warmup_is_the_whole_run():
     loss = margin_loss("aam", margin=0.0, scale=30.0)
     schedules(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), loss)
     assert loss.margin == 0.2  # mrmha.yaml's margin from the first step
+
+
+def test_warm_hold_decay_follows_its_formula_and_resumes_from_a_checkpoint(
+    tmp_path,
+):
+    import math
+
+    from speechbrain_mrmha.training.schedules import WarmHoldDecay
+
+    schedule = WarmHoldDecay(2.0, 10, 100, lr_final=0.5, decay_fraction=0.4)
+    assert schedule.rate(5) == 1.0  # linear warm-up
+    assert schedule.rate(10) == schedule.rate(59) == 2.0  # held
+    assert math.isclose(schedule.rate(80), 0.5 + 1.5 * 0.5)  # cosine midpoint
+    assert schedule.rate(100) == 0.5
+    constant = WarmHoldDecay(2.0, 0, 100, lr_final=0.5, decay_fraction=0.0)
+    assert {constant.rate(s) for s in range(101)} == {2.0}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=9)
+    for _ in range(30):
+        schedule(optimizer)
+    schedule.save(tmp_path / "lr.ckpt")
+    resumed = WarmHoldDecay(2.0, 10, 100, lr_final=0.5, decay_fraction=0.4)
+    resumed.load(tmp_path / "lr.ckpt")
+    resumed(optimizer)
+    assert optimizer.param_groups[0]["lr"] == schedule.rate(30)
