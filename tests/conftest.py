@@ -27,6 +27,29 @@ TINY_EMB_DIM = 16
 HANG_GUARD_SECONDS = 3600
 
 
+def run_process(command, cwd=None, env=None, shell=False, check=True):
+    """Run ``command`` to its end, its output captured as text, limited
+    only by the hang guard; with ``check`` a non-zero exit is an assertion
+    error showing the tails of its output."""
+    import subprocess
+
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        shell=shell,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_SECONDS,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{command} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
 def _training_speakers(corpus):
     """Speakers marked ``dev`` in the corpus' vox1_meta.csv."""
     with open(corpus.meta_file, newline="") as fin:
@@ -140,12 +163,18 @@ def calibration_at(score):
     rule at p_target 0.5 accepts it)."""
     from speechbrain_mrmha.scoring.calibration import Calibration
 
+    slope, offset = 7.0, -7.0 * score + 0.25
+    eer, min_dcf = score - 1e-3, score + 1e-3
     return Calibration(
-        slope=7.0,
-        offset=-7.0 * score + 0.25,
+        slope=slope,
+        offset=offset,
         p_target=0.5,
-        thresholds={
-            "eer": {"cosine": score - 1e-3, "llr": 0.1, "value": 0.2},
-            "min_dcf": {"cosine": score + 1e-3, "llr": 0.3, "value": 0.4},
+        thresholds={  # each llr is slope * cosine + offset, as when fitted
+            "eer": {"cosine": eer, "llr": slope * eer + offset, "value": 0.2},
+            "min_dcf": {
+                "cosine": min_dcf,
+                "llr": slope * min_dcf + offset,
+                "value": 0.4,
+            },
         },
     )

@@ -2,10 +2,9 @@
 figures -> table; a rerun reuses what exists."""
 
 import os
-import subprocess
 import sys
 
-from conftest import HANG_GUARD_SECONDS
+from conftest import run_process
 
 from speechbrain_mrmha.app.demo import CONFIGS, DEFAULT_CONFIG
 
@@ -35,14 +34,7 @@ def test_demo_runs_and_reruns(tmp_path):
         "--batch-size",
         "4",
     ]
-    first = subprocess.run(
-        command,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    first = run_process(command, env=ENV)
     description, models = CONFIGS[DEFAULT_CONFIG]
     mrmha = models[0][0]  # the output folder of the MRMHA model
     for row in (
@@ -58,14 +50,7 @@ def test_demo_runs_and_reruns(tmp_path):
     for name in ("attention.png", "det.png", "scores_mrmha.png"):
         assert (figures / name).stat().st_size > 1000
     log = (tmp_path / "demo" / mrmha / "train_log.txt").read_text()
-    second = subprocess.run(
-        command,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = run_process(command, env=ENV)
     assert (
         tmp_path / "demo" / mrmha / "train_log.txt"
     ).read_text() == log  # no retraining

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import HANG_GUARD_SECONDS
+from conftest import HANG_GUARD_SECONDS, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "VoxCeleb1"
@@ -34,19 +34,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run(args, check=True):
-    result = subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=RECIPE,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
+    command = [sys.executable, *map(str, args)]
+    return run_process(command, cwd=RECIPE, env=ENV, check=check)
 
 
 def train(corpus, output, yaml="mrmha.yaml", epochs=2, extra=(), check=True):

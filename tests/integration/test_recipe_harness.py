@@ -20,14 +20,13 @@ SpeechBrain's extra columns and its ``ID, duration`` header) and the 4-line
 import csv
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-from conftest import HANG_GUARD_SECONDS
+from conftest import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_CSV = ROOT / "tests" / "recipes" / "VoxCeleb1.csv"
@@ -138,14 +137,8 @@ def test_every_row_runs_like_speechbrains_harness(speechbrain_root):
             f"{row['test_debug_flags'].strip()} {HARNESS_OPTIONS} "
             f"--output_folder={output} --debug --debug_persistently"
         )
-        done = subprocess.run(
-            cmd,
-            shell=True,
-            cwd=speechbrain_root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD_SECONDS,
+        done = run_process(
+            cmd, cwd=speechbrain_root, env=env, shell=True, check=False
         )
         if done.returncode != 0:
             failures.append(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from conftest import HANG_GUARD_SECONDS
+from conftest import HANG_GUARD_SECONDS, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORED = shutil.ignore_patterns(
@@ -106,19 +106,8 @@ def installed(tmp_path_factory):
 def run(installed, args, check=True):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    result = subprocess.run(
-        [installed["python"], *map(str, args)],
-        cwd=installed["cwd"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
+    command = [installed["python"], *map(str, args)]
+    return run_process(command, cwd=installed["cwd"], env=env, check=check)
 
 
 EXPORT = """
