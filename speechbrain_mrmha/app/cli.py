@@ -23,6 +23,13 @@ Commands (``--help`` on each):
   ``plot det SCORES... --out PNG``, ``plot hist SCORES --out PNG``.
 * ``demo [options]``: the synthetic-corpus demo (``speechbrain_mrmha.app.demo``).
 
+Loading a model folder runs its ``hyperparams.yaml``: every command that
+loads one (``verify``, ``embed``, ``export``, ``plot attention``) refuses a
+folder whose yaml calls anything outside the allow-list
+(``speechbrain_mrmha.inference.trust``), naming the tag and its line,
+before SpeechBrain reads it; ``--trust-folder`` loads it anyway, for a
+folder whose author you trust.
+
 The commands parse and print: the work is the model object's
 (``speechbrain_mrmha.inference.model.SpeakerModel``). Audio at another
 sample rate is resampled and stereo is mixed down. Bad
@@ -130,7 +137,8 @@ def check_embedding_path(out):
 
 def _model(args, model=None):
     """The model object of ``--model`` (or ``model``) with the command's
-    ``--device``, ``--precision`` and ``--backend`` (loaded on first use)."""
+    ``--device``, ``--precision``, ``--backend`` and ``--trust-folder``
+    (loaded on first use)."""
     from speechbrain_mrmha.inference.model import SpeakerModel
 
     return SpeakerModel(
@@ -138,6 +146,7 @@ def _model(args, model=None):
         device=getattr(args, "device", "cpu"),
         precision=getattr(args, "precision", "fp32"),
         backend=getattr(args, "backend", "pytorch"),
+        trust_folder=args.trust_folder,
     )
 
 
@@ -283,6 +292,17 @@ def _model_options(parser, exported=False):
     parser.add_argument(
         "--device", default="cpu", help="cpu (default) or cuda:N"
     )
+    _trust_option(parser)
+
+
+def _trust_option(parser):
+    parser.add_argument(
+        "--trust-folder",
+        action="store_true",
+        help="load a model folder whose hyperparams.yaml calls objects "
+        "outside the allow-list (it can run any code on this machine): "
+        "only for folders whose author you trust",
+    )
 
 
 def _backend_option(parser):
@@ -337,7 +357,7 @@ def build_parser():
         "--threshold",
         type=float,
         default=None,
-        help="decision threshold on the cosine score (default: the "
+        help="decision threshold on the cosine score, in [-1, 1] (default: the "
         "model's calibration at --operating-point; without one, the EER "
         "threshold its folder records in verification.json, else 0.5)",
     )
@@ -415,6 +435,7 @@ def build_parser():
         action="store_true",
         help="take Fbank features and frame counts instead of waveforms",
     )
+    _trust_option(export)
     export.set_defaults(run=_run_export)
 
     plot = commands.add_parser(

@@ -18,6 +18,12 @@ and offers what speaker verification needs:
 * its export to one ONNX or TorchScript file that records the calibration
   and the threshold (``export``).
 
+A calibration is bound to its model: one fitted on other weights than the
+folder's (or than those an exported file recorded at export) is refused.
+A folder's ``hyperparams.yaml`` runs when it loads: by default only folders
+that pass ``trust.check_trusted`` load, checked when the model object is
+made (``trust_folder=True`` for a folder whose author you trust).
+
 The model is loaded on first use, so every bad file or option is reported
 before it loads. Messages name the command-line options of ``python -m
 speechbrain_mrmha`` (``--threshold``, ``--operating-point``, ``--backend``),
@@ -29,6 +35,7 @@ Authors
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -40,15 +47,17 @@ from speechbrain_mrmha.dataio.audio import (
     load_audio,
 )
 from speechbrain_mrmha.dataio.problems import raise_problems
-from speechbrain_mrmha.inference import backends, extraction
+from speechbrain_mrmha.inference import backends, extraction, pretrained
 from speechbrain_mrmha.inference.pretrained import (
     CALIBRATION_FILE,
     THRESHOLD_FILE,
     check_pretrained,
     load_calibration,
     load_threshold,
+    weights_fingerprint,
     write_threshold,
 )
+from speechbrain_mrmha.inference.trust import check_trusted
 from speechbrain_mrmha.scoring.calibration import Calibration
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "Embedded",
     "read_calibration",
     "read_threshold",
+    "check_threshold",
     "SpeakerModel",
 ]
 
@@ -71,6 +81,46 @@ BACKENDS = {
     "onnxruntime": backends.OnnxEncoder,
 }
 POINT_NAMES = {"eer": "EER", "min_dcf": "minDCF"}
+# metadata key of an exported file: the weights its folder had at export
+# (``pretrained.weights_fingerprint``), which its calibration must match
+WEIGHTS_KEY = "weights"
+
+
+def check_threshold(threshold, option="--threshold"):
+    """A cosine decision threshold as a float: finite and inside the range
+    of cosine scores, [-1, 1] (outside it every trial, a file against
+    itself included, gets the same verdict).
+
+    Arguments
+    ---------
+    threshold : float
+    option : str
+        What it was given as, for the message.
+
+    Returns
+    -------
+    threshold : float
+
+    Example
+    -------
+    >>> check_threshold(0.25)
+    0.25
+    >>> check_threshold(5)
+    Traceback (most recent call last):
+    ...
+    ValueError: --threshold 5: must be a finite cosine score in [-1, 1]
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(threshold, bool) or not (
+        math.isfinite(value) and -1.0 <= value <= 1.0
+    ):
+        raise ValueError(
+            f"{option} {threshold!r}: must be a finite cosine score in [-1, 1]"
+        )
+    return value
 
 
 class DecisionRule(NamedTuple):
@@ -167,7 +217,10 @@ def _read_metadata(path):
 
 def read_calibration(source):
     """The calibration of a model: ``<folder>/calibration.json``, or the
-    one an exported ``.onnx`` file recorded from its folder.
+    one an exported ``.onnx`` file recorded from its folder. Either must
+    have been fitted on the model's weights (the folder's, or those the
+    file recorded at export): another model's is refused; one that records
+    no weights (an older file) loads with a warning.
 
     Arguments
     ---------
@@ -207,6 +260,26 @@ def read_calibration(source):
         except ValueError as error:
             raise ValueError(f"{where}: not valid JSON ({error})") from None
         calibration = Calibration.from_dict(data, source=where)
+        recorded = _read_metadata(source).get(WEIGHTS_KEY)
+        if recorded is None:
+            if calibration.fitted_on:
+                raise ValueError(
+                    f"{where}: fitted on {calibration.fitted_on}, but "
+                    f"{source} records no weights to check it against; "
+                    "export the folder again"
+                )
+            calibration.check_model({}, where, str(source))  # warns
+        else:
+            try:
+                weights = json.loads(recorded)
+            except ValueError:
+                weights = None
+            if not isinstance(weights, dict):
+                raise ValueError(
+                    f"{source}: recorded {WEIGHTS_KEY} {recorded!r} is not "
+                    "a JSON object"
+                )
+            calibration.check_model(weights, where, f"{source} (recorded)")
     return calibration, (None if calibration is None else where)
 
 
@@ -241,13 +314,9 @@ def read_threshold(source):
     metadata = _read_metadata(source)
     if "threshold" not in metadata:
         return DEFAULT_THRESHOLD, f"default; {source} records none"
-    try:
-        threshold = float(metadata["threshold"])
-    except ValueError:
-        raise ValueError(
-            f"{source}: recorded threshold {metadata['threshold']!r} is not "
-            "a number"
-        ) from None
+    threshold = check_threshold(
+        metadata["threshold"], f"{source}: recorded threshold"
+    )
     where = metadata.get("threshold_source", "recorded")
     return threshold, f"{where}; recorded in {source}"
 
@@ -330,6 +399,10 @@ class SpeakerModel:
     channels_last : bool
         Store the convolution weights channels-last (PyTorch; faster on
         CPU, same embeddings up to float rounding).
+    trust_folder : bool
+        Load a folder whose ``hyperparams.yaml`` calls objects outside the
+        allow-list (``trust.check_trusted``; it can run any code). False
+        (default): such a folder is refused here, naming the tag and line.
 
     Example
     -------
@@ -348,6 +421,7 @@ class SpeakerModel:
         precision="fp32",
         backend=None,
         channels_last=True,
+        trust_folder=False,
     ):
         extraction.check_device(device)
         backends.check_precision(precision)
@@ -355,9 +429,11 @@ class SpeakerModel:
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.trust_folder = bool(trust_folder)
         self.backend = _check_backend(self.source, backend, device, precision)
         if self.backend == "pytorch":
             check_pretrained(self.source)
+            check_trusted(self.source / "hyperparams.yaml", self.trust_folder)
         self.calibration, self.calibration_source = read_calibration(
             self.source
         )
@@ -368,11 +444,18 @@ class SpeakerModel:
     def encoder(self):
         """The loaded encoder (``backends.load_backend``), on first use."""
         if self._encoder is None:
-            encoder = backends.load_backend(
-                self.source,
-                device=self.device,
-                channels_last=self.channels_last,
-            )
+            if self.backend == "pytorch":  # the folder, as checked
+                encoder = backends.TorchEncoder.from_encoder(
+                    pretrained.load_encoder(
+                        self.source,
+                        device=self.device,
+                        channels_last=self.channels_last,
+                        trust_folder=self.trust_folder,
+                    ),
+                    source=str(self.source),
+                )
+            else:
+                encoder = backends.load_backend(self.source, device=self.device)
             backends.check_precision(
                 self.precision, encoder.precisions, encoder.source
             )
@@ -582,7 +665,8 @@ class SpeakerModel:
         operating_point : str or None
             "eer", "min_dcf" or "bayes"; needs a calibration.
         threshold : float or None
-            A cosine threshold; not together with ``operating_point``.
+            A cosine threshold, finite and in [-1, 1]
+            (``check_threshold``); not together with ``operating_point``.
 
         Returns
         -------
@@ -593,7 +677,9 @@ class SpeakerModel:
                 raise ValueError(
                     "--threshold and --operating-point: give one of them"
                 )
-            return DecisionRule(float(threshold), "cosine", "--threshold")
+            return DecisionRule(
+                check_threshold(threshold), "cosine", "--threshold"
+            )
         calibration = self.calibration
         if calibration is None:
             if operating_point is not None:
@@ -746,8 +832,10 @@ class SpeakerModel:
 
     def export_metadata(self):
         """What an exported file of this model records besides its graph:
-        the decision threshold of an uncalibrated model (``read_threshold``)
-        and the calibration.
+        the decision threshold of an uncalibrated model (``read_threshold``),
+        the calibration, and the weights both belong to
+        (``pretrained.weights_fingerprint``; ``read_calibration`` checks the
+        calibration against them).
 
         Returns
         -------
@@ -756,6 +844,8 @@ class SpeakerModel:
         """
         threshold, where = self.default_threshold
         metadata = {"threshold": repr(threshold), "threshold_source": where}
+        if not _exported(self.source):
+            metadata[WEIGHTS_KEY] = json.dumps(weights_fingerprint(self.source))
         if self.calibration is not None:
             metadata["calibration"] = json.dumps(self.calibration.to_dict())
         return metadata
@@ -780,6 +870,17 @@ class SpeakerModel:
         """
         from speechbrain_mrmha.inference.export import export_model
 
+        if self.backend == "pytorch":  # refused before anything loads
+            check_trusted(self.source / "hyperparams.yaml", self.trust_folder)
+        if self.trust_folder:
+            return export_model(
+                self.source,
+                out,
+                format=format,
+                features_input=features_input,
+                metadata=self.export_metadata(),
+                trust_folder=True,
+            )
         return export_model(
             self.source,
             out,

@@ -21,11 +21,19 @@ load with no network:
 A model's decision threshold lives in its own folder, never in the output
 folder of a recipe run (``inference.model.SpeakerModel``).
 
+A calibration is bound to the weights it was fitted on
+(``Calibration.fitted_on``, ``weights_fingerprint``): ``load_calibration``
+refuses it next to other weights. Loading a folder runs its
+``hyperparams.yaml``: ``load_encoder`` loads only folders that pass
+``trust.check_trusted`` (unless ``trust_folder``), and first reads every
+checkpoint with ``torch.load(weights_only=True)``.
+
 Authors
  * speechbrain-mrmha developers
 """
 
 import json
+import logging
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -37,10 +45,12 @@ from speechbrain_mrmha.dataio.audio import (
     replace_folder,
     write_text_atomic,
 )
+from speechbrain_mrmha.dataio.preparation import MIN_CALIBRATION_SPEAKERS
 from speechbrain_mrmha.inference.extraction import (
     check_device,
     use_channels_last,
 )
+from speechbrain_mrmha.inference.trust import check_trusted
 from speechbrain_mrmha.scoring.calibration import (
     Calibration,
     fit_calibration,
@@ -49,6 +59,7 @@ from speechbrain_mrmha.scoring.calibration import (
 from speechbrain_mrmha.scoring.cosine import cosine_score_trials
 from speechbrain_mrmha.scoring.metrics import EER
 
+logger = logging.getLogger(__name__)
 INTERFACE_TEMPLATE = "templates/pretrained_interface.yaml"
 FOLDER_FILES = (
     "hyperparams.yaml",
@@ -56,6 +67,11 @@ FOLDER_FILES = (
     "classifier.ckpt",
     "label_encoder.txt",
 )
+# the weights a calibration is bound to (``weights_fingerprint``)
+WEIGHTS_FILE = "embedding_model.ckpt"
+# what SpeechBrain's Pretrainer loads with torch.load (``load_encoder``
+# reads each with weights_only=True first)
+CHECKPOINT_FILES = ("embedding_model.ckpt", "classifier.ckpt")
 # written after the folder by the training script; absent when no
 # calibration speakers were held out
 CALIBRATION_FILE = "calibration.json"
@@ -313,12 +329,52 @@ def write_calibration(folder, calibration):
     >>> load_calibration(folder).slope
     12.0
     """
+    path = Path(folder) / CALIBRATION_FILE
+    problems = calibration.problems()
+    if problems:
+        raise ValueError(
+            f"{path}: not written, not a usable calibration: "
+            + "; ".join(problems)
+        )
     text = json.dumps(calibration.to_dict(), indent=1) + "\n"
     return write_text_atomic(Path(folder) / CALIBRATION_FILE, text)
 
 
+def weights_fingerprint(folder):
+    """What a calibration of a pretrained folder is bound to: the sha256
+    of its ``embedding_model.ckpt`` (``dataio.audio.content_digest``, as
+    ``extraction.model_fingerprint``).
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder.
+
+    Returns
+    -------
+    fingerprint : dict
+        ``{"embedding_model.ckpt": sha256 hex digest}``; empty when the
+        folder has no such file.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> weights_fingerprint(folder)
+    {}
+    >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"abc")
+    >>> weights_fingerprint(folder)["embedding_model.ckpt"][:8]
+    'ba7816bf'
+    """
+    path = Path(folder) / WEIGHTS_FILE
+    return {WEIGHTS_FILE: content_digest(path)} if path.is_file() else {}
+
+
 def load_calibration(folder):
     """The calibration of a pretrained folder, or None when it has none.
+    One fitted on other weights than the folder's ``embedding_model.ckpt``
+    is refused (``Calibration.check_model``); one that records no weights
+    (written before they were recorded) loads with a warning.
 
     Arguments
     ---------
@@ -329,7 +385,8 @@ def load_calibration(folder):
     -------
     calibration : speechbrain_mrmha.scoring.calibration.Calibration or None
         None when ``calibration.json`` does not exist; a ValueError naming
-        the file when it is not a valid calibration.
+        the file when it is not a valid calibration, or was fitted on other
+        weights.
 
     Example
     -------
@@ -346,7 +403,11 @@ def load_calibration(folder):
     path = Path(folder) / CALIBRATION_FILE
     if not path.is_file():
         return None
-    return Calibration.from_dict(_read_json(path), source=str(path))
+    calibration = Calibration.from_dict(_read_json(path), source=str(path))
+    fingerprint = weights_fingerprint(folder)
+    if fingerprint:  # a folder without weights has nothing to check against
+        calibration.check_model(fingerprint, str(path), str(folder))
+    return calibration
 
 
 def _read_json(path):
@@ -448,8 +509,49 @@ def load_threshold(folder):
     return float(threshold), f"EER threshold of {trials}, from {path}"
 
 
-def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
-    """Load a pretrained folder with SpeechBrain's ``EncoderClassifier``.
+def check_checkpoints(folder):
+    """Read every checkpoint SpeechBrain's Pretrainer loads from a folder
+    with ``torch.load(weights_only=True)``: one that holds anything but
+    tensors and plain containers (a pickle that would run code) is refused
+    before SpeechBrain loads it (its own ``torch.load`` is unrestricted
+    under torch < 2.6).
+
+    Arguments
+    ---------
+    folder : str or Path
+        A pretrained folder.
+
+    Example
+    -------
+    >>> import pickle, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> torch.save({"w": torch.ones(2)}, folder / "embedding_model.ckpt")
+    >>> _ = (folder / "classifier.ckpt").write_bytes(pickle.dumps(print))
+    >>> check_checkpoints(folder)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../classifier.ckpt: not loadable with torch.load(weights_only=True) ...
+    """
+    for name in CHECKPOINT_FILES:
+        path = Path(folder) / name
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"{path}: not loadable with torch.load(weights_only=True) "
+                f"({type(error).__name__}: {first}); a checkpoint holds "
+                "tensors only"
+            ) from None
+
+
+def load_encoder(
+    folder, savedir=None, device="cpu", channels_last=True, trust_folder=False
+):
+    """Load a pretrained folder with SpeechBrain's ``EncoderClassifier``,
+    after refusing a ``hyperparams.yaml`` that would call anything outside
+    the allow-list (``trust.check_trusted``) and checkpoints that are not
+    plain tensors (``check_checkpoints``).
 
     Arguments
     ---------
@@ -467,6 +569,9 @@ def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
         Store the convolution weights channels-last (``use_channels_last``):
         1.3-1.4x faster extraction on CPU (docs/BENCHMARKS.md), same
         embeddings up to float rounding.
+    trust_folder : bool
+        Load a ``hyperparams.yaml`` outside the allow-list too (it can run
+        any code): only for folders whose author you trust.
 
     Returns
     -------
@@ -475,7 +580,9 @@ def load_encoder(folder, savedir=None, device="cpu", channels_last=True):
     from speechbrain.inference.classifiers import EncoderClassifier
 
     folder = check_pretrained(folder).resolve()
+    check_trusted(folder / "hyperparams.yaml", trust_folder)
     check_device(device)
+    check_checkpoints(folder)
     encoder = EncoderClassifier.from_hparams(
         source=str(folder),
         savedir=None if savedir is None else str(savedir),
@@ -525,29 +632,47 @@ def calibrate_pretrained(
     Returns
     -------
     calibration : speechbrain_mrmha.scoring.calibration.Calibration
-        As written; ``statistics`` also holds the speaker and utterance
-        counts.
+        As written, bound to the folder's weights (``fitted_on``);
+        ``statistics`` also holds the speaker and utterance counts. Fewer
+        speakers than ``MIN_CALIBRATION_SPEAKERS`` (5) is a warning: such
+        a calibration can be worse than none. A fit whose slope is not
+        positive (the scores do not separate the speakers) is a warning
+        and is not written.
 
     Example
     -------
     >>> import tempfile, numpy, soundfile
     >>> tmp = Path(tempfile.mkdtemp())
+    >>> _ = torch.manual_seed(2)  # an untrained model that separates tones
     >>> folder = example_folder(tmp / "model")
     >>> rng, utterances = numpy.random.default_rng(0), {}
-    >>> for i in range(6):
+    >>> time = numpy.arange(8000) / 16000
+    >>> for i in range(10):  # 5 "speakers": tones of 150, 300, ... 750 Hz
     ...     path = str(tmp / f"u{i}.wav")
-    ...     soundfile.write(path, 0.1 * rng.standard_normal(8000), 16000)
-    ...     utterances[f"u{i}"] = (path, 0.5, f"speaker{i % 2}")
+    ...     tone = numpy.sin(2 * numpy.pi * 150 * (1 + i % 5) * time)
+    ...     noise = 0.01 * rng.standard_normal(8000)
+    ...     soundfile.write(path, 0.1 * tone + noise, 16000)
+    ...     utterances[f"u{i}"] = (path, 0.5, f"speaker{i % 5}")
     >>> cal = calibrate_pretrained(folder, utterances)
     >>> cal.statistics["n_target"], cal.statistics["n_nontarget"]
-    (6, 9)
-    >>> load_calibration(folder) == cal
-    True
+    (5, 40)
+    >>> load_calibration(folder) == cal, list(cal.fitted_on)
+    (True, ['embedding_model.ckpt'])
     """
     from speechbrain_mrmha.inference.model import SpeakerModel
 
     ids = list(utterances)
     speakers = [utterances[i][2] for i in ids]
+    n_speakers = len(set(speakers))
+    if n_speakers < MIN_CALIBRATION_SPEAKERS:
+        logger.warning(
+            "%s: calibration fitted on %d speakers, fewer than the %d it "
+            "needs; it can be worse than none (hold out more calibration "
+            "speakers)",
+            folder,
+            n_speakers,
+            MIN_CALIBRATION_SPEAKERS,
+        )
     enrol, test, labels = sample_trials(speakers, max_trials, seed)
     model = SpeakerModel(folder, device=device, backend="pytorch")
     if model.encoder.sample_rate != sample_rate:
@@ -574,7 +699,17 @@ def calibrate_pretrained(
         prior=prior,
     )
     calibration.statistics.update(
-        n_speakers=len(set(speakers)), n_utterances=len(ids), seed=seed
+        n_speakers=n_speakers, n_utterances=len(ids), seed=seed
     )
+    calibration.fitted_on = weights_fingerprint(folder)
+    if calibration.slope <= 0:
+        logger.warning(
+            "%s: no calibration.json written: the fit on %d speakers has "
+            "slope %.4f <= 0 (its cosine scores do not separate them)",
+            folder,
+            n_speakers,
+            calibration.slope,
+        )
+        return calibration
     write_calibration(folder, calibration)
     return calibration

@@ -7,14 +7,20 @@ command at load time (``!apply:os.system [...]``). By default this package
 loads only folders whose yaml names objects in ``ALLOWED``: the layers,
 features and encoders of SpeechBrain, this package and ``torch.nn``, with
 no ``!apply:`` beyond the seed, and no ``!include:`` of other files.
-Anything else is refused, naming the tag and its line, unless the caller
-says it trusts the folder. Checkpoints are always loaded with
-``weights_only=True``.
+A dotted path is judged by the object it names, not by its spelling:
+``!new:speechbrain.lobes.features.torch.hub.load`` starts with an allowed
+prefix but names ``torch.hub.load``, so it is refused; no part of a path may
+start with ``_``. The Pretrainer may only be given its ``loadables`` (not
+``paths`` that would fetch checkpoints from elsewhere). Anything else is
+refused, naming the tag and its line, unless the caller says it trusts the
+folder. Checkpoints are always loaded with ``weights_only=True``.
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import inspect
+import pydoc
 from pathlib import Path
 
 import yaml
@@ -40,6 +46,9 @@ ALLOWED = (
 # what !apply: may call
 ALLOWED_APPLY = ("speechbrain.utils.seed.seed_everything", "torch.manual_seed")
 HARMLESS_TAGS = ("!ref", "!copy", "!tuple", "!PLACEHOLDER")
+PRETRAINER = "speechbrain.utils.parameter_transfer.Pretrainer"
+# the Pretrainer arguments a folder may give (from_hparams sets the rest)
+PRETRAINER_KEYS = ("loadables", "collect_in")
 TRUST_HINT = (
     "load it only if you trust its author: pass trust_folder=True "
     "(command line: --trust-folder)"
@@ -58,6 +67,40 @@ class UntrustedFolderError(ValueError):
     """
 
 
+def _allowed_object(target, kind):
+    """True when ``target`` names (by any path) a class, or for ``!name``
+    a class or function, that is defined under an ``ALLOWED`` prefix."""
+    if not target.startswith(ALLOWED):
+        return False
+    if any(not part or part.startswith("_") for part in target.split(".")):
+        return False
+    try:  # imports modules of the allowed packages only
+        found = pydoc.locate(target)
+    except Exception:  # pydoc.ErrorDuringImport and what imports raise
+        return False
+    if not (
+        inspect.isclass(found) or (kind == "!name" and inspect.isroutine(found))
+    ):
+        return False
+    module = getattr(found, "__module__", None) or ""
+    qualname = getattr(found, "__qualname__", None) or ""
+    return f"{module}.{qualname}".startswith(ALLOWED)
+
+
+def _pretrainer_problems(node, line, problems):
+    """The Pretrainer may be given its loadables only."""
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(f"line {line}: !new:{PRETRAINER} takes a mapping")
+        return
+    for key, _ in node.value:
+        if getattr(key, "value", None) not in PRETRAINER_KEYS:
+            problems.append(
+                f"line {key.start_mark.line + 1}: !new:{PRETRAINER} "
+                f"argument {getattr(key, 'value', key)!r} is not allowed "
+                f"(only {', '.join(PRETRAINER_KEYS)})"
+            )
+
+
 def _tag_problems(node, problems):
     """Walks a composed YAML node; appends 'line N: tag' problems."""
     tag = node.tag or ""
@@ -65,8 +108,10 @@ def _tag_problems(node, problems):
         kind, _, target = tag.partition(":")
         line = node.start_mark.line + 1
         if kind in ("!new", "!name"):
-            if not target.startswith(ALLOWED):
+            if not _allowed_object(target, kind):
                 problems.append(f"line {line}: {tag} is not on the allow-list")
+            elif target == PRETRAINER:
+                _pretrainer_problems(node, line, problems)
         elif kind == "!apply":
             if target not in ALLOWED_APPLY:
                 problems.append(f"line {line}: {tag} runs code at load time")

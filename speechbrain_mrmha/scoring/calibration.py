@@ -26,11 +26,20 @@ non-target terms are averaged separately, so the usual surplus of
 non-target trials does not tilt the fit. A DCF prior (0.01) would spend
 the fit on the few trials around one operating point.
 
+A calibration is bound to the model it was fitted on: ``fitted_on``
+records the sha256 of that model's weights (``embedding_model.ckpt``), and
+:meth:`Calibration.check_model` refuses it next to other weights. Files of
+the same format written before the fingerprint existed have none: they
+still load, with a warning that the match cannot be checked. A loaded
+calibration must also be usable (:meth:`Calibration.problems`): a positive
+slope, and stored thresholds whose LLR is ``slope * cosine + offset``.
+
 Authors
  * speechbrain-mrmha contributors
 """
 
 import itertools
+import logging
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -56,7 +65,12 @@ __all__ = [
     "sample_trials",
 ]
 
-FORMAT = "speechbrain_mrmha.calibration/1"  # unchanged: older files load
+logger = logging.getLogger(__name__)
+# unchanged: files without ``fitted_on`` (older ones) load, with a warning
+FORMAT = "speechbrain_mrmha.calibration/1"
+# a stored threshold's llr must equal slope * cosine + offset up to this
+# (relative and absolute; fit_calibration stores them exactly)
+THRESHOLD_TOLERANCE = 1e-6
 DEFAULT_PRIOR = 0.5
 # A small L2 penalty on the slopes (not the offset) keeps the fit finite when
 # the calibration trials are separable (a tiny corpus, a very good model);
@@ -197,6 +211,10 @@ class Calibration:
     statistics : dict
         Trial and speaker counts, Cllr (raw cosine and calibrated), minCllr,
         actDCF and minDCF on the calibration trials.
+    fitted_on : dict
+        File name -> sha256 of the model files it was fitted on
+        (``{"embedding_model.ckpt": ...}``); empty when unknown (files
+        written before it was recorded). See ``check_model``.
 
     Example
     -------
@@ -219,6 +237,7 @@ class Calibration:
     c_fa: float = 1.0
     thresholds: dict = field(default_factory=dict)
     statistics: dict = field(default_factory=dict)
+    fitted_on: dict = field(default_factory=dict)
 
     @property
     def quality(self):
@@ -327,6 +346,108 @@ class Calibration:
             f"minDCF {s['min_dcf_normalized']:.4f}"
         )
 
+    def problems(self):
+        """What makes this calibration unusable: a slope that is not
+        positive (a higher cosine would mean less evidence of the same
+        speaker), stored thresholds that are not finite, not cosines in
+        [-1, 1], or whose ``llr`` is not ``slope * cosine + offset`` (so,
+        with the positive slope, higher cosine thresholds have higher LLRs).
+        With quality measures the LLR also depends on the durations, and
+        only finiteness and range are checked.
+
+        Returns
+        -------
+        problems : list of str
+            One line each; empty when it is usable.
+
+        Example
+        -------
+        >>> Calibration(slope=-2.0, offset=0.0).problems()
+        ['slope -2.0 is not positive: a higher cosine must mean more evidence of the same speaker']
+        >>> bad = {"eer": {"cosine": 0.5, "llr": 3.0, "value": 0.1}}
+        >>> Calibration(slope=2.0, offset=0.0, thresholds=bad).problems()
+        ['thresholds.eer: llr 3.0 is not slope * cosine + offset = 1.0']
+        """
+        problems = []
+        if self.slope <= 0:
+            problems.append(
+                f"slope {self.slope!r} is not positive: a higher cosine must "
+                "mean more evidence of the same speaker"
+            )
+        for name, entry in self.thresholds.items():
+            where = f"thresholds.{name}"
+            if not isinstance(entry, dict) or not all(
+                _is_finite_number(entry.get(key)) for key in ("cosine", "llr")
+            ):
+                problems.append(f"{where}: needs finite cosine and llr")
+                continue
+            cosine, llr = entry["cosine"], entry["llr"]
+            if not -1.0 <= cosine <= 1.0:
+                problems.append(f"{where}: cosine {cosine!r} is not in [-1, 1]")
+                continue
+            expected = self.slope * cosine + self.offset
+            if not self.quality and not math.isclose(
+                llr,
+                expected,
+                rel_tol=THRESHOLD_TOLERANCE,
+                abs_tol=THRESHOLD_TOLERANCE,
+            ):
+                problems.append(
+                    f"{where}: llr {llr!r} is not slope * cosine + offset "
+                    f"= {expected!r}"
+                )
+        return problems
+
+    def check_model(self, fingerprint, source, model):
+        """Refuse this calibration next to weights other than those it was
+        fitted on; warn when it records none (a file written before
+        ``fitted_on`` existed: it loads, but the match cannot be checked).
+
+        Arguments
+        ---------
+        fingerprint : dict
+            File name -> sha256 of the model it is to be used with.
+        source : str
+            Where the calibration came from (its file), for messages.
+        model : str
+            Where the model files are (a folder or an exported file).
+
+        Raises
+        ------
+        ValueError
+            Naming both the calibration and the weights, when a file it
+            was fitted on has other content (or is not there).
+
+        Example
+        -------
+        >>> cal = Calibration(slope=2.0, offset=0.0,
+        ...                   fitted_on={"embedding_model.ckpt": "ab12"})
+        >>> cal.check_model({"embedding_model.ckpt": "ab12"}, "cal.json", "m")
+        >>> cal.check_model({"embedding_model.ckpt": "cd34"}, "cal.json", "m")
+        Traceback (most recent call last):
+        ...
+        ValueError: cal.json was fitted on other weights than m/embedding_model.ckpt (sha256 ab12 there, cd34 here): it is another model's calibration; refit it (calibrate_pretrained) or remove it
+        """
+        if not self.fitted_on:
+            logger.warning(
+                "%s records no fingerprint of the weights it was fitted on "
+                "(written before calibrations recorded it): it cannot be "
+                "checked against %s; refit it (calibrate_pretrained) to bind "
+                "it to its model",
+                source,
+                model,
+            )
+            return
+        for name, digest in self.fitted_on.items():
+            have = fingerprint.get(name)
+            if have != digest:
+                raise ValueError(
+                    f"{source} was fitted on other weights than "
+                    f"{model}/{name} (sha256 {digest} there, "
+                    f"{have or 'no such file'} here): it is another model's "
+                    "calibration; refit it (calibrate_pretrained) or remove it"
+                )
+
     def to_dict(self):
         """A JSON-ready dict (with a ``format`` tag).
 
@@ -392,10 +513,21 @@ class Calibration:
             )
         if not all(_is_finite_number(w) for w in weights):
             raise ValueError(f"{source}: quality_weights must be finite")
-        for key in ("thresholds", "statistics"):
+        for key in ("thresholds", "statistics", "fitted_on"):
             if not isinstance(values.get(key, {}), dict):
                 raise ValueError(f"{source}: {key} must be an object")
-        return cls(**values)
+        if not all(
+            isinstance(v, str) for v in values.get("fitted_on", {}).values()
+        ):
+            raise ValueError(f"{source}: fitted_on must map names to digests")
+        calibration = cls(**values)
+        problems = calibration.problems()
+        if problems:
+            raise ValueError(
+                f"{source}: not a usable calibration:\n"
+                + "\n".join(f"  {problem}" for problem in problems)
+            )
+        return calibration
 
 
 def _is_finite_number(value):

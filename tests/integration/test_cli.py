@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,6 +170,30 @@ def runs(inputs):
             inputs.short,
         ],
     }
+    untrusted, line = untrusted_folder(inputs.model, out / "untrusted")
+    for command in ("verify", "embed", "export"):
+        argv = {
+            "verify": ["verify", "--model", str(untrusted)],
+            "embed": embed_argv(
+                str(untrusted), [inputs.first], out / "never.pt"
+            ),
+            "export": ["export", "--model", str(untrusted)],
+        }[command]
+        if command == "verify":
+            argv += [inputs.first, inputs.second]
+        if command == "export":
+            argv += ["--format", "torchscript", "--out", str(out / "x.pt")]
+        commands[f"untrusted_{command}"] = argv
+    commands["untrusted_attention"] = [
+        "plot",
+        "attention",
+        "--model",
+        str(untrusted),
+        "--wav",
+        inputs.first,
+        "--out",
+        str(out / "never.png"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     processes = {
         name: subprocess.Popen(
@@ -187,6 +212,85 @@ def runs(inputs):
             commands[name], process.returncode, stdout, stderr
         )
     return results
+
+
+def untrusted_folder(model, folder, command=None):
+    """A copy of ``model`` whose hyperparams.yaml ends with a line that
+    creates ``<folder>.marker`` if the yaml is ever run (``command``: that
+    !apply line instead). Returns the folder and the line's number."""
+    marker = folder.parent / f"{folder.name}.marker"
+    shutil.copytree(model, folder)
+    yaml = folder / "hyperparams.yaml"
+    lines = yaml.read_text().splitlines()
+    command = command or f"x: !apply:os.system ['touch {marker}']"
+    yaml.write_text("\n".join([*lines, command]) + "\n")
+    return folder, len(lines) + 1
+
+
+@pytest.mark.parametrize("command", ["verify", "embed", "export", "attention"])
+def test_a_folder_whose_yaml_would_run_code_is_refused_unrun(
+    runs, inputs, command
+):
+    """Every command that loads a folder checks its hyperparams.yaml
+    against the allow-list before SpeechBrain runs it: exit 2 naming the
+    tag and its line, and the command in the yaml never runs."""
+    result = runs[f"untrusted_{command}"]
+    yaml = Path(inputs.model) / "hyperparams.yaml"
+    line = len(yaml.read_text().splitlines())
+    assert result.returncode == 2, result.stderr
+    assert f"line {line + 1}: !apply:os.system" in result.stderr
+    assert "--trust-folder" in result.stderr
+    assert not (inputs.folder / "untrusted.marker").exists()
+    assert not (inputs.folder / "x.pt").exists()
+
+
+def test_trust_folder_loads_a_folder_outside_the_allow_list(
+    inputs, tmp_path, capsys
+):
+    """--trust-folder is the explicit opt-in (here for a harmless call
+    outside the allow-list)."""
+    folder, line = untrusted_folder(
+        inputs.model, tmp_path / "model", "x: !apply:os.getcwd []"
+    )
+    argv = ["verify", "--model", str(folder), inputs.first, inputs.second]
+    assert main(argv) == 2
+    assert f"line {line}: !apply:os.getcwd" in capsys.readouterr().err
+    assert main(argv + ["--trust-folder"]) == 0
+    assert "decision: same speaker" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["5", "nan", "inf", "-1.5"])
+def test_threshold_outside_the_cosine_range_is_refused(inputs, capsys, value):
+    argv = ["verify", "--model", str(inputs.model), inputs.first, inputs.first]
+    assert main(argv + ["--threshold", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --threshold {float(value)!r}: must be")
+    assert "[-1, 1]" in err
+
+
+def test_another_models_calibration_is_refused(inputs, tmp_path, capsys):
+    """calibration.json records the weights it was fitted on: copied into
+    another model's folder it is refused, naming both files."""
+    from speechbrain_mrmha.inference.pretrained import (
+        weights_fingerprint,
+        write_calibration,
+    )
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    shutil.copytree(inputs.model, own)
+    shutil.copytree(inputs.reference, other)
+    calibration = calibration_at(0.5)
+    calibration.fitted_on = weights_fingerprint(own)
+    write_calibration(own, calibration)
+    argv = ["verify", "--model", str(own), inputs.first, inputs.second]
+    assert main(argv) == 0
+    assert "llr: " in capsys.readouterr().out
+    shutil.copyfile(own / "calibration.json", other / "calibration.json")
+    argv[2] = str(other)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{other / 'calibration.json'} was fitted on other weights" in err
+    assert f"{other / 'embedding_model.ckpt'}" in err
 
 
 def succeeded(result):

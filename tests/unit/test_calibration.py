@@ -347,3 +347,98 @@ def test_calibration_json_round_trip_and_errors(tmp_path):
         with pytest.raises(ValueError, match=message) as error:
             load_calibration(tmp_path)
         assert str(path) in str(error.value)
+
+
+def test_a_non_positive_slope_is_refused(tmp_path):
+    """A negative slope would print "llr: -72" beside "same speaker"."""
+    path = tmp_path / "calibration.json"
+    for slope in (-3.0, 0.0):
+        path.write_text(
+            json.dumps(Calibration(slope=1.0, offset=0.0).to_dict()).replace(
+                '"slope": 1.0', f'"slope": {slope}'
+            )
+        )
+        with pytest.raises(ValueError, match="is not positive") as error:
+            load_calibration(tmp_path)
+        assert str(path) in str(error.value)
+    with pytest.raises(ValueError, match="not positive"):
+        write_calibration(tmp_path, Calibration(slope=-1.0, offset=0.0))
+
+
+def test_thresholds_inconsistent_with_slope_and_offset_are_refused(tmp_path):
+    target, nontarget = gaussian_scores(3)
+    cal = fit_calibration(target, nontarget)
+    write_calibration(tmp_path, cal)
+    assert load_calibration(tmp_path) == cal  # a fit is consistent
+    path = tmp_path / "calibration.json"
+    data = json.loads(path.read_text())
+    for change, message in (
+        (
+            {"llr": data["thresholds"]["eer"]["llr"] + 0.5},
+            "thresholds.eer: llr",
+        ),
+        ({"cosine": 1.5}, "cosine 1.5 is not in"),
+        ({"llr": None}, "needs finite cosine and llr"),
+    ):
+        broken = json.loads(json.dumps(data))
+        broken["thresholds"]["eer"].update(change)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message) as error:
+            load_calibration(tmp_path)
+        assert str(path) in str(error.value)
+
+
+def test_a_calibration_without_fingerprint_loads_with_a_warning(
+    tmp_path, caplog
+):
+    """Files of the same format written before calibrations recorded their
+    weights still load; the match cannot be checked, and that is said."""
+    (tmp_path / "embedding_model.ckpt").write_bytes(b"weights")
+    cal = Calibration(slope=10.0, offset=-5.0)
+    older = cal.to_dict()  # the format is unchanged; older files lack:
+    del older["fitted_on"]
+    (tmp_path / "calibration.json").write_text(json.dumps(older))
+    with caplog.at_level("WARNING"):
+        assert load_calibration(tmp_path) == cal
+    assert "records no fingerprint" in caplog.text
+    assert "cannot be checked" in caplog.text
+
+
+def test_a_calibration_is_refused_next_to_other_weights(tmp_path):
+    from speechbrain_mrmha.inference.pretrained import weights_fingerprint
+
+    (tmp_path / "embedding_model.ckpt").write_bytes(b"weights")
+    cal = Calibration(slope=10.0, offset=-5.0)
+    cal.fitted_on = weights_fingerprint(tmp_path)
+    write_calibration(tmp_path, cal)
+    assert load_calibration(tmp_path) == cal
+    (tmp_path / "embedding_model.ckpt").write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="fitted on other weights") as error:
+        load_calibration(tmp_path)
+    assert str(tmp_path / "embedding_model.ckpt") in str(error.value)
+
+
+def test_fitting_on_fewer_speakers_than_the_minimum_warns(tmp_path, caplog):
+    """The README says a calibration of fewer than MIN_CALIBRATION_SPEAKERS
+    speakers can be worse than none: never fitted silently."""
+    import numpy
+    import soundfile
+
+    from speechbrain_mrmha.dataio.preparation import MIN_CALIBRATION_SPEAKERS
+    from speechbrain_mrmha.inference.pretrained import (
+        calibrate_pretrained,
+        example_folder,
+    )
+
+    folder = example_folder(tmp_path / "model")
+    rng, utterances = numpy.random.default_rng(0), {}
+    for i in range(6):
+        path = str(tmp_path / f"u{i}.wav")
+        soundfile.write(path, 0.1 * rng.standard_normal(8000), 16000)
+        utterances[f"u{i}"] = (path, 0.5, f"speaker{i % 2}")
+    with caplog.at_level("WARNING"):
+        calibrate_pretrained(folder, utterances)
+    assert (
+        f"calibration fitted on 2 speakers, fewer than the "
+        f"{MIN_CALIBRATION_SPEAKERS}" in caplog.text
+    )

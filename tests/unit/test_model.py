@@ -15,6 +15,7 @@ from conftest import calibration_at, noise
 
 import speechbrain_mrmha.inference.backends as backends
 import speechbrain_mrmha.inference.export as export
+import speechbrain_mrmha.inference.pretrained as pretrained
 from speechbrain_mrmha.inference.model import (
     DEFAULT_THRESHOLD,
     DecisionRule,
@@ -67,6 +68,7 @@ def no_loading(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(backends, "load_backend", refuse)
+    monkeypatch.setattr(pretrained, "load_encoder", refuse)
 
 
 def test_threshold_comes_from_the_model_folder_never_a_recipe_folder(
@@ -340,3 +342,100 @@ def test_record_threshold_writes_the_folder_or_warns(
         SpeakerModel(exported[0]).record_threshold(
             target, nontarget, trials_file
         )
+
+
+@pytest.mark.parametrize("value", [5.0, -1.01, float("nan"), float("inf")])
+def test_a_threshold_outside_the_cosine_range_is_refused(
+    folder, no_loading, value
+):
+    """A threshold outside [-1, 1] decides every trial alike (a file
+    against itself would be "different speakers"): refused before loading."""
+    model = SpeakerModel(folder)
+    with pytest.raises(ValueError, match=r"--threshold .*finite cosine"):
+        model.decision_rule(threshold=value)
+    with pytest.raises(ValueError, match=r"--threshold .*\[-1, 1\]"):
+        model.verify(torch.zeros(16000), torch.zeros(16000), threshold=value)
+    assert model.decision_rule(threshold=-1.0).threshold == -1.0
+
+
+def _untrusted(folder, tmp_path):
+    """``folder``'s yaml plus a line that would create a marker file."""
+    marker = tmp_path / "owned.marker"
+    yaml = folder / "hyperparams.yaml"
+    lines = yaml.read_text().splitlines()
+    lines.append(f"x: !apply:os.system ['touch {marker}']")
+    yaml.write_text("\n".join(lines) + "\n")
+    return marker, len(lines)
+
+
+def test_an_untrusted_folder_is_refused_before_its_yaml_runs(folder, tmp_path):
+    from speechbrain_mrmha.inference.trust import UntrustedFolderError
+
+    marker, line = _untrusted(folder, tmp_path)
+    with pytest.raises(UntrustedFolderError) as error:
+        SpeakerModel(folder)
+    assert f"line {line}: !apply:os.system" in str(error.value)
+    with pytest.raises(UntrustedFolderError, match=f"line {line}: !apply"):
+        pretrained.load_encoder(folder)
+    # the opt-in passes the check (the yaml runs only when it loads)
+    assert SpeakerModel(folder, trust_folder=True).trust_folder
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(folder, tmp_path):
+    """Every checkpoint is read with torch.load(weights_only=True) before
+    SpeechBrain loads it: a pickle that runs a command is refused."""
+    import os
+
+    marker = tmp_path / "owned.marker"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"weight": Payload()}, folder / "classifier.ckpt")
+    with pytest.raises(ValueError, match="weights_only=True") as error:
+        SpeakerModel(folder).embed_signals([torch.zeros(16000)])
+    assert str(folder / "classifier.ckpt") in str(error.value)
+    assert not marker.exists()
+
+
+def test_another_models_calibration_is_refused(folder, tmp_path, no_loading):
+    """calibration.json records the weights it was fitted on; next to other
+    weights it is refused, naming both files."""
+    calibration = calibration_at(0.5)
+    calibration.fitted_on = pretrained.weights_fingerprint(folder)
+    write_calibration(folder, calibration)
+    assert SpeakerModel(folder).calibration == calibration
+    torch.save({"other": torch.ones(1)}, folder / "embedding_model.ckpt")
+    with pytest.raises(ValueError) as error:
+        SpeakerModel(folder)
+    message = str(error.value)
+    assert f"{folder / 'calibration.json'} was fitted on other" in message
+    assert str(folder / "embedding_model.ckpt") in message
+
+
+def test_an_exported_calibration_is_checked_against_its_recorded_weights(
+    folder, exported, no_loading
+):
+    """export records the folder's weights beside its calibration; a
+    calibration recorded for other weights is refused."""
+    path, metadata = exported
+    calibration = calibration_at(0.5)
+    calibration.fitted_on = pretrained.weights_fingerprint(folder)
+    write_calibration(folder, calibration)
+    metadata.update(SpeakerModel(folder).export_metadata())
+    assert json.loads(metadata["weights"]) == calibration.fitted_on
+    assert SpeakerModel(path).calibration == calibration
+    metadata["weights"] = json.dumps({"embedding_model.ckpt": "0" * 64})
+    with pytest.raises(ValueError, match="fitted on other weights"):
+        SpeakerModel(path)
+
+
+def test_an_exported_threshold_outside_the_cosine_range_is_refused(
+    exported, no_loading
+):
+    path, metadata = exported
+    metadata["threshold"] = "nan"
+    with pytest.raises(ValueError, match="recorded threshold 'nan'"):
+        SpeakerModel(path)

@@ -95,3 +95,36 @@ def test_trusting_the_folder_skips_the_check(tmp_path):
     yaml = tmp_path / "hyperparams.yaml"
     yaml.write_text("x: !apply:os.getcwd []\n")
     check_trusted(yaml, trust_folder=True)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "speechbrain.lobes.features.torch.hub.load",
+        "torch.nn.modules.module.torch.hub.load",
+        "speechbrain.nnet.linear.torch.load",
+        "torch.nn.Linear.__init__",
+        "speechbrain_mrmha.layers.pooling.NoSuchPooling",
+    ],
+)
+def test_an_allowed_prefix_reaching_another_object_is_refused(tmp_path, target):
+    """The allow-list judges the object a path names, not its spelling:
+    an allowed module's attribute ``torch`` leads anywhere."""
+    yaml = tmp_path / "hyperparams.yaml"
+    yaml.write_text(f"x: !new:{target} ['a/b', 'c']\n")
+    with pytest.raises(UntrustedFolderError, match=f"line 1: !new:{target}"):
+        check_trusted(yaml)
+
+
+def test_the_pretrainer_may_not_fetch_checkpoints_from_elsewhere(tmp_path):
+    yaml = tmp_path / "hyperparams.yaml"
+    yaml.write_text(
+        "model: !new:torch.nn.Linear [2, 2]\n"
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        "    loadables:\n"
+        "        model: !ref <model>\n"
+        "    paths:\n"
+        "        model: https://example.com/evil.ckpt\n"
+    )
+    with pytest.raises(UntrustedFolderError, match="line 5: .*'paths'"):
+        check_trusted(yaml)
