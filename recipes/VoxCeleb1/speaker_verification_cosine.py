@@ -17,51 +17,62 @@ content of each audio file and tied to the model's content, the data folder
 and the precision, so that a rerun skips exactly the files embedded before
 with the same content. The EER threshold of the raw cosine scores goes into
 the pretrained folder itself (verification.json): the decision threshold of
-the model when it has no calibration.
+the model when it has no calibration; the results (EER, minDCF, and actDCF
+and Cllr when the model has a calibration) go into its card (README.md).
+
+The trial list is checked before any audio is embedded: a list of one
+class, a pair labelled both 1 and 0, and entries outside the data folder
+(unless allow_outside_data_folder) are refused; duplicate trials are a
+warning and a count in metrics.json. Lists of millions of trials are held
+as index arrays and their scores written streamed.
 
 Authors
  * speechbrain-mrmha developers
 """
 
 import json
+import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_mrmha.dataio.audio import content_digest, write_text_atomic
 from speechbrain_mrmha.dataio.trials import (
+    check_trials,
     cohort_utterances,
-    read_trials,
+    load_trials,
     resolve_trials,
-    trial_labels,
     write_scores,
 )
+from speechbrain_mrmha.inference.card import write_model_card
 from speechbrain_mrmha.inference.model import SpeakerModel
 from speechbrain_mrmha.scoring.cosine import (
     cohort_statistics,
     cosine_score_trials,
-    index_trials,
     normalize_scores,
 )
 from speechbrain_mrmha.scoring.metrics import (
     calibration_report,
+    cllr,
     detection_report,
 )
 from speechbrain_mrmha.training.runs import hold_run_lock
 
+logger = logging.getLogger(__name__)
 SCORE_NORMS = (None, "s-norm", "as-norm")
 
 
-def score_trials(model, trials, enrol, test, hparams, cache):
+def score_trials(model, resolved, hparams, cache):
     """Embed every trial file once and score each trial: raw cosine, and
     the scores after ``score_norm`` (the raw ones without it)."""
-    names, enrol_index, test_index = index_trials(
-        [enrol[t.enrol][0] for t in trials], [test[t.test][0] for t in trials]
-    )
-    durations = dict([*enrol.values(), *test.values()])
+    names = resolved.names
+    enrol_index = torch.from_numpy(resolved.enrol)
+    test_index = torch.from_numpy(resolved.test)
+    durations = dict(zip(names, resolved.durations.tolist()))
     cached = len(cache.embeddings)
     embedded = model.embed_files(
         names,
@@ -78,7 +89,7 @@ def score_trials(model, trials, enrol, test, hparams, cache):
     embeddings = torch.stack([embedded.embeddings[n] for n in names])
     raw = cosine_score_trials(embeddings, enrol_index, test_index)
     if hparams["score_norm"] is None:
-        return raw, raw, names, embedded.entropies
+        return raw, raw, embedded.entropies
     cohort = model.embed_cohort(
         cohort_utterances(
             hparams["cohort_data"],
@@ -94,25 +105,54 @@ def score_trials(model, trials, enrol, test, hparams, cache):
         top_k = min(hparams["cohort_top_k"], cohort.shape[0])
     mean, std = cohort_statistics(embeddings, cohort, top_k=top_k)
     scores = normalize_scores(raw, enrol_index, test_index, mean, std)
-    return raw, scores, names, embedded.entropies
+    return raw, scores, embedded.entropies
 
 
-def trial_llrs(model, trials, enrol, test, raw, scores, score_norm):
-    """The LLRs of the trials and which calibration gave them: the model's
-    calibration of the raw cosine scores, else the scores as they are."""
+def trial_llrs(model, resolved, raw, scores, score_norm):
+    """The LLRs of the trials, which calibration gave them, and whether it
+    was the model's: the model's calibration of the raw cosine scores,
+    else the scores as they are."""
     if model.calibration is None:
-        return scores, "none: the pretrained folder has no calibration.json"
-    if score_norm is not None:
-        return scores, (
-            f"none: calibration.json is of raw cosine scores, not "
-            f"{score_norm} scores"
+        return (
+            scores,
+            "none: the pretrained folder has no calibration.json",
+            False,
         )
-    durations = [[enrol[t.enrol][1], test[t.test][1]] for t in trials]
-    return model.llr(raw, durations), model.calibration_source
+    if score_norm is not None:
+        return (
+            scores,
+            f"none: calibration.json is of raw cosine scores, not "
+            f"{score_norm} scores",
+            False,
+        )
+    seconds = resolved.durations
+    durations = torch.from_numpy(
+        np.stack([seconds[resolved.enrol], seconds[resolved.test]], axis=1)
+    )
+    return model.llr(raw, durations), model.calibration_source, True
+
+
+def update_model_card(model, trials_file, metrics, calibrated, score_norm):
+    """Add the results on this trial list to the model card (README.md) of
+    the scored folder; a folder that cannot be written is a warning."""
+    name = Path(trials_file).name
+    if score_norm is not None:
+        name = f"{name} ({score_norm})"
+    keys = ["EER", "minDCF"] + (["actDCF", "Cllr"] if calibrated else [])
+    results = {key: metrics[key] for key in keys}
+    results["trials"] = metrics["n_trials"]
+    try:
+        return write_model_card(model.source, results={name: results})
+    except OSError as error:
+        logger.warning(
+            "the model card was not updated in %s (%s)", model.source, error
+        )
+        return None
 
 
 def main(argv):
-    """Embed every trial file once, score the trials, report EER / minDCF."""
+    """Check the trial list, embed every trial file once, score the trials,
+    report EER / minDCF and update the model's card."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -136,25 +176,28 @@ def main(argv):
     )
     output = Path(hparams["output_folder"])
 
-    trials = read_trials(hparams["verification_file"])
-    enrol, test = resolve_trials(
+    # the whole list is checked before any audio is embedded
+    trials = load_trials(hparams["verification_file"])
+    outside = hparams["allow_outside_data_folder"]
+    resolved = resolve_trials(
         trials,
         hparams["data_folder"],
         hparams["enrol_data"],
         hparams["test_data"],
+        allow_outside_data_folder=outside,
     )
+    checked = check_trials(trials, resolved.enrol, resolved.test)
     # embeddings are cached by audio content, for this model content, data
     # folder and precision: any other starts afresh
     cache = model.cache(output / "embeddings.pt", hparams["data_folder"])
-    raw, scores, names, entropies = score_trials(
-        model, trials, enrol, test, hparams, cache
-    )
+    raw, scores, entropies = score_trials(model, resolved, hparams, cache)
 
-    labels = trial_labels(trials)
+    labels = torch.from_numpy(trials.labels).bool()
     c_miss, c_fa = hparams["c_miss"], hparams["c_fa"]
     metrics = detection_report(scores[labels], scores[~labels], c_miss, c_fa)
     metrics.update(
-        n_files=len(names),
+        n_duplicate_trials=checked.duplicates,
+        n_files=len(resolved.names),
         score_norm=hparams["score_norm"],
         precision=model.precision,
         data_folder=str(Path(hparams["data_folder"]).resolve()),
@@ -163,25 +206,33 @@ def main(argv):
         pretrained_path=str(hparams["pretrained_path"]),
     )
     if entropies:
-        entropy = torch.stack([entropies[n] for n in names]).mean(dim=0)
-        metrics["entropy_per_head"] = [round(float(e), 4) for e in entropy]
-    llrs, metrics["calibration"] = trial_llrs(
-        model, trials, enrol, test, raw, scores, hparams["score_norm"]
+        entropy = torch.stack([entropies[n] for n in resolved.names])
+        metrics["entropy_per_head"] = [
+            round(float(e), 4) for e in entropy.mean(dim=0)
+        ]
+    llrs, metrics["calibration"], calibrated = trial_llrs(
+        model, resolved, raw, scores, hparams["score_norm"]
     )
     metrics.update(
         calibration_report(llrs[labels], llrs[~labels], c_miss, c_fa)
     )
     # raw cosine taken as an LLR: what calibration improves on
-    raw_report = calibration_report(raw[labels], raw[~labels], c_miss, c_fa)
-    metrics["Cllr_raw_cosine"] = raw_report["Cllr"]
+    metrics["Cllr_raw_cosine"] = round(cllr(raw[labels], raw[~labels]), 4)
 
     write_scores(output / "scores.txt", trials, scores)
     write_text_atomic(
         output / "metrics.json", json.dumps(metrics, indent=2) + "\n"
     )
-    # the model's own decision threshold, in its folder
+    # the model's own decision threshold and card, in its folder
     model.record_threshold(
         raw[labels], raw[~labels], hparams["verification_file"]
+    )
+    update_model_card(
+        model,
+        hparams["verification_file"],
+        metrics,
+        calibrated,
+        hparams["score_norm"],
     )
     print(json.dumps(metrics, indent=2))
     return metrics

@@ -17,12 +17,20 @@ trial per line::
 
 Both parsers accept a UTF-8 byte-order mark at the start of the file (as
 some Windows editors write) and report bad lines by file and line number;
-both writers replace the file atomically (``audio.write_text_atomic``).
+both writers replace the file atomically (``audio.atomic_write``).
+
+A list of any size is held compactly (``load_trials`` -> ``TrialList``:
+each entry once, the trials as int32 / int8 arrays) and ``write_scores``
+streams its lines, so three million trials stay far below a gigabyte.
+``check_trials`` refuses, before any embedding, a list of one class and
+pairs labelled both 1 and 0, and reports duplicate trials.
 
 A trial entry names an audio file (``resolve_trials``): a path under the
 data folder, with or without a ``wav/`` level and with or without
 ``.wav`` (VoxCeleb1's ``id10270/x6uYqmx31kE/00001.wav``, SpeechBrain's
-sample ``spk1_snt1``), or an ID of an annotation CSV. Every entry that is
+sample ``spk1_snt1``), or an ID of an annotation CSV. Entries outside the
+data folder (absolute, or with ``..``) are refused unless allowed
+explicitly (``outside_entries``). Every entry that is
 missing, ambiguous, unreadable or too short is listed in one error before
 any audio is decoded. ``cohort_utterances`` picks the cohort of score
 normalisation from an annotation CSV.
@@ -31,24 +39,39 @@ Authors
  * speechbrain_mrmha contributors
 """
 
+import logging
 import math
 import os
-from pathlib import Path
+from array import array
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from speechbrain_mrmha.dataio.annotation import read_annotation
 from speechbrain_mrmha.dataio.audio import (
     MIN_SECONDS,
+    atomic_write,
     audio_seconds,
     write_text_atomic,
 )
 from speechbrain_mrmha.dataio.problems import raise_problems
 
+logger = logging.getLogger(__name__)
+_LABELS = {"0": 0, "1": 1}
+_SHOWN_TRIALS = 5  # trial numbers shown per conflicting / duplicate pair
+
 __all__ = [
     "Trial",
+    "TrialList",
+    "TrialCheck",
+    "as_trial_list",
+    "load_trials",
     "read_trials",
+    "check_trials",
+    "outside_entries",
     "write_trials",
     "trial_files",
     "trial_labels",
@@ -87,10 +110,222 @@ class Trial(NamedTuple):
     test: str
 
 
-def read_trials(path) -> list[Trial]:
-    """Parse a trial list in the official VoxCeleb ``label enrol test`` form.
+@dataclass(frozen=True, eq=False)
+class TrialList:
+    """A trial list held compactly: each entry once, the trials as arrays.
+
+    Three million trials over 145,000 files take about 27 MB here, against
+    gigabytes as Python tuples of strings.
+
+    Arguments
+    ---------
+    names : list of str
+        Each entry once, in order of first use (enrolment side first within
+        a trial); after ``resolve_trials`` the audio files instead.
+    enrol : numpy.ndarray
+        (n_trials,) int32 row of each trial's enrolment entry in ``names``.
+    test : numpy.ndarray
+        (n_trials,) int32 row of each trial's test entry in ``names``.
+    labels : numpy.ndarray
+        (n_trials,) int8, 1 for a target trial and 0 for a non-target one.
+    source : str
+        The file it was read from (what errors name); "" when built in
+        memory.
+    durations : numpy.ndarray or None
+        (len(names),) float64 seconds of each audio file, after
+        ``resolve_trials``; None before.
+
+    Example
+    -------
+    >>> trials = TrialList.from_trials(
+    ...     [Trial(1, "a", "b"), Trial(0, "a", "c")], source="t.txt")
+    >>> len(trials), trials.names, trials.enrol.dtype, trials.labels.tolist()
+    (2, ['a', 'b', 'c'], dtype('int32'), [1, 0])
+    >>> trials.trial(1)
+    Trial(label=0, enrol='a', test='c')
+    """
+
+    names: list
+    enrol: np.ndarray
+    test: np.ndarray
+    labels: np.ndarray
+    source: str = ""
+    durations: np.ndarray | None = None
+
+    def __len__(self):
+        """The number of trials."""
+        return int(self.labels.shape[0])
+
+    def trial(self, index):
+        """The trial at ``index`` as a ``Trial`` of its names.
+
+        Arguments
+        ---------
+        index : int
+
+        Returns
+        -------
+        trial : Trial
+
+        Example
+        -------
+        >>> TrialList.from_trials([Trial(1, "a", "b")]).trial(0).test
+        'b'
+        """
+        return Trial(
+            int(self.labels[index]),
+            self.names[self.enrol[index]],
+            self.names[self.test[index]],
+        )
+
+    def trials(self):
+        """Every trial as a ``Trial`` (a list: only for small lists).
+
+        Returns
+        -------
+        trials : list of Trial
+
+        Example
+        -------
+        >>> TrialList.from_trials([Trial(0, "a", "b")]).trials()
+        [Trial(label=0, enrol='a', test='b')]
+        """
+        names = self.names
+        return [
+            Trial(label, names[e], names[t])
+            for label, e, t in zip(
+                self.labels.tolist(), self.enrol.tolist(), self.test.tolist()
+            )
+        ]
+
+    @classmethod
+    def from_trials(cls, trials, source=""):
+        """The compact form of trials given one by one.
+
+        Arguments
+        ---------
+        trials : iterable of Trial
+        source : str
+            What errors name.
+
+        Returns
+        -------
+        trials : TrialList
+
+        Example
+        -------
+        >>> TrialList.from_trials([Trial(1, "x", "x")]).names
+        ['x']
+        """
+        rows = {}
+        enrol, test, labels = array("i"), array("i"), array("b")
+        for label, e, t in trials:
+            labels.append(int(label))
+            enrol.append(rows.setdefault(e, len(rows)))
+            test.append(rows.setdefault(t, len(rows)))
+        return cls(
+            list(rows),
+            np.frombuffer(enrol, dtype=np.int32),
+            np.frombuffer(test, dtype=np.int32),
+            np.frombuffer(labels, dtype=np.int8),
+            str(source),
+        )
+
+
+def as_trial_list(trials):
+    """``trials`` as a ``TrialList`` (returned as it is when it is one).
+
+    Arguments
+    ---------
+    trials : TrialList or iterable of Trial
+
+    Returns
+    -------
+    trials : TrialList
+
+    Example
+    -------
+    >>> as_trial_list([Trial(1, "a", "b")]).test.tolist()
+    [1]
+    """
+    if isinstance(trials, TrialList):
+        return trials
+    return TrialList.from_trials(trials)
+
+
+def load_trials(path):
+    """Parse a trial list in the official VoxCeleb ``label enrol test`` form
+    into a compact ``TrialList``, streaming the file: no per-trial Python
+    object is kept.
 
     Fields may be separated by any whitespace; blank lines are ignored.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The trial list file.
+
+    Returns
+    -------
+    trials : TrialList
+        The trials in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If a line does not have three fields, a label is not 0 or 1, or the
+        file holds no trial; the message names the file and the line number.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "veri_test2.txt")
+    >>> with open(f, "w") as fh:
+    ...     _ = fh.write("1 id1/a/1.wav id1/b/1.wav\\n"
+    ...                  "0 id1/a/1.wav id2/c/3.wav\\n")
+    >>> trials = load_trials(f)
+    >>> trials.names, trials.test.tolist(), trials.labels.tolist()
+    (['id1/a/1.wav', 'id1/b/1.wav', 'id2/c/3.wav'], [1, 2], [1, 0])
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"trial list {path!r} does not exist")
+    rows = {}
+    enrol, test, labels = array("i"), array("i"), array("b")
+    with open(path, encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                raise ValueError(
+                    f"{path}:{number}: expected 'label enrol test' (3 fields), "
+                    f"got {len(fields)}: {line.strip()!r}"
+                )
+            label = _LABELS.get(fields[0])
+            if label is None:
+                raise ValueError(
+                    f"{path}:{number}: label must be 0 or 1, got {fields[0]!r}"
+                )
+            labels.append(label)
+            enrol.append(rows.setdefault(fields[1], len(rows)))
+            test.append(rows.setdefault(fields[2], len(rows)))
+    if not labels:
+        raise ValueError(f"trial list {path!r} holds no trial (empty file)")
+    return TrialList(
+        list(rows),
+        np.frombuffer(enrol, dtype=np.int32),
+        np.frombuffer(test, dtype=np.int32),
+        np.frombuffer(labels, dtype=np.int8),
+        path,
+    )
+
+
+def read_trials(path) -> list[Trial]:
+    """Parse a trial list into ``Trial`` tuples (``load_trials`` holds a
+    large list compactly instead).
 
     Arguments
     ---------
@@ -107,8 +342,7 @@ def read_trials(path) -> list[Trial]:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If a line does not have three fields, a label is not 0 or 1, or the
-        file holds no trial; the message names the file and the line number.
+        As ``load_trials``.
 
     Example
     -------
@@ -122,28 +356,177 @@ def read_trials(path) -> list[Trial]:
     >>> [t.label for t in trials], trials[1].test
     ([1, 0], 'id2/c/00003.wav')
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"trial list {path!r} does not exist")
-    trials = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                raise ValueError(
-                    f"{path}:{number}: expected 'label enrol test' (3 fields), "
-                    f"got {len(fields)}: {line.strip()!r}"
-                )
-            if fields[0] not in ("0", "1"):
-                raise ValueError(
-                    f"{path}:{number}: label must be 0 or 1, got {fields[0]!r}"
-                )
-            trials.append(Trial(int(fields[0]), fields[1], fields[2]))
-    if not trials:
-        raise ValueError(f"trial list {path!r} holds no trial (empty file)")
-    return trials
+    return load_trials(path).trials()
+
+
+class TrialCheck(NamedTuple):
+    """What ``check_trials`` found that is reported, not refused.
+
+    Arguments
+    ---------
+    duplicates : int
+        Trials that repeat an earlier trial (the same pair, in either
+        order, with the same label).
+    examples : list of str
+        A few of them, as ``enrol test (trials i, j)``.
+
+    Example
+    -------
+    >>> TrialCheck(0, []).duplicates
+    0
+    """
+
+    duplicates: int
+    examples: list
+
+
+def _pair_groups(enrol, test):
+    """Trial order sorted by unordered pair, and where each group starts."""
+    low = np.minimum(enrol, test).astype(np.int64)
+    high = np.maximum(enrol, test).astype(np.int64)
+    keys = low * (int(max(enrol.max(), test.max())) + 1) + high
+    del low, high
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return order, starts
+
+
+def _show_group(trials, members):
+    """``enrol test`` of a group's first trial and its 1-based numbers."""
+    first = trials.trial(members[0])
+    numbers = ", ".join(str(i + 1) for i in members[:_SHOWN_TRIALS])
+    more = len(members) - _SHOWN_TRIALS
+    return f"{first.enrol} {first.test} (trials {numbers}" + (
+        f" and {more} more)" if more > 0 else ")"
+    )
+
+
+def check_trials(trials, enrol=None, test=None):
+    """Refuse a trial list that cannot be scored, before any embedding, and
+    report its duplicate trials.
+
+    Refused, all in one ValueError naming the file: a list of one class
+    only (all target or all non-target trials: no EER, no minDCF), and
+    pairs labelled both 1 and 0 (a pair is the same in either order).
+    Reported, with a logged warning: duplicate trials, the same pair with
+    the same label again (they are kept and counted).
+
+    Arguments
+    ---------
+    trials : TrialList or iterable of Trial
+        The trials (their names are what the messages show).
+    enrol, test : numpy.ndarray, optional
+        (n_trials,) what identifies each side of a trial, e.g. the rows of
+        the audio files after ``resolve_trials`` (so that ``a`` and
+        ``a.wav`` are one file); default the rows of the entries.
+
+    Returns
+    -------
+    check : TrialCheck
+        The duplicate count and a few examples.
+
+    Raises
+    ------
+    ValueError
+        Naming the trial list, the missing class and every conflicting pair.
+
+    Example
+    -------
+    >>> check_trials([Trial(1, "a", "b"), Trial(0, "a", "c"),
+    ...               Trial(0, "c", "a")]).duplicates
+    1
+    >>> check_trials([Trial(1, "a", "b"), Trial(0, "b", "a")])
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 problem in trial list <in memory>:
+      a b (trials 1, 2) is labelled both 1 and 0
+    """
+    trials = as_trial_list(trials)
+    enrol = trials.enrol if enrol is None else np.asarray(enrol)
+    test = trials.test if test is None else np.asarray(test)
+    source = trials.source or "<in memory>"
+    if len(trials) == 0:
+        raise ValueError(f"trial list {source} holds no trial")
+    n_target = int(np.count_nonzero(trials.labels))
+    problems = []
+    if n_target in (0, len(trials)):
+        kind = (
+            "non-target trials (label 0)"
+            if n_target == 0
+            else ("target trials (label 1)")
+        )
+        problems.append(
+            f"all {len(trials)} trials are {kind}: EER and minDCF need both "
+            "classes"
+        )
+    order, starts = _pair_groups(enrol, test)
+    labels = trials.labels[order]
+    lowest = np.minimum.reduceat(labels, starts)
+    highest = np.maximum.reduceat(labels, starts)
+    sizes = np.diff(np.r_[starts, len(order)])
+    bounds = np.r_[starts, len(order)]
+    conflicts = np.flatnonzero(lowest != highest)
+    # a one-class list's pairs cannot conflict: the checks are independent
+    for group in conflicts:
+        members = np.sort(order[bounds[group] : bounds[group + 1]])
+        problems.append(
+            f"{_show_group(trials, members.tolist())} is labelled both 1 and 0"
+        )
+    raise_problems(problems, f"problems in trial list {source}")
+    repeated = np.flatnonzero(sizes > 1)
+    duplicates = int((sizes[repeated] - 1).sum())
+    examples = [
+        _show_group(
+            trials,
+            np.sort(order[bounds[group] : bounds[group + 1]]).tolist(),
+        )
+        for group in repeated[:_SHOWN_TRIALS]
+    ]
+    if duplicates:
+        logger.warning(
+            "%s: %d duplicate trials (the same pair, in either order, with "
+            "the same label, scored again and counted in the metrics), e.g. "
+            "%s",
+            source,
+            duplicates,
+            "; ".join(examples),
+        )
+    return TrialCheck(duplicates, examples)
+
+
+def outside_entries(entries):
+    """The entries that name a path outside the folder they are read
+    from: absolute paths (``/etc/passwd``, ``C:\\x``) and paths with a
+    ``..`` component. Decided from the text alone; a symbolic link inside
+    the data folder that points elsewhere (a common way to hold a corpus
+    on another disk) is followed.
+
+    Arguments
+    ---------
+    entries : iterable of str
+
+    Returns
+    -------
+    outside : list of str
+        In the order given.
+
+    Example
+    -------
+    >>> outside_entries(["id1/a/1.wav", "../x.wav", "/etc/passwd", "a/../b"])
+    ['../x.wav', '/etc/passwd', 'a/../b']
+    """
+    outside = []
+    for entry in entries:
+        parts = entry.replace("\\", "/").split("/")
+        if (
+            os.path.isabs(entry)
+            or PureWindowsPath(entry).is_absolute()
+            or entry[:1] in ("/", "\\")
+            or ".." in parts
+        ):
+            outside.append(entry)
+    return outside
 
 
 def write_trials(path, trials):
@@ -279,7 +662,7 @@ def read_scores(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file {path} does not exist")
-    positive, negative = [], []
+    positive, negative = array("d"), array("d")  # not 3M Python floats
     with open(path, encoding="utf-8-sig") as fin:
         for number, line in enumerate(fin, start=1):
             fields = line.split()
@@ -309,23 +692,26 @@ def read_scores(path):
             f"got {len(positive)} and {len(negative)}"
         )
     return TrialScores(
-        torch.tensor(positive, dtype=torch.float64),
-        torch.tensor(negative, dtype=torch.float64),
+        torch.from_numpy(np.frombuffer(positive, dtype=np.float64).copy()),
+        torch.from_numpy(np.frombuffer(negative, dtype=np.float64).copy()),
     )
 
 
-def write_scores(path, trials, scores):
+def write_scores(path, trials, scores, chunk_size=65536):
     """Write scored trials as ``enrol test score label`` lines (score with
-    six decimals), atomically.
+    six decimals), atomically and streamed: ``chunk_size`` lines at a time
+    are formatted, never the whole file.
 
     Arguments
     ---------
     path : str or os.PathLike
         Destination file.
-    trials : sequence of Trial
+    trials : TrialList or sequence of Trial
         The trials, in the order of ``scores``.
-    scores : sequence of float or torch.Tensor
+    scores : torch.Tensor or sequence of float
         One finite score per trial.
+    chunk_size : int
+        Lines formatted at once.
 
     Returns
     -------
@@ -344,22 +730,44 @@ def write_scores(path, trials, scores):
     >>> read_scores(f).negative
     tensor([-0.1250], dtype=torch.float64)
     """
-    trials = list(trials)
-    scores = [float(s) for s in scores]
-    if len(scores) != len(trials):
+    trials = as_trial_list(trials)
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(scores, dtype=torch.float64)
+    scores = scores.detach().cpu().reshape(-1)
+    if scores.shape[0] != len(trials):
         raise ValueError(
-            f"{os.fspath(path)}: {len(scores)} scores for {len(trials)} trials"
+            f"{os.fspath(path)}: {scores.shape[0]} scores for {len(trials)} "
+            "trials"
         )
-    lines = []
-    for t, score in zip(trials, scores):
-        if not math.isfinite(score):
-            raise ValueError(
-                f"{os.fspath(path)}: score {score} of trial "
-                f"{t.enrol} {t.test} is not finite"
+    if chunk_size < 1:
+        raise ValueError(
+            f"write_scores: chunk_size must be >= 1, got {chunk_size}"
+        )
+    bad = torch.nonzero(~torch.isfinite(scores))
+    if bad.numel():
+        index = int(bad[0, 0])
+        t = trials.trial(index)
+        raise ValueError(
+            f"{os.fspath(path)}: score {float(scores[index])} of trial "
+            f"{t.enrol} {t.test} is not finite"
+        )
+    names = trials.names
+    with atomic_write(path) as fout:
+        for start in range(0, len(trials), chunk_size):
+            stop = start + chunk_size
+            rows = zip(
+                trials.enrol[start:stop].tolist(),
+                trials.test[start:stop].tolist(),
+                scores[start:stop].tolist(),
+                trials.labels[start:stop].tolist(),
             )
-        lines.append(f"{t.enrol} {t.test} {score:.6f} {int(t.label)}\n")
-    write_text_atomic(path, "".join(lines))
-    return len(lines)
+            fout.write(
+                "".join(
+                    f"{names[e]} {names[t]} {s:.6f} {label}\n"
+                    for e, t, s, label in rows
+                )
+            )
+    return len(trials)
 
 
 def entry_candidates(entry, data_folder):
@@ -496,24 +904,36 @@ def resolve_entries(entries, data_folder, annotation=None):
 
 
 def resolve_trials(
-    trials, data_folder, enrol_annotation=None, test_annotation=None
+    trials,
+    data_folder,
+    enrol_annotation=None,
+    test_annotation=None,
+    allow_outside_data_folder=False,
 ):
-    """The audio path and duration of the enrolment and test entries of
-    trials; one FileNotFoundError lists every entry of either side that
-    cannot be read.
+    """The audio files of the enrolment and test entries of trials.
+
+    First, unless ``allow_outside_data_folder``, entries read as files
+    that lie outside the data folder (``outside_entries``: absolute paths,
+    ``..`` components) are refused in one ValueError, before any file is
+    looked at. Then one FileNotFoundError lists every entry of either side
+    that cannot be read (``lookup_entries``).
 
     Arguments
     ---------
-    trials : iterable of Trial
+    trials : TrialList or iterable of Trial
     data_folder : str or Path
     enrol_annotation, test_annotation : str or Path, optional
         Annotation CSVs whose IDs the enrolment / test entries are (see
         ``lookup_entries``); None: the entries are files.
+    allow_outside_data_folder : bool
+        Read entries outside the data folder too.
 
     Returns
     -------
-    enrol, test : dict
-        entry -> (audio path, duration in seconds), for each side.
+    resolved : TrialList
+        The same trials over the audio files: ``names`` are the unique
+        audio paths (in order of first use), ``enrol`` / ``test`` their
+        rows, ``durations`` their seconds; the labels are shared.
 
     Example
     -------
@@ -521,23 +941,63 @@ def resolve_trials(
     >>> data = Path(tempfile.mkdtemp())
     >>> for name in ("a", "b"):
     ...     soundfile.write(data / f"{name}.wav", torch.zeros(8000).numpy(), 16000)
-    >>> enrol, test = resolve_trials([Trial(0, "a", "b")], data)
-    >>> enrol["a"][1], test["b"][1]
-    (0.5, 0.5)
+    >>> resolved = resolve_trials([Trial(0, "a", "b.wav"), Trial(1, "b", "b")], data)
+    >>> [Path(n).name for n in resolved.names], resolved.test.tolist()
+    (['a.wav', 'b.wav'], [1, 1])
+    >>> resolved.durations.tolist()
+    [0.5, 0.5]
+    >>> resolve_trials([Trial(0, "a", "../../etc/passwd")], data)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 entry of <in memory> outside the data folder ... (allow_outside_data_folder: True reads them):
+      ../../etc/passwd
     """
-    trials = list(trials)
-    enrol, bad_enrol = lookup_entries(
-        [t.enrol for t in trials], data_folder, enrol_annotation
-    )
-    test, bad_test = lookup_entries(
-        [t.test for t in trials], data_folder, test_annotation
-    )
+    trials = as_trial_list(trials)
+    sides = []
+    for index, annotation in (
+        (trials.enrol, enrol_annotation),
+        (trials.test, test_annotation),
+    ):
+        used = np.zeros(len(trials.names), dtype=bool)
+        used[index] = True
+        rows = np.flatnonzero(used)
+        sides.append((rows, [trials.names[i] for i in rows], annotation))
+    if not allow_outside_data_folder:
+        files = [e for _, entries, a in sides if a is None for e in entries]
+        raise_problems(
+            outside_entries(dict.fromkeys(files)),
+            f"entries of {trials.source or '<in memory>'} outside the data "
+            f"folder {data_folder} (allow_outside_data_folder: True reads "
+            "them)",
+        )
+    problems, looked_up = [], []
+    for rows, entries, annotation in sides:
+        found, bad = lookup_entries(entries, data_folder, annotation)
+        problems += bad
+        looked_up.append((rows, entries, found))
     raise_problems(
-        list(dict.fromkeys(bad_enrol + bad_test)),
+        list(dict.fromkeys(problems)),
         "trial entries cannot be read",
         FileNotFoundError,
     )
-    return enrol, test
+    files, durations, maps = {}, [], []
+    for rows, entries, found in looked_up:
+        to_file = np.full(len(trials.names), -1, dtype=np.int32)
+        for row, entry in zip(rows.tolist(), entries):
+            path, seconds = found[entry]
+            if path not in files:
+                files[path] = len(files)
+                durations.append(seconds)
+            to_file[row] = files[path]
+        maps.append(to_file)
+    return TrialList(
+        list(files),
+        maps[0][trials.enrol],
+        maps[1][trials.test],
+        trials.labels,
+        trials.source,
+        np.asarray(durations, dtype=np.float64),
+    )
 
 
 def cohort_utterances(annotation, data_folder, per_speaker):

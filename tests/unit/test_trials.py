@@ -4,6 +4,7 @@ entries resolved to audio files (with or without a wav/ level and .wav, or
 IDs of annotation CSVs), every bad entry in one error; the cohort of score
 normalisation."""
 
+import os
 import random
 
 import numpy as np
@@ -13,7 +14,11 @@ import torch
 
 from speechbrain_mrmha.dataio.trials import (
     Trial,
+    TrialList,
+    check_trials,
     cohort_utterances,
+    load_trials,
+    outside_entries,
     read_scores,
     read_trials,
     resolve_entries,
@@ -317,9 +322,11 @@ def test_resolve_trials_lists_the_bad_entries_of_both_sides_once(tmp_path):
     assert lines[0] == "2 trial entries cannot be read:"
     assert lines[1].startswith("  gone: missing")
     assert lines[2] == f"  t2: no ID 't2' in {test}"
-    enrol, scored = resolve_trials(trials[:1], data, test_annotation=test)
-    assert enrol == {"a": (str(data / "a.wav"), 1.0)}
-    assert scored == {"t1": (str(data / "a.wav"), 2.0)}
+    resolved = resolve_trials(trials[:1], data, test_annotation=test)
+    # one file: its duration is the one the first side (enrolment) found
+    assert resolved.names == [str(data / "a.wav")]
+    assert resolved.enrol.tolist() == resolved.test.tolist() == [0]
+    assert resolved.durations.tolist() == [1.0]
     assert trial_labels(trials).tolist() == [True, False, False]
 
 
@@ -340,3 +347,199 @@ def test_cohort_takes_the_first_utterances_of_each_speaker(tmp_path):
     assert list(cohort["b"].values()) == [3.0, 5.0]
     with pytest.raises(ValueError, match="must be >= 1"):
         cohort_utterances(csv, tmp_path, per_speaker=0)
+
+
+# --- lists of any size: compact, checked before any embedding ---------------
+
+
+def old_write_scores(trials, scores):
+    """scores.txt as write_scores wrote it before it was streamed."""
+    return "".join(
+        f"{t.enrol} {t.test} {float(s):.6f} {int(t.label)}\n"
+        for t, s in zip(trials, scores)
+    )
+
+
+def test_a_trial_list_is_held_as_index_arrays(tmp_path):
+    """No per-trial Python object: int32 rows into one table of entries
+    and int8 labels, the same trials as read_trials."""
+    rng = random.Random(1)
+    names = [f"id{i % 7}/v/{i:05d}.wav" for i in range(40)]
+    lines = [
+        f"{rng.randint(0, 1)} {rng.choice(names)} {rng.choice(names)}"
+        for _ in range(300)
+    ]
+    path = write(tmp_path / "list.txt", "\n".join(lines) + "\n\n")
+    trials = load_trials(path)
+    assert (trials.enrol.dtype, trials.test.dtype) == (np.int32, np.int32)
+    assert trials.labels.dtype == np.int8
+    assert len(trials) == 300 and trials.source == str(path)
+    assert len(trials.names) == len(set(trials.names)) <= 40
+    assert trials.trials() == read_trials(path)
+    assert [f"{t.label} {t.enrol} {t.test}" for t in trials.trials()] == lines
+
+
+def test_streamed_scores_equal_the_old_file_byte_for_byte(tmp_path):
+    """Chunked writing, from a TrialList or from Trial tuples, gives the
+    very bytes of the old all-in-memory writer (float32 and float64)."""
+    rng = random.Random(2)
+    trials = [
+        Trial(rng.randint(0, 1), f"e{rng.randint(0, 9)}", f"t{i}.wav")
+        for i in range(101)
+    ]
+    for dtype in (torch.float32, torch.float64):
+        scores = (torch.rand(101, dtype=dtype) - 0.5) * 3
+        expected = old_write_scores(trials, scores)
+        for given, chunk in ((trials, 7), (TrialList.from_trials(trials), 1)):
+            path = tmp_path / f"scores_{chunk}.txt"
+            assert write_scores(path, given, scores, chunk_size=chunk) == 101
+            assert path.read_text() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "scores_1.txt",
+        "scores_7.txt",
+    ]
+
+
+@pytest.mark.parametrize("label, kind", [("1", "target"), ("0", "non-target")])
+def test_a_list_of_one_class_is_refused_naming_the_file(tmp_path, label, kind):
+    """It used to fail only after every file was embedded, with a
+    traceback from the metrics."""
+    path = write(
+        tmp_path / "one_class.txt",
+        "".join(f"{label} e{i}.wav t{i}.wav\n" for i in range(5)),
+    )
+    with pytest.raises(ValueError) as error:
+        check_trials(load_trials(path))
+    message = str(error.value)
+    assert f"trial list {path}" in message
+    assert f"all 5 trials are {kind} trials (label {label})" in message
+
+
+def test_pairs_labelled_both_ways_are_listed_in_one_error(tmp_path):
+    """A pair is the same trial in either order; every conflicting pair is
+    named with its trial numbers."""
+    lines = [
+        "1 a.wav b.wav",
+        "0 a.wav c.wav",
+        "0 b.wav a.wav",  # swapped: conflicts with trial 1
+        "1 c.wav d.wav",
+        "0 c.wav d.wav",  # conflicts with trial 4
+        "1 e.wav f.wav",
+        "1 f.wav e.wav",  # a duplicate, not a conflict
+    ]
+    path = write(tmp_path / "conflicts.txt", "\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as error:
+        check_trials(load_trials(path))
+    message = str(error.value).splitlines()
+    assert message[0] == f"2 problems in trial list {path}:"
+    assert sorted(message[1:]) == [
+        "  a.wav b.wav (trials 1, 3) is labelled both 1 and 0",
+        "  c.wav d.wav (trials 4, 5) is labelled both 1 and 0",
+    ]
+
+
+def test_duplicate_trials_are_counted_and_logged(tmp_path, caplog):
+    lines = [
+        "1 a.wav b.wav",
+        "0 a.wav c.wav",
+        "1 b.wav a.wav",  # swapped duplicate of 1
+        "1 a.wav b.wav",  # plain duplicate of 1
+        "0 c.wav a.wav",  # swapped duplicate of 2
+        "0 d.wav d.wav",
+    ]
+    path = write(tmp_path / "dups.txt", "\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        check = check_trials(load_trials(path))
+    assert check.duplicates == 3
+    assert sorted(check.examples) == [
+        "a.wav b.wav (trials 1, 3, 4)",
+        "a.wav c.wav (trials 2, 5)",
+    ]
+    (record,) = caplog.records
+    assert f"{path}: 3 duplicate trials" in record.getMessage()
+    assert "a.wav b.wav (trials 1, 3, 4)" in record.getMessage()
+    unique = write(tmp_path / "unique.txt", "\n".join(lines[:2]) + "\n")
+    caplog.clear()
+    assert check_trials(load_trials(unique)) == (0, [])
+    assert not caplog.records
+
+
+def test_pairs_are_compared_by_file_after_resolution(tmp_path):
+    """'a' and 'a.wav' are one file: with the resolved rows the check sees
+    the conflict the entry strings hide."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b"):
+        soundfile.write(data / f"{name}.wav", np.zeros(16000, "f4"), 16000)
+    trials = TrialList.from_trials(
+        [Trial(1, "a", "b"), Trial(0, "b.wav", "a.wav")], source="list.txt"
+    )
+    check_trials(trials)  # as entries: two different pairs
+    resolved = resolve_trials(trials, data)
+    assert resolved.labels is trials.labels
+    with pytest.raises(ValueError, match=r"a b \(trials 1, 2\) is labelled"):
+        check_trials(trials, resolved.enrol, resolved.test)
+
+
+def test_entries_outside_the_data_folder_are_refused_unless_allowed(tmp_path):
+    """'../x.wav' and absolute paths used to be read wherever they
+    pointed (/etc/passwd was tried); now they are listed, all at once,
+    before any file is looked at, unless explicitly allowed."""
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(data / "in.wav", np.zeros(16000, "f4"), 16000)
+    soundfile.write(tmp_path / "out.wav", np.zeros(16000, "f4"), 16000)
+    trials = TrialList.from_trials(
+        [
+            Trial(1, "in.wav", "../out.wav"),
+            Trial(0, "/etc/passwd", "in.wav"),
+            Trial(0, "in.wav", "sub/../../out.wav"),
+            Trial(1, str(tmp_path / "out.wav"), "in"),
+        ],
+        source="list.txt",
+    )
+    with pytest.raises(ValueError) as error:
+        resolve_trials(trials, data)
+    lines = str(error.value).splitlines()
+    assert lines[0] == (
+        f"4 entries of list.txt outside the data folder {data} "
+        "(allow_outside_data_folder: True reads them):"
+    )
+    assert sorted(lines[1:]) == sorted(
+        f"  {e}"
+        for e in (
+            "../out.wav",
+            "/etc/passwd",
+            "sub/../../out.wav",
+            str(tmp_path / "out.wav"),
+        )
+    )
+    allowed = TrialList.from_trials(
+        [trials.trial(0), trials.trial(3)], source="list.txt"
+    )
+    resolved = resolve_trials(allowed, data, allow_outside_data_folder=True)
+    assert {os.path.realpath(p) for p in resolved.names} == {
+        str((data / "in.wav").resolve()),
+        str((tmp_path / "out.wav").resolve()),
+    }
+    assert outside_entries(["a/b..c.wav", "..a.wav", "id1/x/1.wav"]) == []
+    assert outside_entries(["C:\\\\x.wav", "\\\\server\\\\x.wav"]) == [
+        "C:\\\\x.wav",
+        "\\\\server\\\\x.wav",
+    ]
+
+
+def test_entries_of_an_annotation_are_ids_not_paths(tmp_path):
+    """The outside check is about files read from the data folder; an
+    annotation CSV maps its IDs to files itself."""
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(data / "a.wav", np.zeros(16000, "f4"), 16000)
+    csv = tmp_path / "test.csv"
+    csv.write_text(f"ID,duration,wav\n/abs/id,1.0,{data / 'a.wav'}\n")
+    resolved = resolve_trials(
+        [Trial(1, "a", "/abs/id"), Trial(0, "a.wav", "/abs/id")],
+        data,
+        test_annotation=csv,
+    )
+    assert resolved.names == [str(data / "a.wav")]
