@@ -213,42 +213,27 @@ def _run_export(args):
 
 def _run_plot_attention(args):
     """``plot attention``: per-head weights and entropies of one file."""
-    from speechbrain_mrmha.app.plotting import (
-        _matplotlib,
-        plot_attention,
-        utterance_attention,
-    )
-    from speechbrain_mrmha.dataio.audio import load_audio
+    from speechbrain_mrmha.app.plotting import _matplotlib, plot_attention
 
     model = _model(args)
     _matplotlib()  # fail early with the install hint
-    signal = load_audio(args.wav, SAMPLE_RATE)
-    encoder = model.encoder
-    weights = utterance_attention(encoder, signal)
-    pooling = encoder.mods.embedding_model.pooling
-    temperatures = None
-    if getattr(pooling, "has_temperatures", False):
-        temperatures = [float(t) for t in pooling.temperatures]
-    reference, names = None, (type(pooling).__name__, "")
+    attention = model.attention(args.wav)
+    reference, names = None, (attention.pooling, "")
     if args.reference is not None:
-        reference_encoder = _model(args, args.reference).encoder
-        reference = utterance_attention(reference_encoder, signal)
-        names = (
-            names[0],
-            type(reference_encoder.mods.embedding_model.pooling).__name__,
-        )
-        if reference.shape[0] != 1:
+        other = _model(args, args.reference).attention(args.wav)
+        if other.weights.shape[0] != 1:
             raise ValueError(
                 f"--reference {args.reference}: expected a single-head model, "
-                f"its pooling has {reference.shape[0]} heads"
+                f"its pooling has {other.weights.shape[0]} heads"
             )
-    seconds = signal.shape[0] / SAMPLE_RATE
+        reference, names = other.weights, (attention.pooling, other.pooling)
+    weights = attention.weights
     out = plot_attention(
         weights,
         args.out,
         reference=reference,
-        temperatures=temperatures,
-        frame_shift=seconds / weights.shape[1],
+        temperatures=attention.temperatures,
+        frame_shift=attention.seconds / weights.shape[1],
         labels=names,
         title=args.title or f"attention along time: {Path(args.wav).name}",
     )

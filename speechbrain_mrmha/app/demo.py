@@ -221,29 +221,24 @@ def figures(corpus, output, models):
         plot_attention,
         plot_det,
         plot_score_histograms,
-        utterance_attention,
     )
-    from speechbrain_mrmha.dataio.audio import load_audio
     from speechbrain_mrmha.dataio.trials import read_trials
-    from speechbrain_mrmha.inference.pretrained import load_encoder
+    from speechbrain_mrmha.inference.model import SpeakerModel
 
     figure_folder = output / "figures"
     figure_folder.mkdir(exist_ok=True)
     first = read_trials(Path(corpus) / "meta" / "veri_test2.txt")[0].enrol
-    signal = load_audio(Path(corpus) / "wav" / first)
+    wav = Path(corpus) / "wav" / first
     (mrmha, *_), (baseline, *_) = models
-    encoders = {
-        name: load_encoder(
-            output / name / "pretrained",
-            savedir=output / name / "verification" / "model",
-        )
+    attention = {
+        name: SpeakerModel(output / name / "pretrained").attention(wav).weights
         for name in (mrmha, baseline)
     }
     paths = [
         plot_attention(
-            utterance_attention(encoders[mrmha], signal),
+            attention[mrmha],
             figure_folder / "attention.png",
-            reference=utterance_attention(encoders[baseline], signal),
+            reference=attention[baseline],
             title=f"attention along time: {first}",
         ),
         plot_det(

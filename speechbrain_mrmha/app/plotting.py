@@ -30,7 +30,6 @@ from speechbrain_mrmha.scoring.metrics import EER
 __all__ = [
     "DetCurve",
     "det_curve",
-    "utterance_attention",
     "plot_attention",
     "plot_det",
     "plot_score_histograms",
@@ -417,7 +416,7 @@ def plot_attention(
     ---------
     weights : torch.Tensor or array
         (heads, time) weights of one utterance, e.g. from
-        ``utterance_attention``.
+        ``SpeakerModel.attention``.
     out_png : str or Path
         Output figure.
     reference : torch.Tensor or array, optional
@@ -490,54 +489,3 @@ def plot_attention(
     if title:
         figure.suptitle(title)
     return _save(figure, out_png)
-
-
-def utterance_attention(encoder, signal):
-    """(heads, time) attention weights of one utterance under a loaded model.
-
-    Computes the features, the sentence normalisation and the ResNet frames
-    exactly as ``encode_batch`` does, then ``pooling.attention``.
-
-    Arguments
-    ---------
-    encoder : speechbrain_mrmha.inference.backends.TorchEncoder
-        A pretrained folder run by PyTorch (``backends.load_backend``; a
-        loaded ``speechbrain.inference.EncoderClassifier`` also does) whose
-        pooling is one of the attention poolings.
-    signal : torch.Tensor
-        (samples,) waveform at the model's sample rate.
-
-    Returns
-    -------
-    weights : torch.Tensor
-        (heads, time') on the CPU; each row sums to 1.
-
-    Example
-    -------
-    >>> from speechbrain_mrmha.inference.backends import TorchEncoder
-    >>> from speechbrain_mrmha.inference.pretrained import example_folder
-    >>> encoder = TorchEncoder(example_folder(num_heads=2))  # MRMHA, 2 heads
-    >>> utterance_attention(encoder, torch.randn(16000)).shape
-    torch.Size([2, 13])
-    """
-    pooling = encoder.mods.embedding_model.pooling
-    if not hasattr(pooling, "attention"):
-        raise ValueError(
-            f"the model's pooling {type(pooling).__name__} has no attention weights"
-        )
-    signal = torch.as_tensor(signal)
-    if signal.dim() != 1:
-        raise ValueError(
-            f"utterance_attention: expected a (samples,) signal, got shape "
-            f"{tuple(signal.shape)}"
-        )
-    wavs = signal[None].float().to(encoder.device)
-    lengths = torch.ones(1, device=encoder.device)
-    with torch.no_grad():
-        feats = encoder.mods.compute_features(wavs)
-        feats = encoder.mods.mean_var_norm(feats, lengths)
-        frames, frame_lengths = encoder.mods.embedding_model.frames(
-            feats, lengths
-        )
-        weights = pooling.attention(frames, frame_lengths)
-    return weights[0].cpu()

@@ -65,6 +65,8 @@ __all__ = [
     "DecisionRule",
     "Verification",
     "Embedded",
+    "Attention",
+    "utterance_attention",
     "read_calibration",
     "read_threshold",
     "check_threshold",
@@ -200,6 +202,76 @@ class Embedded(NamedTuple):
 
     embeddings: dict
     entropies: dict
+
+
+class Attention(NamedTuple):
+    """The attention of a model's pooling over one utterance.
+
+    Example
+    -------
+    >>> Attention(torch.ones(1, 4) / 4, "SelfAttentivePooling", None, 1.0).pooling
+    'SelfAttentivePooling'
+    """
+
+    weights: torch.Tensor
+    """(heads, frames) on the CPU; each row sums to 1."""
+    pooling: str
+    """The pooling's class name."""
+    temperatures: Optional[list]
+    """The temperature of each head (MRMHA), or None."""
+    seconds: float
+    """The utterance's length."""
+
+
+def utterance_attention(encoder, signal):
+    """(heads, time) attention weights of one utterance under a loaded model.
+
+    Computes the features, the sentence normalisation and the ResNet frames
+    exactly as ``encode_batch`` does, then ``pooling.attention``.
+
+    Arguments
+    ---------
+    encoder : speechbrain_mrmha.inference.backends.TorchEncoder
+        A pretrained folder run by PyTorch (``backends.load_backend``; a
+        loaded ``speechbrain.inference.EncoderClassifier`` also does) whose
+        pooling is one of the attention poolings.
+    signal : torch.Tensor
+        (samples,) waveform at the model's sample rate.
+
+    Returns
+    -------
+    weights : torch.Tensor
+        (heads, time') on the CPU; each row sums to 1.
+
+    Example
+    -------
+    >>> from speechbrain_mrmha.inference.backends import TorchEncoder
+    >>> from speechbrain_mrmha.inference.pretrained import example_folder
+    >>> encoder = TorchEncoder(example_folder(num_heads=2))  # MRMHA, 2 heads
+    >>> utterance_attention(encoder, torch.randn(16000)).shape
+    torch.Size([2, 13])
+    """
+    pooling = encoder.mods.embedding_model.pooling
+    if not hasattr(pooling, "attention"):
+        raise ValueError(
+            f"the model's pooling {type(pooling).__name__} has no attention weights"
+        )
+    signal = torch.as_tensor(signal)
+    if signal.dim() != 1:
+        raise ValueError(
+            f"utterance_attention: expected a (samples,) signal, got shape "
+            f"{tuple(signal.shape)}"
+        )
+    wavs = signal[None].float().to(encoder.device)
+    lengths = torch.ones(1, device=encoder.device)
+    with torch.no_grad():
+        feats = encoder.mods.compute_features(wavs)
+        feats = encoder.mods.mean_var_norm(feats, lengths)
+        frames, frame_lengths = encoder.mods.embedding_model.frames(
+            feats, lengths
+        )
+        weights = pooling.attention(frames, frame_lengths)
+    return weights[0].cpu()
 
 
 def _exported(source):
@@ -742,6 +814,43 @@ class SpeakerModel:
             rule.threshold,
             rule.scale,
             rule.source,
+        )
+
+    def attention(self, audio):
+        """The attention weights of every head of the model's pooling over
+        one recording (PyTorch backend; an attention pooling).
+
+        Arguments
+        ---------
+        audio : str or Path or torch.Tensor
+            An audio file (any rate, mixed to mono), or a (samples,)
+            waveform at the model's sample rate.
+
+        Returns
+        -------
+        attention : Attention
+
+        Example
+        -------
+        >>> from speechbrain_mrmha.inference.pretrained import example_folder
+        >>> model = SpeakerModel(example_folder(num_heads=2))
+        >>> found = model.attention(torch.randn(16000))
+        >>> tuple(found.weights.shape), found.pooling, found.seconds
+        ((2, 13), 'MultiResolutionMultiHeadAttentionPooling', 1.0)
+        """
+        signal = audio
+        if isinstance(audio, (str, Path)):
+            signal = load_audio(audio, SAMPLE_RATE)
+        encoder = self.encoder
+        pooling = encoder.mods.embedding_model.pooling
+        temperatures = None
+        if getattr(pooling, "has_temperatures", False):
+            temperatures = [float(t) for t in pooling.temperatures]
+        return Attention(
+            utterance_attention(encoder, signal),
+            type(pooling).__name__,
+            temperatures,
+            signal.shape[0] / encoder.sample_rate,
         )
 
     def verify(self, a, b, operating_point=None, threshold=None):

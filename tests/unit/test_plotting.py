@@ -20,9 +20,9 @@ from speechbrain_mrmha.app.plotting import (
     plot_attention,
     plot_det,
     plot_score_histograms,
-    utterance_attention,
 )
 from speechbrain_mrmha.dataio.trials import read_scores
+from speechbrain_mrmha.inference.model import utterance_attention
 from speechbrain_mrmha.scoring.metrics import EER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
