@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio
-from conftest import HANG_GUARD_SECONDS, calibration_at
+from conftest import HANG_GUARD_SECONDS, calibration_at, run_process
 from matplotlib.image import imread
 
 from speechbrain_mrmha.app.cli import main, write_embeddings
@@ -316,13 +316,7 @@ def alone(encoder, signal):
     "words", HELP_COMMANDS, ids=lambda w: "-".join(w) or "top"
 )
 def test_help_of_every_command(words):
-    result = subprocess.run(
-        COMMAND + words + ["--help"],
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_process(COMMAND + words + ["--help"])
     assert result.stdout.startswith(
         "usage: python -m speechbrain_mrmha " + " ".join(words)
     )

@@ -7,13 +7,12 @@ going, with a warning that names it."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import soundfile
-from conftest import HANG_GUARD_SECONDS
+from conftest import run_process
 
 from speechbrain_mrmha.app.cli import main
 from speechbrain_mrmha.dataio.trials import read_trials
@@ -24,23 +23,14 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def verify(data, model, out, extra=()):
-    result = subprocess.run(
-        [
-            sys.executable,
-            RECIPE / "speaker_verification_cosine.py",
-            RECIPE / "hparams" / "verification.yaml",
-            f"--data_folder={data}",
-            f"--pretrained_path={model}",
-            f"--output_folder={out}",
-            *extra,
-        ],
+    script = RECIPE / "speaker_verification_cosine.py"
+    hparams = RECIPE / "hparams" / "verification.yaml"
+    run_process(
+        [sys.executable, script, hparams, f"--data_folder={data}"]
+        + [f"--pretrained_path={model}", f"--output_folder={out}", *extra],
         cwd=RECIPE,
         env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_SECONDS,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -2,7 +2,8 @@
 the one encoder contract of the PyTorch backend (attributes, padded batches
 of sample counts embedding as each signal alone, SpeechBrain's own
 ``encode_batch`` with sample-relative lengths, entropies, clear errors),
-folders without the frame-exact hooks, and ``load_backend``. The
+folders without the frame-exact hooks, ``load_backend``, and no verdict
+without speech (rows below the silence floor are refused, naming them). The
 onnxruntime backend against PyTorch: tests/integration/test_export.py."""
 
 import pytest
@@ -10,13 +11,20 @@ import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
 from speechbrain_mrmha.inference.backends import (
+    NoSignalError,
     OnnxEncoder,
     TorchEncoder,
     as_backend,
     check_padded_batch,
     load_backend,
 )
-from speechbrain_mrmha.layers.lengths import FrameExactLengths
+from speechbrain_mrmha.layers.lengths import (
+    SILENCE_FLOOR,
+    SILENCE_FLOOR_DBFS,
+    FrameExactLengths,
+    signal_levels,
+    usable_rows,
+)
 
 SAMPLES = [16100, 8000, 1000, 8150, 12345]  # no two with the same frames
 
@@ -98,6 +106,7 @@ def test_bad_batches_are_refused_naming_the_model(backend):
         (wavs, torch.tensor([8000]), r"lengths \(batch,\)"),
         (wavs[0], lengths[:1], r"wavs \(batch, samples\)"),
         (wavs[:, :200], torch.tensor([200, 100]), "too few for the features"),
+        (wavs, torch.tensor([8000, 200]), r"rows \[1\] have fewer than 201"),
     ]
     for bad_wavs, bad_lengths, words in cases:
         with pytest.raises(ValueError, match=words) as error:
@@ -158,3 +167,68 @@ def test_load_backend_picks_by_path(tiny_pretrained, tmp_path):
         load_backend(broken)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         OnnxEncoder(tmp_path / "absent.onnx")
+
+
+def at_dbfs(signal, dbfs):
+    """``signal`` scaled to an RMS about its mean of ``dbfs``."""
+    return signal / signal.std(unbiased=False) * 10 ** (dbfs / 20)
+
+
+def test_the_floor_is_minus_70_dbfs_of_the_valid_samples():
+    """The level is the RMS of the valid samples about their mean: padding
+    never changes it, a DC offset is no signal; rows at the floor pass,
+    rows just under it do not."""
+    assert SILENCE_FLOOR_DBFS == -70.0
+    assert SILENCE_FLOOR == pytest.approx(3.1623e-4, rel=1e-4)
+    wavs, lengths = padded([16000, 4000])
+    wavs[1, 4000:] = 1.0  # loud padding
+    levels = signal_levels(wavs, lengths)
+    alone = signal_levels(wavs[1:, :4000], lengths[1:])
+    torch.testing.assert_close(levels[1:], alone)
+    assert float(levels[0]) == pytest.approx(0.1, rel=0.02)
+    tone = torch.sin(torch.arange(8000) * 0.3)
+    rows = [
+        at_dbfs(tone, -69.9),
+        at_dbfs(tone, -70.1),
+        torch.full((8000,), 0.5),  # DC offset alone
+        at_dbfs(tone, -69.9) + 0.5,  # DC offset on a faint tone
+    ]
+    usable = usable_rows(torch.stack(rows), torch.full((4,), 8000), 201)
+    assert usable.tolist() == [True, False, False, True]
+
+
+def test_silence_is_refused_naming_every_row(backend):
+    """Digital zero, -80 dBFS noise and a constant give no embedding (one
+    NoSignalError naming those rows and why); a quiet but real signal at
+    -60 dBFS still embeds as it would at a normal level (the sentence mean
+    normalisation)."""
+    wavs, lengths = padded([16000, 8000, 12000, 9000, 9500])
+    wavs[1] = 0.0
+    wavs[2, :12000] = at_dbfs(wavs[2, :12000], -80.0)
+    wavs[3, :9000] = 0.3
+    with pytest.raises(NoSignalError) as error:
+        backend.encode(wavs, lengths)
+    assert error.value.rows == [1, 2, 3]
+    message = str(error.value)
+    assert message.startswith(f"3 rows cannot be embedded by {backend.source}")
+    assert "row 1: no usable signal: digital zero" in message
+    assert "row 2: no usable signal: near-silence (level -80.0 dBFS" in message
+    assert "row 3: no usable signal" in message
+    assert "row 0" not in message and "row 4" not in message
+    assert isinstance(error.value, ValueError)
+    loud = 0.1 * torch.randn(
+        1, 9500, generator=torch.Generator().manual_seed(3)
+    )
+    quiet = at_dbfs(loud, -60.0)
+    got, _ = backend.encode(torch.cat([loud, quiet]), torch.tensor([9500] * 2))
+    assert torch.isfinite(got).all()
+    cosine = torch.nn.functional.cosine_similarity(got[:1], got[1:])
+    assert float(cosine) > 0.99
+
+
+def test_silent_file_against_itself_is_no_match(backend):
+    """silent.wav vs silent.wav: the two rows are refused, never embedded
+    (and so never scored as a match with cosine 1)."""
+    silent = torch.zeros(2, 16000)
+    with pytest.raises(NoSignalError, match="2 rows cannot be embedded"):
+        backend.encode(silent, torch.tensor([16000, 16000]))

@@ -2,10 +2,14 @@
 need no exporter: the graph modules in eager PyTorch, the copy
 ``deployable`` makes (SpeechBrain's statistics pooling swapped for ours),
 the install hint of the optional packages, and what
-``extraction.encode_signals`` hands a backend. The exports themselves:
+``extraction.encode_signals`` hands a backend, the waveform graph's
+``usable`` output (inputs shorter than min_samples, lengths outside
+[1, samples], silence), and export hygiene (a folder as the output, a file
+name that does not match the format). The exports themselves:
 tests/integration/test_export.py; the backends: tests/unit/test_backends.py."""
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -89,13 +93,14 @@ def test_waveform_graph_ignores_padding_and_batch(small_mods):
     lengths = torch.tensor([9001, 4321, 2555])
     wavs = torch.randn(3, 9001, generator=generator)  # padding is noise
     with torch.no_grad():
-        batched = module(wavs, lengths)
+        batched, usable = module(wavs, lengths)
         alone = torch.cat(
             [
-                module(wavs[i : i + 1, :n], lengths[i : i + 1])
+                module(wavs[i : i + 1, :n], lengths[i : i + 1])[0]
                 for i, n in enumerate(lengths.tolist())
             ]
         )
+    assert usable.tolist() == [True, True, True]
     assert _cosines(batched, alone).min() > 0.99999
     assert _cosines(batched[:1], batched[1:]).max() < 0.999
 
@@ -161,3 +166,85 @@ def test_encode_signals_hands_a_backend_the_sample_counts():
     assert wavs.tolist() == [[1.0] * 5, [1.0] * 3 + [0.0] * 2]
     assert precision == "bf16"
     assert embeddings.tolist() == [[5.0, 5.0], [3.0, 3.0]] and entropies is None
+
+
+def test_waveform_graph_flags_short_inputs_bad_lengths_and_silence(
+    small_mods,
+):
+    """The graph module's ``usable`` output is False for inputs shorter
+    than min_samples (0 and 100 samples; before, they gave the silence
+    embedding), lengths outside [1, samples], and silent rows."""
+    module = deploy.deployable(small_mods)
+    assert module.min_samples == 201
+    with torch.no_grad():
+        for samples in (0, 100, 200):
+            wavs = 0.1 * torch.randn(2, samples)
+            _, usable = module(wavs, torch.tensor([samples, samples]))
+            assert usable.tolist() == [False, False]
+        wavs = 0.1 * torch.randn(3, 4000)
+        wavs[1] = 0.0
+        wavs[2] *= 1e-3  # -80 dBFS
+        _, usable = module(wavs, torch.tensor([4000, 4000, 3999]))
+        assert usable.tolist() == [True, False, False]
+        # lengths outside [1, samples]: eager PyTorch flags them or refuses
+        # them outright (the exported graphs flag them, see
+        # tests/integration/test_export.py)
+        wavs[1:] = 0.1 * torch.randn(2, 4000)
+        for bad in ([4000, 0, 4000], [4000, -3, 4000], [4000, 4001, 4000]):
+            try:
+                _, usable = module(wavs, torch.tensor(bad))
+            except ValueError as error:
+                assert "relative lengths" in str(error)
+            else:
+                assert usable.tolist() == [True, False, True], bad
+
+
+def test_export_to_a_folder_names_the_out_path(tiny_pretrained, tmp_path):
+    """A folder as ``out``: an error naming it (not a hidden temporary
+    file), before anything is exported; nothing is written in it."""
+    for fmt in deploy.FORMATS:
+        with pytest.raises(IsADirectoryError) as error:
+            deploy.export_model(tiny_pretrained, tmp_path, fmt)
+        message = str(error.value)
+        assert message.startswith(f"--out {tmp_path}: is a folder")
+        assert ".tmp" not in message and "model." in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_to_a_folder_is_one_line(tiny_pretrained, tmp_path, capsys):
+    argv = ["export", "--model", str(tiny_pretrained), "--out", str(tmp_path)]
+    assert main(argv + ["--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path}: is a folder")
+    assert err.count("\n") == 1
+
+
+def test_extension_that_does_not_match_the_format_warns(
+    small_mods, tmp_path, monkeypatch
+):
+    """ONNX written to x.pt and TorchScript to x.onnx warn (load_backend
+    picks the runtime by the ending); matching names do not."""
+    features = deploy.deployable(small_mods, features_input=True)
+    with pytest.warns(
+        UserWarning, match=r"x\.onnx: a TorchScript file usually ends in \.pt"
+    ):
+        out = deploy.export_module(features, tmp_path / "x.onnx", "torchscript")
+    assert out.is_file()
+
+    class Stop(Exception):
+        pass
+
+    def stop(module, example):
+        raise Stop
+
+    monkeypatch.setattr(deploy, "_to_onnx", stop)
+    with pytest.warns(
+        UserWarning, match=r"--out .*x\.pt: an ONNX file usually ends in \.onnx"
+    ):
+        with pytest.raises(Stop):
+            deploy.export_module(features, tmp_path / "x.pt", "onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(Stop):
+            deploy.export_module(features, tmp_path / "x.onnx", "onnx")
+        deploy.export_module(features, tmp_path / "x.pt", "torchscript")

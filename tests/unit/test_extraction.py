@@ -3,7 +3,8 @@ need no training: channels-last weights, autocast precision, CPU batch
 budget, windowed encoding of long inputs through ``encode_signals``, the
 embedding cache on disk and in memory (keyed by audio content, never serving
 a non-finite embedding, tied to the model's content), errors that list every
-bad file, and the device check."""
+bad file (silent ones too: no verdict without speech), and the device
+check."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import torch
 from conftest import noise
 
 from speechbrain_mrmha.dataio.audio import content_digest, load_audio
+from speechbrain_mrmha.inference.backends import NoSignalError
 from speechbrain_mrmha.inference.extraction import (
     EmbeddingCache,
     cache_fingerprint,
@@ -28,6 +30,7 @@ from speechbrain_mrmha.inference.extraction import (
     model_fingerprint,
 )
 from speechbrain_mrmha.inference.pretrained import load_encoder
+from speechbrain_mrmha.layers.lengths import SILENCE_FLOOR_DBFS
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +385,78 @@ def test_check_device_refuses_unknown_or_absent_devices(device, message):
         check_device(device)
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+def write_at_dbfs(path, seconds, dbfs, seed=0):
+    """Noise whose RMS is ``dbfs`` dB of full scale, as float samples."""
+    data = np.random.default_rng(seed).standard_normal(int(16000 * seconds))
+    data *= 10 ** (dbfs / 20) / data.std()
+    soundfile.write(path, data.astype("float32"), 16000, subtype="FLOAT")
+    return str(path)
+
+
+def test_silent_files_are_named_in_one_error_and_never_cached(
+    tiny_encoder, tmp_path
+):
+    """No verdict without speech: silent.wav against silent.wav (digital
+    zero) and a -80 dBFS file are all named in one error, read to the end
+    even after the first, and nothing is cached for them; a quiet but real
+    file at -60 dBFS, above the -70 dBFS floor, still embeds."""
+    silent = write_wav(tmp_path / "a" / "silent.wav", 2.0, 0, value=0.0)
+    same = write_wav(tmp_path / "b" / "silent.wav", 2.0, 0, value=0.0)
+    near = write_at_dbfs(tmp_path / "near.wav", 1.5, -80.0)
+    quiet = write_at_dbfs(tmp_path / "quiet.wav", 3.0, -60.0, seed=1)
+    loud = write_at_dbfs(tmp_path / "loud.wav", 3.0, -20.0, seed=1)
+    cache = EmbeddingCache(tmp_path / "emb.pt", "m")
+    files = {"enrol": silent, "test": same, "near": near, "quiet": quiet}
+    durations = {k: soundfile.info(p).duration for k, p in files.items()}
+    with pytest.raises(ValueError) as error:
+        embed_files(
+            tiny_encoder,
+            files,
+            durations,
+            cache,
+            max_batch_size=1,
+            progress=False,
+        )
+    message = str(error.value)
+    assert message.startswith("2 files cannot be embedded:"), message
+    assert f"{silent}: no usable signal: digital zero" in message
+    assert (
+        f"{near}: no usable signal: near-silence (level -80.0 dBFS" in message
+    )
+    assert "quiet.wav" not in message
+    stored = EmbeddingCache(tmp_path / "emb.pt", "m")
+    for path in (silent, near):
+        assert content_digest(path) not in stored
+        assert content_digest(path) not in cache
+    files = {"quiet": quiet, "loud": loud}
+    durations = dict.fromkeys(files, 3.0)
+    embeddings, _ = embed_files(
+        tiny_encoder, files, durations, cache, progress=False
+    )
+    assert torch.isfinite(embeddings["quiet"]).all()
+    cosine = torch.nn.functional.cosine_similarity(
+        embeddings["quiet"], embeddings["loud"], dim=0
+    )
+    assert float(cosine) > 0.99  # the sentence mean normalisation
+
+
+def test_silent_signals_are_named_by_row(tiny_encoder):
+    """Signals without a name: the error names their rows (their indexes
+    in the list), and silence against silence gives no embedding."""
+    signals = [noise(1.0, 0), torch.zeros(16000), noise(0.8, 1) * 1e-3]
+    with pytest.raises(NoSignalError) as error:
+        encode_signals(tiny_encoder, signals)
+    assert error.value.rows == [1, 2]
+    assert "row 1: no usable signal" in str(error.value)
+    assert "row 2: no usable signal: near-silence" in str(error.value)
+    with pytest.raises(NoSignalError, match="2 rows cannot be embedded"):
+        encode_signals(tiny_encoder, [torch.zeros(16000)] * 2)
+
+
+def test_cache_fingerprint_follows_the_silence_floor(tiny_pretrained):
+    """A cache written before the floor (or with another) may hold
+    embeddings of silence: its fingerprint differs, it starts afresh."""
+    fingerprint = json.loads(cache_fingerprint(tiny_pretrained))
+    assert fingerprint["silence_floor_dbfs"] == SILENCE_FLOOR_DBFS
