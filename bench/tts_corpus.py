@@ -28,7 +28,6 @@ Authors
 """
 
 import argparse
-import inspect
 import json
 import multiprocessing
 import os
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechbrain_mrmha.app.synthetic import make_trials
+from speechbrain_mrmha.app.synthetic import add_keyword_options, make_trials
 from speechbrain_mrmha.dataio.audio import replace_folder
 from speechbrain_mrmha.dataio.trials import write_trials
 
@@ -294,11 +293,7 @@ def main(argv=None):
     argument of ``build``, with its default."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output")
-    for name, param in inspect.signature(build).parameters.items():
-        if param.default is not inspect.Parameter.empty:
-            kind = float if isinstance(param.default, float) else int
-            flag = "--" + name.replace("_", "-")
-            parser.add_argument(flag, type=kind, default=param.default)
+    add_keyword_options(parser, build)
     build(**vars(parser.parse_args(argv)))
 
 

@@ -97,19 +97,36 @@ def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory):
-    """A tiny synthetic corpus (about a second to make)."""
+def small_corpus(
+    folder, speakers, utterances, durations, seed, test_speakers=2
+):
+    """A synthetic corpus of ``speakers`` with 2 videos of ``utterances``
+    each, of (min, max) ``durations`` seconds, the last ``test_speakers``
+    in its trial list (one process: the same files on any machine)."""
     from speechbrain_mrmha.app.synthetic import generate_corpus
 
     return generate_corpus(
-        str(tmp_path_factory.mktemp("tiny_corpus") / "voxceleb1"),
-        speakers=4,
+        str(folder),
+        speakers=speakers,
         videos=2,
-        utterances=2,
-        test_speakers=2,
-        min_duration=1.0,
-        max_duration=1.5,
+        utterances=utterances,
+        test_speakers=test_speakers,
+        min_duration=durations[0],
+        max_duration=durations[1],
+        seed=seed,
+        num_workers=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A tiny synthetic corpus (about a second to make)."""
+
+    return small_corpus(
+        tmp_path_factory.mktemp("tiny_corpus") / "voxceleb1",
+        4,
+        2,
+        (1.0, 1.5),
         seed=7,
     )
 
@@ -178,3 +195,15 @@ def calibration_at(score):
             },
         },
     )
+
+
+def as_if_trained(model):
+    """``model`` in eval mode with non-trivial BatchNorm statistics and
+    biases (drawn from torch's global generator), so that BatchNorm maps
+    zeros to non-zeros, as after training: wrong zero padding then shows."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()

@@ -30,6 +30,7 @@ Authors
 """
 
 import argparse
+import inspect
 import json
 import multiprocessing
 import os
@@ -41,7 +42,13 @@ import soundfile as sf
 from speechbrain_mrmha.dataio.audio import replace_folder
 from speechbrain_mrmha.dataio.trials import Trial, write_trials
 
-__all__ = ["SAMPLE_RATE", "SyntheticCorpus", "generate_corpus", "make_trials"]
+__all__ = [
+    "SAMPLE_RATE",
+    "SyntheticCorpus",
+    "add_keyword_options",
+    "generate_corpus",
+    "make_trials",
+]
 
 SAMPLE_RATE = 16000
 OPTIONS_FILE = "synthetic_options.json"
@@ -661,6 +668,34 @@ def _write_meta(root, done, n_dev, n_trials, seed):
             fh.writelines(content)
 
 
+def add_keyword_options(parser, function):
+    """An option ``--name-with-dashes`` for every keyword argument of
+    ``function`` that has a default, typed by it (float for a float
+    default, else int): one home for a command's options and defaults.
+
+    Arguments
+    ---------
+    parser : argparse.ArgumentParser
+    function : callable
+
+    Example
+    -------
+    >>> def make(out, speakers=8, min_duration=1.0):
+    ...     return out, speakers, min_duration
+    >>> parser = argparse.ArgumentParser()
+    >>> parser.add_argument("out")  # doctest: +ELLIPSIS
+    _StoreAction(...)
+    >>> add_keyword_options(parser, make)
+    >>> make(**vars(parser.parse_args(["o", "--min-duration", "2"])))
+    ('o', 8, 2.0)
+    """
+    for name, param in inspect.signature(function).parameters.items():
+        if param.default is not inspect.Parameter.empty:
+            kind = float if isinstance(param.default, float) else int
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(flag, type=kind, default=param.default)
+
+
 def main(argv=None):
     """Command line: ``python -m speechbrain_mrmha.app.synthetic OUT [options]``.
 
@@ -685,35 +720,8 @@ def main(argv=None):
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output_folder")
-    parser.add_argument("--speakers", type=int, default=8)
-    parser.add_argument("--videos", type=int, default=2)
-    parser.add_argument("--utterances", type=int, default=3)
-    parser.add_argument("--test-speakers", type=int, default=2)
-    parser.add_argument("--min-duration", type=float, default=1.0)
-    parser.add_argument("--max-duration", type=float, default=2.0)
-    parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument(
-        "--channel-strength",
-        type=float,
-        default=1.0,
-        help="0..1, how far each video's channel departs from a clean one",
-    )
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--num-workers", type=int, default=None)
-    a = parser.parse_args(argv)
-    corpus = generate_corpus(
-        a.output_folder,
-        speakers=a.speakers,
-        videos=a.videos,
-        utterances=a.utterances,
-        test_speakers=a.test_speakers,
-        min_duration=a.min_duration,
-        max_duration=a.max_duration,
-        trials=a.trials,
-        seed=a.seed,
-        num_workers=a.num_workers,
-        channel_strength=a.channel_strength,
-    )
+    add_keyword_options(parser, generate_corpus)
+    corpus = generate_corpus(**vars(parser.parse_args(argv)))
     print(
         f"{'generated' if corpus.generated else 'already up to date'}: {corpus.root}"
     )

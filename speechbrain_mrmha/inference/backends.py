@@ -13,9 +13,17 @@ and ``OnnxEncoder`` (an exported waveform graph run by onnxruntime):
   ``wavs`` (batch, samples) float32 waveforms at ``sample_rate``, padded
   (samples past a row's count are zeroed: the padding content does not
   matter); ``lengths`` (batch,) int64 **valid sample counts** in
-  [1, samples] (``check_padded_batch``); ``embeddings`` (batch, emb_dim)
-  float32 on the CPU; ``entropies`` (batch, heads) attention entropy per
-  utterance, or None (onnxruntime, poolings without attention).
+  [``min_samples``, samples] (``check_padded_batch``); ``embeddings``
+  (batch, emb_dim) float32 on the CPU; ``entropies`` (batch, heads)
+  attention entropy per utterance, or None (onnxruntime, poolings without
+  attention).
+
+No verdict without speech: a row whose valid samples lie below the one
+silence floor (``layers.lengths.SILENCE_FLOOR_DBFS``: digital zero,
+near-silence, a bare DC offset) gets no embedding. ``encode`` raises one
+``NoSignalError`` naming every such row, in every backend: PyTorch computes
+``layers.lengths.usable_rows`` itself, the exported waveform graph returns
+it as its ``usable`` output.
 
 ``load_backend`` picks the backend of a path: a folder runs in PyTorch, an
 ``.onnx`` file in onnxruntime.
@@ -24,18 +32,27 @@ Authors
  * speechbrain-mrmha developers
 """
 
+import functools
 from pathlib import Path
 
 import torch
 
+from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.inference.export import require_packages
-from speechbrain_mrmha.layers.lengths import FrameExactLengths
+from speechbrain_mrmha.layers.lengths import (
+    FrameExactLengths,
+    level_problem,
+    signal_levels,
+    usable_rows,
+)
 from speechbrain_mrmha.layers.pooling import attention_entropy
 
 __all__ = [
     "PRECISIONS",
     "check_precision",
     "check_padded_batch",
+    "NoSignalError",
+    "refuse_unusable",
     "TorchEncoder",
     "OnnxEncoder",
     "as_backend",
@@ -93,7 +110,9 @@ def check_precision(precision, supported=tuple(PRECISIONS), source=None):
 def check_padded_batch(wavs, lengths, min_samples=1, source=None):
     """Raise a ValueError naming ``source`` unless ``wavs`` is a (batch,
     samples) waveform batch of at least ``min_samples`` samples and
-    ``lengths`` its (batch,) integer valid sample counts in [1, samples].
+    ``lengths`` its (batch,) integer valid sample counts in [1, samples],
+    none below ``min_samples`` (each row embeds as its signal alone, which
+    needs that many samples).
 
     Arguments
     ---------
@@ -102,7 +121,7 @@ def check_padded_batch(wavs, lengths, min_samples=1, source=None):
     lengths : torch.Tensor
         (batch,) valid samples of each row.
     min_samples : int
-        The fewest padded samples the features accept.
+        The fewest samples the features accept.
     source : str or None
         The backend's model, the head of the message.
 
@@ -123,6 +142,10 @@ def check_padded_batch(wavs, lengths, min_samples=1, source=None):
     Traceback (most recent call last):
     ...
     ValueError: m: sample counts [400, 401] must lie in [1, 400] (the padded samples)
+    >>> check_padded_batch(torch.zeros(2, 400), torch.tensor([400, 100]), 201)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample counts [400, 100]: rows [1] have fewer than 201 samples, too few for the features
     """
     head = f"{source}: " if source else ""
     if (
@@ -156,13 +179,90 @@ def check_padded_batch(wavs, lengths, min_samples=1, source=None):
             f"{head}{wavs.shape[1]} samples are too few for the features "
             f"(at least {min_samples})"
         )
+    short = (lengths < min_samples).nonzero().flatten().tolist()
+    if short:
+        raise ValueError(
+            f"{head}sample counts {lengths.tolist()}: rows {short} have "
+            f"fewer than {min_samples} samples, too few for the features"
+        )
     return lengths
+
+
+class NoSignalError(ValueError):
+    """Rows of a batch with no usable signal (``refuse_unusable``): a
+    ValueError whose ``rows`` attribute lists their indexes, so a caller
+    can name its files or signals instead.
+
+    Arguments
+    ---------
+    message : str
+        The error, one line per row.
+    rows : list of int
+        The rows, from 0.
+
+    Example
+    -------
+    >>> error = NoSignalError("1 row cannot be embedded", [2])
+    >>> error.rows, isinstance(error, ValueError)
+    ([2], True)
+    """
+
+    def __init__(self, message, rows):
+        super().__init__(message)
+        self.rows = list(rows)
+
+
+def refuse_unusable(usable, wavs, lengths, source=None):
+    """Raise one ``NoSignalError`` naming every row flagged not usable
+    (``layers.lengths.usable_rows``: below the silence floor, or non-finite)
+    and why; return when every row is usable.
+
+    Arguments
+    ---------
+    usable : torch.Tensor
+        (batch,) bool, from ``usable_rows`` or a graph's ``usable`` output.
+    wavs : torch.Tensor
+        (batch, samples) the waveforms (their levels go in the message).
+    lengths : torch.Tensor
+        (batch,) int64 valid sample counts.
+    source : str or None
+        The backend's model, named in the message.
+
+    Example
+    -------
+    >>> wavs = torch.zeros(2, 400)
+    >>> wavs[0] = 0.1
+    >>> wavs[0, ::2] = -0.1
+    >>> lengths = torch.tensor([400, 400])
+    >>> refuse_unusable(usable_rows(wavs, lengths), wavs, lengths, "m")
+    Traceback (most recent call last):
+    ...
+    speechbrain_mrmha.inference.backends.NoSignalError: 1 row cannot be embedded by m:
+      row 1: no usable signal: digital zero or a constant (level -inf dBFS, the floor is -70 dBFS)
+    """
+    usable = torch.as_tensor(usable, dtype=torch.bool).cpu()
+    rows = (~usable).nonzero().flatten().tolist()
+    if not rows:
+        return
+    levels = signal_levels(wavs.detach(), lengths.to(wavs.device)).cpu()
+    problems = [
+        f"row {row}: "
+        + (level_problem(float(levels[row])) or "flagged not usable")
+        for row in rows
+    ]
+    by = f" by {source}" if source else ""
+    raise_problems(
+        problems,
+        f"rows cannot be embedded{by}",
+        error=functools.partial(NoSignalError, rows=rows),
+    )
 
 
 class _Encoder:
     """What every backend shares: ``encode`` checks its inputs against the
     backend's ``precisions``, ``min_samples`` and ``source``, then runs the
-    backend's ``_encode`` on the checked batch."""
+    backend's ``_encode`` on the checked batch, and refuses the rows it
+    flags as holding no usable signal (``refuse_unusable``)."""
 
     def encode(self, wavs, lengths, precision="fp32"):
         """Embeddings and attention entropies of a padded batch.
@@ -186,12 +286,20 @@ class _Encoder:
         entropies : torch.Tensor or None
             (batch, heads) attention entropy per utterance; None for
             poolings without attention, and from onnxruntime.
+
+        Raises
+        ------
+        NoSignalError
+            Naming every row below the silence floor
+            (``layers.lengths.SILENCE_FLOOR_DBFS``).
         """
         check_precision(precision, self.precisions, self.source)
         lengths = check_padded_batch(
             wavs, lengths, self.min_samples, self.source
         )
-        return self._encode(wavs, lengths, precision)
+        embeddings, entropies, usable = self._encode(wavs, lengths, precision)
+        refuse_unusable(usable, wavs, lengths, self.source)
+        return embeddings, entropies
 
 
 class TorchEncoder(_Encoder):
@@ -305,7 +413,14 @@ class TorchEncoder(_Encoder):
         return self.encoder_classifier.mods
 
     def _encode(self, wavs, lengths, precision):
-        """``encode`` of a checked batch (int64 CPU ``lengths``)."""
+        """``encode`` of a checked batch (int64 CPU ``lengths``): the
+        embeddings, entropies and ``usable`` flags; nothing is embedded
+        unless every row is usable."""
+        usable = usable_rows(
+            wavs.detach(), lengths.to(wavs.device), self.min_samples
+        )
+        if not bool(usable.all()):
+            return None, None, usable
         # samples past each count are zeroed, as in the exported graph
         steps = torch.arange(wavs.shape[1], device=wavs.device)
         keep = steps[None, :] < lengths.to(wavs.device)[:, None]
@@ -327,7 +442,7 @@ class TorchEncoder(_Encoder):
         entropies = None
         if weights is not None:
             entropies = attention_entropy(weights.detach()).cpu()
-        return embeddings.squeeze(1).float().cpu(), entropies
+        return embeddings.squeeze(1).float().cpu(), entropies, usable
 
 
 class OnnxEncoder(_Encoder):
@@ -386,14 +501,20 @@ class OnnxEncoder(_Encoder):
         self.sample_rate = int(self.metadata["sample_rate"])
         self.min_samples = int(self.metadata["min_samples"])
         self.emb_dim = int(self.metadata["emb_dim"])
+        self.outputs = [item.name for item in self.session.get_outputs()]
 
     def _encode(self, wavs, lengths, precision):
-        """``encode`` of a checked batch: fp32, no attention entropies."""
-        feed = {
-            "wavs": wavs.detach().to("cpu", torch.float32).contiguous().numpy(),
-            "lengths": lengths.numpy(),
-        }
-        return torch.from_numpy(self.session.run(None, feed)[0]), None
+        """``encode`` of a checked batch: fp32, no attention entropies; the
+        graph's ``usable`` output (graphs exported before it: the same
+        ``usable_rows`` computed here)."""
+        wavs = wavs.detach().to("cpu", torch.float32).contiguous()
+        feed = {"wavs": wavs.numpy(), "lengths": lengths.numpy()}
+        outputs = dict(zip(self.outputs, self.session.run(None, feed)))
+        if "usable" in outputs:
+            usable = torch.from_numpy(outputs["usable"]).to(torch.bool)
+        else:
+            usable = usable_rows(wavs, lengths, self.min_samples)
+        return torch.from_numpy(outputs["embeddings"]), None, usable
 
 
 def as_backend(encoder):

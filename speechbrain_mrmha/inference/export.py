@@ -14,8 +14,15 @@ The exported graph (``WaveformEmbedder``) takes
   ``FrameExactLengths`` recovers in PyTorch only with the padded sample
   count at hand;
 
-and returns float32 ``embeddings`` (batch, emb_dim). Batch and time axes are
-dynamic; Fbank and the sentence mean normalisation are inside the graph.
+and returns float32 ``embeddings`` (batch, emb_dim) and bool ``usable``
+(batch,): False for a row whose embedding must not be scored, computed in
+the graph (``layers.lengths.usable_rows``): a length outside
+[``min_samples``, samples] (so every row of an input shorter than
+``min_samples``), or valid samples below the silence floor
+(``layers.lengths.SILENCE_FLOOR_DBFS``: digital zero, near-silence). The
+onnxruntime backend turns it into an error naming the rows; other runtimes
+must check it. Batch and time axes are dynamic; Fbank and the sentence mean
+normalisation are inside the graph.
 ``features_input=True`` exports ``FeatureEmbedder`` instead: ``feats``
 (batch, frames, n_mels) Fbank features (before the mean normalisation,
 which stays inside) and int64 valid **frame counts**.
@@ -48,7 +55,12 @@ import torch
 from torch import nn
 
 from speechbrain_mrmha.dataio.audio import atomic_write
-from speechbrain_mrmha.layers.lengths import frame_counts, relative_lengths
+from speechbrain_mrmha.layers.lengths import (
+    SILENCE_FLOOR_DBFS,
+    frame_counts,
+    relative_lengths,
+    usable_rows,
+)
 from speechbrain_mrmha.layers.pooling import MaskedStatisticsPooling
 
 __all__ = [
@@ -57,12 +69,17 @@ __all__ = [
     "FeatureEmbedder",
     "WaveformEmbedder",
     "deployable",
+    "check_out",
     "export_module",
     "export_model",
+    "relative_to_folder",
     "read_metadata",
 ]
 
 FORMATS = ("onnx", "torchscript")
+# the file name endings each format is loaded by (load_backend needs .onnx)
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".jit")}
+ARTICLES = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
 EXPORT_EXTRA = "pip install speechbrain-mrmha[export]"
 PARITY = 0.9999  # smallest cosine an export must reach against PyTorch
 OPSET = 18
@@ -153,7 +170,9 @@ class WaveformEmbedder(nn.Module):
     """Embeddings of zero-padded waveforms and their valid sample counts:
     samples past each count are zeroed, then Fbank, and the features with
     the frames of each signal alone (1 + samples // hop) go through a
-    ``FeatureEmbedder``.
+    ``FeatureEmbedder``; with them, which rows are usable
+    (``layers.lengths.usable_rows``: a length in [``min_samples``, samples]
+    and a level at or above the silence floor).
 
     Arguments
     ---------
@@ -171,8 +190,11 @@ class WaveformEmbedder(nn.Module):
     ...     Fbank(n_mels=40),
     ...     FeatureEmbedder(InputNormalization(norm_type="sentence"), model),
     ... ).eval()
-    >>> embedder(torch.randn(2, 8000), torch.tensor([8000, 5555])).shape
-    torch.Size([2, 4])
+    >>> embeddings, usable = embedder(torch.randn(2, 8000), torch.tensor([8000, 5555]))
+    >>> embeddings.shape, usable
+    (torch.Size([2, 4]), tensor([True, True]))
+    >>> embedder(torch.zeros(2, 8000), torch.tensor([8000, 100]))[1]
+    tensor([False, False])
     """
 
     def __init__(self, compute_features, embedder):
@@ -205,11 +227,16 @@ class WaveformEmbedder(nn.Module):
         -------
         embeddings : torch.Tensor
             (batch, emb_dim).
+        usable : torch.Tensor
+            (batch,) bool: False where the embedding must not be scored
+            (length outside [min_samples, samples], or silence).
         """
+        usable = usable_rows(wavs, lengths, self.min_samples)
         steps = torch.arange(wavs.shape[1], device=wavs.device)
         wavs = wavs * (steps[None, :] < lengths[:, None]).to(wavs.dtype)
         feats = self.compute_features(wavs)
-        return self.embedder(feats, frame_counts(lengths, self.hop))
+        embeddings = self.embedder(feats, frame_counts(lengths, self.hop))
+        return embeddings, usable
 
 
 def _drop_hooks(module):
@@ -308,8 +335,61 @@ def _example_inputs(module, generator=None):
 
 
 def _names(module):
-    first = "wavs" if isinstance(module, WaveformEmbedder) else "feats"
-    return [first, "lengths"], ["embeddings"]
+    if isinstance(module, WaveformEmbedder):
+        return ["wavs", "lengths"], ["embeddings", "usable"]
+    return ["feats", "lengths"], ["embeddings"]
+
+
+def _outputs(result):
+    """The outputs of a graph or module as a tuple."""
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def check_out(out, format):
+    """Refuse a folder as the file to write, naming it; warn when the file
+    name does not end as ``format`` files do (``SUFFIXES``: an ONNX file
+    not ending in .onnx is not taken by ``backends.load_backend``).
+
+    Arguments
+    ---------
+    out : str or Path
+        The file to write.
+    format : str
+        "onnx" or "torchscript".
+
+    Returns
+    -------
+    out : Path
+
+    Example
+    -------
+    >>> import tempfile, warnings
+    >>> folder = tempfile.mkdtemp()
+    >>> check_out(folder, "onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: --out .../tmp...: is a folder; give the file to write, e.g. .../model.onnx
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = check_out(folder + "/m.pt", "onnx")
+    >>> str(caught[0].message)  # doctest: +ELLIPSIS
+    '--out .../m.pt: an ONNX file usually ends in .onnx, not .pt (...)'
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"--out {out}: is a folder; give the file to write, e.g. "
+            f"{out / ('model' + SUFFIXES[format][0])}"
+        )
+    if out.suffix.lower() not in SUFFIXES[format]:
+        warnings.warn(
+            f"--out {out}: {ARTICLES[format]} file usually ends in "
+            f"{' or '.join(SUFFIXES[format])}, not {out.suffix or 'nothing'} "
+            "(load_backend and other tools pick the runtime by the ending)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _to_onnx(module, example):
@@ -369,7 +449,12 @@ def export_module(module, out, format="onnx", metadata=None, check=True):
     With ``check`` the exported graph first embeds a padded batch of three
     rows whose lengths are no multiple of the hop, and also a single row
     (one sample count at which nothing was traced), and nothing is written
-    unless every cosine to the PyTorch module's embeddings is >= 0.9999.
+    unless every cosine to the PyTorch module's embeddings is >= 0.9999
+    and, for a waveform graph, its ``usable`` output flags a silent row and
+    a row shorter than ``min_samples`` (and no other).
+
+    ``out`` must not be a folder (an error naming it); a name that does not
+    end as ``format`` files do gets a warning (``check_out``).
 
     Arguments
     ---------
@@ -406,6 +491,7 @@ def export_module(module, out, format="onnx", metadata=None, check=True):
         raise ValueError(
             f"unknown export format {format!r}; use {' or '.join(FORMATS)}"
         )
+    out = check_out(out, format)
     metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
     module = module.eval()
     example = _example_inputs(module, torch.Generator().manual_seed(0))
@@ -435,7 +521,7 @@ def export_module(module, out, format="onnx", metadata=None, check=True):
         _check_parity(module, run)
     with atomic_write(out, "wb") as handle:
         handle.write(payload)
-    return Path(out)
+    return out
 
 
 def _onnx_runner(payload):
@@ -449,44 +535,72 @@ def _onnx_runner(payload):
 
     def run(inputs, lengths):
         feed = {names[0]: inputs.numpy(), names[1]: lengths.numpy()}
-        return torch.from_numpy(session.run(None, feed)[0])
+        return tuple(torch.from_numpy(x) for x in session.run(None, feed))
 
     return run
 
 
 def _check_parity(module, run):
     """Raise unless ``run`` matches ``module`` on a fresh padded batch and
-    on one row alone (cosine >= PARITY)."""
+    on one row alone (cosine >= PARITY), and a waveform graph's ``usable``
+    output flags exactly what the module flags: a silent row and a row
+    shorter than ``min_samples``, not the others."""
     inputs, lengths = _example_inputs(module, torch.Generator().manual_seed(1))
     inputs = inputs[:, : inputs.shape[1] - 7]  # shapes not traced
     lengths = lengths.clamp(max=inputs.shape[1])
     with torch.no_grad():
-        expected = module(inputs, lengths)
-        alone = module(inputs[1:2, : int(lengths[1])], lengths[1:2])
-    got = run(inputs, lengths)
-    got_alone = run(inputs[1:2, : int(lengths[1])].contiguous(), lengths[1:2])
+        expected = _outputs(module(inputs, lengths))
+        alone = _outputs(module(inputs[1:2, : int(lengths[1])], lengths[1:2]))
+    got = _outputs(run(inputs, lengths))
+    one = inputs[1:2, : int(lengths[1])].contiguous()
+    got_alone = _outputs(run(one, lengths[1:2]))
     worst = min(
-        float(_cosines(got, expected).min()),
-        float(_cosines(got_alone, alone).min()),
+        float(_cosines(got[0], expected[0]).min()),
+        float(_cosines(got_alone[0], alone[0]).min()),
     )
     if not worst >= PARITY:
         raise ValueError(
             f"the exported graph does not match PyTorch (cosine {worst:.6f} "
             f"< {PARITY}); nothing written"
         )
+    if isinstance(module, WaveformEmbedder):
+        flagged = inputs.clone()
+        flagged[1] = 0.0  # silence
+        lengths = lengths.clone()
+        lengths[2] = module.min_samples - 1  # too short
+        with torch.no_grad():
+            wanted = _outputs(module(flagged, lengths))[1]
+        flags = _outputs(run(flagged, lengths))[1:]
+        if not flags or flags[0].tolist() != wanted.tolist():
+            got_flags = flags[0].tolist() if flags else "no usable output"
+            raise ValueError(
+                "the exported graph does not match PyTorch (usable "
+                f"{got_flags}, expected {wanted.tolist()}); nothing written"
+            )
 
 
 def export_model(
-    folder, out, format="onnx", features_input=False, metadata=None
+    folder,
+    out,
+    format="onnx",
+    features_input=False,
+    metadata=None,
+    trust_folder=False,
 ):
     """Export a pretrained folder (written by the recipe) to one ONNX or
     TorchScript file, atomically, after the parity check of
     ``export_module``.
 
-    The file records in its metadata what its inputs are (``graph``,
-    ``lengths``), ``sample_rate``, ``hop``, ``n_mels``, ``emb_dim``,
-    ``chunk_frames`` of the folder's model, the folder itself, and the
-    entries of ``metadata``.
+    The file records in its metadata what its inputs and outputs are
+    (``graph``, ``lengths``, ``outputs``), ``sample_rate``, ``hop``,
+    ``min_samples``, ``silence_floor_dbfs`` (waveform graph), ``n_mels``,
+    ``emb_dim``, ``chunk_frames`` of the folder's model, the folder's name
+    (``pretrained_folder``: its name only, never a path of the machine that
+    exported it), and the entries of ``metadata``, in which the folder's
+    absolute path is replaced by its name too (``relative_to_folder``).
+
+    ``out`` must not be a folder (an error naming it); a name that does not
+    end as ``format`` files do gets a warning (``check_out``).
 
     Arguments
     ---------
@@ -501,6 +615,9 @@ def export_model(
         waveform graph (``WaveformEmbedder``).
     metadata : dict or None
         More str -> str entries to record (e.g. a decision threshold).
+    trust_folder : bool
+        Load a folder whose yaml is outside the allow-list
+        (``inference.trust``).
 
     Returns
     -------
@@ -522,10 +639,14 @@ def export_model(
         raise ValueError(
             f"unknown export format {format!r}; use {' or '.join(FORMATS)}"
         )
+    if Path(out).is_dir():  # refused before loading; export_module warns
+        check_out(out, format)
     folder = check_pretrained(folder)
     if format == "onnx":
         require_packages("onnx", "onnxscript", "onnxruntime")
-    encoder = load_encoder(folder, channels_last=False)
+    encoder = load_encoder(
+        folder, channels_last=False, trust_folder=trust_folder
+    )
     module = deployable(encoder, features_input=features_input)
     stft = encoder.mods.compute_features.compute_STFT
     model = encoder.mods.embedding_model
@@ -538,10 +659,22 @@ def export_model(
         "n_mels": model.n_mels,
         "emb_dim": model.linear2.out_features,
         "chunk_frames": model.chunk_frames,
-        "pretrained_folder": str(Path(folder).resolve()),
+        "pretrained_folder": Path(folder).resolve().name,
         "exporter": "speechbrain_mrmha.inference.export",
     }
+    if not features_input:
+        info["outputs"] = "embeddings,usable"
+        info["usable"] = (
+            "False: do not score the row (length outside [min_samples, "
+            "samples], or level below silence_floor_dbfs)"
+        )
+        info["silence_floor_dbfs"] = SILENCE_FLOOR_DBFS
+    else:
+        info["outputs"] = "embeddings"
     info.update(metadata or {})
+    info = {
+        key: relative_to_folder(value, folder) for key, value in info.items()
+    }
     try:
         return export_module(module, out, format, metadata=info)
     except (ImportError, ValueError):
@@ -552,6 +685,37 @@ def export_model(
             f"{folder}: {format} export failed ({type(error).__name__}: "
             f"{first})"
         ) from None
+
+
+def relative_to_folder(value, folder):
+    """``value`` as a string with every occurrence of ``folder``'s absolute
+    path (as given and resolved) replaced by the folder's name: exported
+    metadata travels to other machines and must not record local paths.
+
+    Arguments
+    ---------
+    value : object
+        A metadata value (made a string).
+    folder : str or Path
+        The pretrained folder.
+
+    Returns
+    -------
+    value : str
+
+    Example
+    -------
+    >>> relative_to_folder("default; no /data/run1/pretrained/v.json", "/data/run1/pretrained")
+    'default; no pretrained/v.json'
+    >>> relative_to_folder(16000, "/data/run1/pretrained")
+    '16000'
+    """
+    value = str(value)
+    folder = Path(folder)
+    paths = {str(folder.absolute()), str(folder.resolve())}
+    for path in sorted(paths, key=len, reverse=True):
+        value = value.replace(path, folder.name)
+    return value
 
 
 def read_metadata(path):

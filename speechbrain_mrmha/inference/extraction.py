@@ -5,6 +5,11 @@ valid sample counts), a resumable cache (on disk, or in memory) keyed by the
 content of each audio file and tied to the model's content, the data folder
 and the precision, and a check of the device before any model is loaded.
 
+No verdict without speech: a signal below the silence floor
+(``layers.lengths.SILENCE_FLOOR_DBFS``) is never embedded. ``embed_files``
+names every such file in one error, before anything is cached for it;
+``encode_signals`` names the rows (the backends refuse them).
+
 Authors
  * speechbrain-mrmha developers
 """
@@ -22,6 +27,11 @@ from speechbrain_mrmha.dataio.audio import (
 )
 from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.inference.backends import as_backend, check_precision
+from speechbrain_mrmha.layers.lengths import (
+    SILENCE_FLOOR_DBFS,
+    level_problem,
+    signal_levels,
+)
 
 # Padded audio per batch when none is given: on a CPU, batching long padded
 # batches only adds padding and cache misses (docs/BENCHMARKS.md), on a GPU
@@ -56,6 +66,12 @@ def encode_signals(encoder, signals, precision="fp32"):
     entropies : torch.Tensor or None
         (batch, heads) attention entropy per utterance, None for poolings
         without attention and the onnxruntime backend.
+
+    Raises
+    ------
+    backends.NoSignalError
+        From the backend, naming every row (the index in ``signals``) with
+        no usable signal (``layers.lengths.SILENCE_FLOOR_DBFS``).
 
     Example
     -------
@@ -181,7 +197,9 @@ class EmbeddingCache:
         self.fingerprint = fingerprint
         self.embeddings, self.entropies = {}, {}
         if self.path is not None and self.path.is_file():
-            stored = torch.load(self.path, map_location="cpu")
+            stored = torch.load(
+                self.path, map_location="cpu", weights_only=True
+            )
             if stored.get("fingerprint") == fingerprint:
                 for key, embedding in stored["embeddings"].items():
                     entropy = stored["entropies"].get(key)
@@ -283,8 +301,9 @@ def model_fingerprint(folder):
 
 def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
     """What an ``EmbeddingCache`` depends on besides the audio content: the
-    model's content (``model_fingerprint``), the data folder (resolved) and
-    the precision.
+    model's content (``model_fingerprint``), the data folder (resolved), the
+    precision and the silence floor (a cache written before the floor, or
+    with another, may hold embeddings of silence: it starts afresh).
 
     Arguments
     ---------
@@ -307,8 +326,8 @@ def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
     >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1234")
     >>> _ = (folder / "hyperparams.yaml").write_text("a: 1")
     >>> fp = json.loads(cache_fingerprint(folder, "/data", "bf16"))
-    >>> fp["data_folder"], fp["precision"]
-    ('/data', 'bf16')
+    >>> fp["data_folder"], fp["precision"], fp["silence_floor_dbfs"]
+    ('/data', 'bf16', -70.0)
     """
     check_precision(precision)
     return json.dumps(
@@ -318,6 +337,7 @@ def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
             if data_folder is None
             else str(Path(data_folder).resolve()),
             "precision": precision,
+            "silence_floor_dbfs": SILENCE_FLOOR_DBFS,
         },
         sort_keys=True,
     )
@@ -396,9 +416,11 @@ def embed_files(
     (``io.content_digest``), so a file replaced under the same name is
     embedded afresh, and files with identical content are embedded once.
     A file that cannot be embedded (unreadable, too short, non-finite
-    samples, or a non-finite embedding) stops the embedding; the remaining
-    files are then only read, so that one ValueError lists every such file.
-    The cache is saved either way, with the finished embeddings only.
+    samples, no usable signal: below the silence floor
+    ``layers.lengths.SILENCE_FLOOR_DBFS``, or a non-finite embedding) stops
+    the embedding; the remaining files are then only read, so that one
+    ValueError lists every such file. The cache is saved either way, with
+    the finished embeddings only: nothing is ever cached for a bad file.
 
     Arguments
     ---------
@@ -463,9 +485,16 @@ def embed_files(
         signals = []
         for digest in keys:
             try:
-                signals.append(load_audio(path_of[digest][0], sample_rate))
+                signal = load_audio(path_of[digest][0], sample_rate)
             except ValueError as error:  # names the file
                 problems.append(str(error))
+                continue
+            length = torch.tensor([signal.shape[0]])
+            level = float(signal_levels(signal[None], length)[0])
+            problem = level_problem(level)
+            if problem:  # the backends would refuse it: name the file
+                problems.append(f"{path_of[digest][0]}: {problem}")
+            signals.append(signal)
         bar.update(len(keys))
         if problems:  # only read the rest, to list every bad file
             continue

@@ -960,40 +960,18 @@ class SpeakerModel:
         return metadata
 
     def export(self, out, format="onnx", features_input=False):
-        """One self-contained ONNX or TorchScript file of a pretrained
-        folder's model, with its calibration and threshold
-        (``export.export_model``).
-
-        Arguments
-        ---------
-        out : str or Path
-            The file to write.
-        format : str
-            "onnx" or "torchscript".
-        features_input : bool
-            Take Fbank features and frame counts instead of waveforms.
-
-        Returns
-        -------
-        out : Path
-        """
+        """``export.export_model`` of the model's folder (``out``,
+        ``format``, ``features_input`` as there), recording its calibration
+        and threshold in the file; returns the file written."""
         from speechbrain_mrmha.inference.export import export_model
 
         if self.backend == "pytorch":  # refused before anything loads
             check_trusted(self.source / "hyperparams.yaml", self.trust_folder)
-        if self.trust_folder:
-            return export_model(
-                self.source,
-                out,
-                format=format,
-                features_input=features_input,
-                metadata=self.export_metadata(),
-                trust_folder=True,
-            )
         return export_model(
             self.source,
             out,
             format=format,
             features_input=features_input,
             metadata=self.export_metadata(),
+            trust_folder=self.trust_folder,
         )

@@ -18,6 +18,11 @@ absolute valid frame counts to mask, and hands the pooling relative lengths
 that every mask convention turns back into the same counts
 (``relative_lengths``). See docs/EQUATIONS.md, "Lengths and masking".
 
+The valid samples of each row also decide whether it holds a signal at
+all: ``SILENCE_FLOOR_DBFS`` is the one floor below which no backend, and no
+exported waveform graph, gives an embedding to score (``signal_levels``,
+``usable_rows``).
+
 Authors
  * speechbrain-mrmha developers
 """
@@ -37,6 +42,11 @@ __all__ = [
     "sample_frame_counts",
     "relative_lengths",
     "FrameExactLengths",
+    "SILENCE_FLOOR_DBFS",
+    "SILENCE_FLOOR",
+    "signal_levels",
+    "usable_rows",
+    "level_problem",
 ]
 
 HOP_SAMPLES = 160  # Fbank hop of 10 ms at 16 kHz
@@ -45,6 +55,37 @@ ONE_ULP_DOWN = 2.0**-24
 # how far above 1 a relative length may lie (float rounding of a quotient
 # computed another way than n / N); larger values are an error
 RELATIVE_TOLERANCE = 1e-4
+
+SILENCE_FLOOR_DBFS = -70.0
+"""The least level a waveform needs to be embedded, in dB of full scale
+(a sine of amplitude 1 is +3 dBFS, white noise of std 1 is 0 dBFS).
+
+The level is the RMS of a row's **valid samples about their mean**
+(``signal_levels``): their standard deviation. A row below the floor holds
+no usable signal, and no backend or exported waveform graph gives it an
+embedding to score (``usable_rows``): two silent files would otherwise be
+"the same speaker" with cosine 1.
+
+Why this measure:
+
+* it sees digital zero (level 0, ``-inf`` dBFS), near-silence, and a
+  constant DC offset (level 0 about the mean: the offset is not signal);
+* it depends on the valid samples alone, so padding never changes it, and
+  it takes three reductions, the same in PyTorch, ONNX and TorchScript;
+* it is no voice activity detector: a short word in a long silence passes
+  (its level is diluted by the silence, but speech sits far above the
+  floor). Refusing audio with too little speech is a model's decision;
+  this floor only refuses audio with no signal, which no model can judge.
+
+Why -70 dBFS: 16-bit quantisation noise is about -101 dBFS (one least
+significant bit dithered, -98 dBFS), and 24-bit far below; quiet speech
+recorded at a low gain sits around -40 to -50 dBFS. The floor lies 20 dB
+under quiet speech and about 30 dB over 16-bit dither, so faint real
+recordings still embed while silence, dither and hiss at the noise floor
+of a converter do not.
+"""
+# the floor as an RMS of full scale: 10 ** (-70 / 20), about 3.2e-4
+SILENCE_FLOOR = 10.0 ** (SILENCE_FLOOR_DBFS / 20.0)
 
 
 def capturing_graph():
@@ -383,3 +424,119 @@ class FrameExactLengths:
         num_samples = self._padded_samples(args[0])
         if num_samples is not None and output.shape[:2] == args[0].shape[:2]:
             self._remember(output, num_samples)
+
+
+def signal_levels(wavs, lengths):
+    """The level of each row of a padded batch: the RMS of its valid
+    samples about their mean (their standard deviation; see
+    ``SILENCE_FLOOR_DBFS``). Padding never changes it. Written with tensor
+    operations only, so an exported graph computes it for any shape.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        (batch, samples) waveforms, full scale 1.
+    lengths : torch.Tensor
+        (batch,) int64 valid samples of each row (counts past the padded
+        samples are clipped to them, counts below 1 give level 0).
+
+    Returns
+    -------
+    levels : torch.Tensor
+        (batch,) float32 RMS, NaN for a row with a non-finite valid sample.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, -1.0, 1.0, -1.0], [0.5, 0.5, 9.0, 9.0]])
+    >>> signal_levels(wavs, torch.tensor([4, 2]))
+    tensor([1., 0.])
+    """
+    steps = torch.arange(wavs.shape[1], device=wavs.device)
+    keep = steps[None, :] < lengths[:, None]
+    zero = torch.zeros((), dtype=torch.float32, device=wavs.device)
+    wavs = torch.where(keep, wavs.float(), zero)
+    counts = keep.sum(dim=1).clamp(min=1).float()
+    means = wavs.sum(dim=1) / counts
+    centred = torch.where(keep, wavs - means[:, None], zero)
+    return (centred.square().sum(dim=1) / counts).sqrt()
+
+
+def usable_rows(wavs, lengths, min_samples=1):
+    """Which rows of a padded batch can be embedded: a valid sample count
+    in [``min_samples``, samples] and a finite level at or above
+    ``SILENCE_FLOOR`` (``signal_levels``). Tensor operations only: the
+    exported waveform graphs return it as their ``usable`` output, for any
+    input shape and any lengths.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        (batch, samples) waveforms, full scale 1.
+    lengths : torch.Tensor
+        (batch,) int64 valid samples of each row.
+    min_samples : int
+        The fewest valid samples the features accept.
+
+    Returns
+    -------
+    usable : torch.Tensor
+        (batch,) bool.
+
+    Example
+    -------
+    >>> wavs = 0.01 * torch.randn(4, 400)
+    >>> wavs[1] = 0.0  # digital zero
+    >>> wavs[2] *= 0.01  # -80 dBFS
+    >>> usable_rows(wavs, torch.tensor([400, 400, 400, 400]), 201)
+    tensor([ True, False, False,  True])
+    >>> usable_rows(wavs, torch.tensor([100, 400, 400, 401]), 201)
+    tensor([False, False, False, False])
+    """
+    steps = torch.arange(wavs.shape[1], device=wavs.device)
+    counts = (steps[None, :] < lengths[:, None]).sum(dim=1)
+    # counts == lengths: the lengths lie in [0, samples]
+    in_range = (counts == lengths) & (lengths >= max(int(min_samples), 1))
+    levels = signal_levels(wavs, lengths)
+    return in_range & torch.isfinite(levels) & (levels >= SILENCE_FLOOR)
+
+
+def level_problem(level):
+    """Why a row of this level has no usable signal, or None when it has
+    (at or above ``SILENCE_FLOOR_DBFS``).
+
+    Arguments
+    ---------
+    level : float
+        The RMS of the valid samples about their mean (``signal_levels``).
+
+    Returns
+    -------
+    problem : str or None
+
+    Example
+    -------
+    >>> level_problem(0.1) is None
+    True
+    >>> level_problem(0.0)
+    'no usable signal: digital zero or a constant (level -inf dBFS, the floor is -70 dBFS)'
+    >>> level_problem(1e-4)
+    'no usable signal: near-silence (level -80.0 dBFS, the floor is -70 dBFS)'
+    >>> level_problem(float("nan"))
+    'non-finite samples'
+    """
+    import math
+
+    floor = f"the floor is {SILENCE_FLOOR_DBFS:g} dBFS"
+    if not math.isfinite(level):
+        return "non-finite samples"
+    if level >= SILENCE_FLOOR:
+        return None
+    if level <= 0.0:
+        return (
+            "no usable signal: digital zero or a constant (level -inf "
+            f"dBFS, {floor})"
+        )
+    return (
+        f"no usable signal: near-silence (level {20 * math.log10(level):.1f} "
+        f"dBFS, {floor})"
+    )

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import run_process
+from conftest import run_process, small_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "VoxCeleb1"
@@ -982,21 +982,12 @@ def test_training_calibrates_and_verification_reports_it(tmp_path):
     """Preparation holds out calibration speakers; training fits
     calibration.json on them; verification applies it: Cllr and actDCF of
     metrics.json equal the formulas on scores.txt mapped by calibration.json."""
-    from speechbrain_mrmha.app.synthetic import generate_corpus
     from speechbrain_mrmha.dataio.trials import read_scores
     from speechbrain_mrmha.inference.pretrained import load_calibration
     from speechbrain_mrmha.scoring.metrics import act_dcf, cllr
 
-    corpus = generate_corpus(
-        str(tmp_path / "voxceleb1"),
-        speakers=23,
-        videos=2,
-        utterances=2,
-        test_speakers=3,
-        min_duration=1.0,
-        max_duration=1.5,
-        seed=3,
-        num_workers=1,
+    corpus = small_corpus(
+        tmp_path / "voxceleb1", 23, 2, (1.0, 1.5), seed=3, test_speakers=3
     )
     output = tmp_path / "mrmha"
     train(

@@ -49,11 +49,10 @@ def assert_readable_by_all(folder):
 
 
 def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
-    from conftest import _write_tiny_pretrained
+    from conftest import _write_tiny_pretrained, small_corpus
 
     from speechbrain_mrmha.app.cli import write_embeddings
     from speechbrain_mrmha.app.plotting import plot_score_histograms
-    from speechbrain_mrmha.app.synthetic import generate_corpus
     from speechbrain_mrmha.dataio.audio import write_text_atomic
     from speechbrain_mrmha.dataio.trials import Trial, write_scores
     from speechbrain_mrmha.inference.extraction import EmbeddingCache
@@ -77,16 +76,7 @@ def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
     plot_score_histograms(
         out / "verification" / "scores.txt", out / "figures" / "hist.png"
     )
-    generate_corpus(
-        str(out / "corpus"),
-        speakers=3,
-        videos=2,
-        utterances=1,
-        test_speakers=2,
-        min_duration=0.6,
-        max_duration=0.7,
-        seed=0,
-    )
+    small_corpus(out / "corpus", 3, 1, (0.6, 0.7), seed=0)
     assert len(modes(out)) > 20
     assert_readable_by_all(out)
 

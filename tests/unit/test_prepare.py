@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import run_process
+from conftest import run_process, small_corpus
 
-from speechbrain_mrmha.app.synthetic import generate_corpus
 from speechbrain_mrmha.dataio.audio import audio_info
 from speechbrain_mrmha.dataio.preparation import (
     calibration_speaker_count,
@@ -42,16 +41,8 @@ K = 2  # valid utterances per speaker
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return generate_corpus(
-        str(tmp_path_factory.mktemp("prep") / "vox1"),
-        speakers=6,
-        videos=2,
-        utterances=3,
-        test_speakers=2,
-        min_duration=0.5,
-        max_duration=0.9,
-        seed=21,
-        num_workers=1,
+    return small_corpus(
+        tmp_path_factory.mktemp("prep") / "vox1", 6, 3, (0.5, 0.9), seed=21
     )
 
 
@@ -497,16 +488,8 @@ def test_rerun_prepares_again_when_files_change(corpus, tmp_path):
 @pytest.fixture(scope="module")
 def calibration_corpus(tmp_path_factory):
     """20 candidate training speakers: enough for a calibration hold-out."""
-    return generate_corpus(
-        str(tmp_path_factory.mktemp("prep_cal") / "vox1"),
-        speakers=22,
-        videos=2,
-        utterances=2,
-        test_speakers=2,
-        min_duration=0.5,
-        max_duration=0.6,
-        seed=4,
-        num_workers=1,
+    return small_corpus(
+        tmp_path_factory.mktemp("prep_cal") / "vox1", 22, 2, (0.5, 0.6), seed=4
     )
 
 

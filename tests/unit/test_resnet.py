@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from conftest import as_if_trained
 from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.nnet.pooling import StatisticsPooling
 from torch import nn
@@ -85,12 +86,7 @@ def trained_bn_model(pooling, n_mels=24, channels=TINY, seed=0):
     model = ResNet34(
         n_mels=n_mels, channels=channels, pooling=pooling, lin_neurons=16
     )
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
+    return as_if_trained(model)
 
 
 @pytest.mark.parametrize(

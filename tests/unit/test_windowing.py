@@ -4,6 +4,7 @@ equal the single pass."""
 
 import pytest
 import torch
+from conftest import as_if_trained
 from torch import nn
 
 from speechbrain_mrmha.layers.resnet import ResNet34
@@ -44,12 +45,7 @@ def trained_bn_model(channels=TINY, block_counts=(3, 4, 6, 3), seed=0):
         pooling=MaskedMeanPooling,
         lin_neurons=16,
     )
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
+    return as_if_trained(model)
 
 
 @pytest.mark.parametrize(
