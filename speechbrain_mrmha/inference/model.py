@@ -58,6 +58,7 @@ from speechbrain_mrmha.inference.pretrained import (
     write_threshold,
 )
 from speechbrain_mrmha.inference.trust import check_trusted
+from speechbrain_mrmha.layers.lengths import level_problem, signal_levels
 from speechbrain_mrmha.scoring.calibration import Calibration
 
 __all__ = [
@@ -611,14 +612,18 @@ class SpeakerModel:
         )
         return Embedded(embeddings, entropies)
 
-    def embed_signals(self, signals):
+    def embed_signals(self, signals, names=None):
         """Embeddings of waveforms, as one padded batch (every one the
-        embedding of its signal alone).
+        embedding of its signal alone). A signal with no usable signal
+        (below ``layers.lengths.SILENCE_FLOOR_DBFS``) is refused, named.
 
         Arguments
         ---------
         signals : list of torch.Tensor
             (samples,) waveforms at the model's sample rate.
+        names : list of str, optional
+            What to call each signal in an error (e.g. its file); default
+            "signal 1", "signal 2", ...
 
         Returns
         -------
@@ -626,18 +631,26 @@ class SpeakerModel:
             (len(signals), emb_dim) float32 on the CPU.
         """
         signals = [torch.as_tensor(s, dtype=torch.float32) for s in signals]
+        if names is None:
+            names = [f"signal {i}" for i in range(1, len(signals) + 1)]
         problems = []
-        for index, signal in enumerate(signals, start=1):
+        for name, signal in zip(names, signals):
             if signal.dim() != 1:
                 problems.append(
-                    f"signal {index}: expected (samples,), got shape "
+                    f"{name}: expected (samples,), got shape "
                     f"{tuple(signal.shape)}"
                 )
             elif signal.shape[0] < self.encoder.min_samples:
                 problems.append(
-                    f"signal {index}: {signal.shape[0]} samples, need at "
+                    f"{name}: {signal.shape[0]} samples, need at "
                     f"least {self.encoder.min_samples}"
                 )
+            else:
+                count = torch.tensor([signal.shape[0]])
+                level = float(signal_levels(signal[None], count)[0])
+                problem = level_problem(level)
+                if problem is not None:
+                    problems.append(f"{name}: {problem}")
         raise_problems(problems, "signals cannot be embedded")
         embeddings, _ = extraction.encode_signals(
             self.encoder, signals, self.precision
@@ -883,7 +896,7 @@ class SpeakerModel:
                 names.append(f"signal {index}")
                 signals.append(item)
         raise_problems(problems, "files cannot be used")
-        embeddings = self.embed_signals(signals)
+        embeddings = self.embed_signals(signals, names)
         raise_problems(
             [
                 f"{name}: the model gave a non-finite embedding (precision "

@@ -439,3 +439,27 @@ def test_an_exported_threshold_outside_the_cosine_range_is_refused(
     metadata["threshold"] = "nan"
     with pytest.raises(ValueError, match="recorded threshold 'nan'"):
         SpeakerModel(path)
+
+
+def test_no_verdict_on_silence_and_the_error_names_the_files(tmp_path):
+    """verify(silent, silent) used to say cosine 1.0, same speaker."""
+    import numpy as np
+    import soundfile
+
+    from speechbrain_mrmha.inference.pretrained import example_folder
+
+    silent, quiet = tmp_path / "silent.wav", tmp_path / "quiet.wav"
+    soundfile.write(silent, np.zeros(32000, dtype="float32"), 16000)
+    rng = np.random.default_rng(0)
+    hiss = (1e-5 * rng.standard_normal(32000)).astype("float32")
+    soundfile.write(quiet, hiss, 16000)
+    model = SpeakerModel(example_folder(tmp_path / "model"))
+    for a, b in ((silent, silent), (quiet, silent), (quiet, quiet)):
+        with pytest.raises(ValueError) as error:
+            model.verify(a, b)
+        assert str(a) in str(error.value) and "no usable signal" in str(
+            error.value
+        )
+    speech_like = (0.1 * rng.standard_normal(32000)).astype("float32")
+    soundfile.write(tmp_path / "loud.wav", speech_like, 16000)
+    assert model.verify(tmp_path / "loud.wav", tmp_path / "loud.wav").decision
