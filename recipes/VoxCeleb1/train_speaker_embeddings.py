@@ -287,6 +287,7 @@ def main(argv):
             "embedding_model": hparams["embedding_model"],
             "classifier": hparams["classifier"],
             "label_encoder": label_encoder,
+            "training": {"hparams_file": hparams_file, "overrides": overrides},
         },
     )
     run_on_main(calibrate, args=[hparams, calibration, brain.device])

@@ -199,7 +199,7 @@ def _body(name, section, calibration):
         "## Training",
         "",
     ]
-    if training:
+    if training.get("hparams_file"):
         overrides = training.get("overrides") or {}
         shown = " ".join(f"--{k}={v}" for k, v in overrides.items())
         lines += [
@@ -279,6 +279,28 @@ def _body(name, section, calibration):
     return "\n".join(lines)
 
 
+def _training_record(folder, training):
+    """What the card records of the training: the yaml's file name, the
+    overrides (a path of the training machine as its last component), the
+    number of training classes (the folder's label_encoder.txt)."""
+    record = json.loads(json.dumps(training, default=str))
+    if record.get("hparams_file"):
+        record["hparams_file"] = Path(record["hparams_file"]).name
+    overrides = record.get("overrides") or {}
+    record["overrides"] = {
+        key: Path(value).name
+        if isinstance(value, str) and Path(value).is_absolute()
+        else value
+        for key, value in overrides.items()
+    }
+    labels = Path(folder) / "label_encoder.txt"
+    if "classes" not in record and labels.is_file():
+        text = labels.read_text(encoding="utf-8")
+        entries = text.split("\n=", 1)[0].splitlines()  # before the footer
+        record["classes"] = sum(" => " in line for line in entries)
+    return record
+
+
 def write_model_card(folder, training=None, results=None):
     """Writes (or updates) the folder's ``README.md`` atomically.
 
@@ -315,7 +337,7 @@ def write_model_card(folder, training=None, results=None):
     section = read_card(folder)
     section["model"] = describe_model(folder)
     if training is not None:
-        section["training"] = json.loads(json.dumps(training, default=str))
+        section["training"] = _training_record(folder, training)
     if results:
         section.setdefault("results", {}).update(
             json.loads(json.dumps(results, default=str))

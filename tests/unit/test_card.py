@@ -65,7 +65,7 @@ def test_results_are_added_per_trial_list_and_training_is_kept(tmp_path):
     write_model_card(tmp_path, results={"list_test_hard2.txt": {"EER": 7.5}})
     front, body = front_matter(tmp_path / CARD_FILE)
     card = read_card(tmp_path)
-    assert card["training"] == {"hparams_file": "a.yaml"}
+    assert card["training"] == {"hparams_file": "a.yaml", "overrides": {}}
     assert set(card["results"]) == {"veri_test2.txt", "list_test_hard2.txt"}
     (entry,) = front["model-index"]
     by_list = {r["dataset"]["name"]: r["metrics"] for r in entry["results"]}
@@ -86,3 +86,21 @@ def test_a_calibrated_folder_says_so(tmp_path):
     )
     _, body = front_matter(write_model_card(tmp_path))
     assert "llr = 12.5000 s -3.2500" in body and "5 held-out speakers" in body
+
+
+def test_every_pretrained_folder_gets_its_card_without_machine_paths(tmp_path):
+    from speechbrain_mrmha.inference.pretrained import example_folder
+
+    folder = example_folder(tmp_path / "model")
+    front, body = front_matter(folder / CARD_FILE)
+    assert front["speechbrain_mrmha"]["training"]["classes"] == 2
+    write_model_card(
+        folder,
+        training={
+            "hparams_file": str(tmp_path / "hparams" / "mrmha.yaml"),
+            "overrides": {"data_folder": str(tmp_path / "vox1"), "seed": 3},
+        },
+    )
+    text = (folder / CARD_FILE).read_text()
+    assert str(tmp_path) not in text
+    assert "`mrmha.yaml` with `--data_folder=vox1 --seed=3`" in text
