@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from speechbrain_mrmha.dataio.audio import DIGEST, content_digest
+from speechbrain_mrmha.dataio.files import DIGEST, content_digest
 
 SAMPLE_RATE = 16000
 CHUNK = 1 << 20

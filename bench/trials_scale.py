@@ -151,7 +151,7 @@ def run_old(trials_file, out, dim, seed):
     """The recipe's path after embedding as it was: per-trial strings."""
     import torch
 
-    from speechbrain_mrmha.dataio.audio import write_text_atomic
+    from speechbrain_mrmha.dataio.files import write_text_atomic
     from speechbrain_mrmha.dataio.trials import read_trials, trial_labels
     from speechbrain_mrmha.scoring.cosine import index_trials
     from speechbrain_mrmha.scoring.metrics import (

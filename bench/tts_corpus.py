@@ -40,7 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from speechbrain_mrmha.app.synthetic import add_keyword_options, make_trials
-from speechbrain_mrmha.dataio.audio import replace_folder
+from speechbrain_mrmha.dataio.files import replace_folder
 from speechbrain_mrmha.dataio.trials import write_trials
 
 SAMPLE_RATE = 16000

@@ -40,7 +40,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_mrmha.dataio.audio import content_digest, write_text_atomic
+from speechbrain_mrmha.dataio.files import content_digest, write_text_atomic
 from speechbrain_mrmha.dataio.trials import (
     check_trials,
     cohort_utterances,

@@ -46,7 +46,7 @@ import random
 import shutil
 from typing import NamedTuple
 
-from speechbrain_mrmha.dataio.audio import atomic_write, write_text_atomic
+from speechbrain_mrmha.dataio.files import atomic_write, write_text_atomic
 from speechbrain_mrmha.dataio.preparation import (
     MIN_SPEAKERS_FOR_CALIBRATION,
     calibration_speaker_count,

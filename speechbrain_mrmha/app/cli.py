@@ -84,7 +84,7 @@ def write_embeddings(paths, embeddings, out):
     import numpy
     import torch
 
-    from speechbrain_mrmha.dataio.audio import atomic_write
+    from speechbrain_mrmha.dataio.files import atomic_write
 
     out = check_embedding_path(out)
     with atomic_write(out, "wb") as fout:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import atomic_write
+from speechbrain_mrmha.dataio.files import atomic_write
 from speechbrain_mrmha.dataio.trials import TrialScores, read_scores
 from speechbrain_mrmha.layers.pooling import attention_entropy
 from speechbrain_mrmha.scoring.metrics import EER

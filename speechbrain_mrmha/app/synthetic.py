@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
-from speechbrain_mrmha.dataio.audio import replace_folder
+from speechbrain_mrmha.dataio.files import replace_folder
 from speechbrain_mrmha.dataio.trials import Trial, write_trials
 
 __all__ = [

@@ -19,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from speechbrain_mrmha.dataio.annotation import read_annotation
-from speechbrain_mrmha.dataio.audio import atomic_write, audio_info
+from speechbrain_mrmha.dataio.audio import audio_info
+from speechbrain_mrmha.dataio.files import atomic_write
 from speechbrain_mrmha.dataio.problems import SHOWN, raise_problems
 
 __all__ = [

@@ -17,7 +17,7 @@ trial per line::
 
 Both parsers accept a UTF-8 byte-order mark at the start of the file (as
 some Windows editors write) and report bad lines by file and line number;
-both writers replace the file atomically (``audio.atomic_write``).
+both writers replace the file atomically (``files.atomic_write``).
 
 A list of any size is held compactly (``load_trials`` -> ``TrialList``:
 each entry once, the trials as int32 / int8 arrays) and ``write_scores``
@@ -51,12 +51,8 @@ import numpy as np
 import torch
 
 from speechbrain_mrmha.dataio.annotation import read_annotation
-from speechbrain_mrmha.dataio.audio import (
-    MIN_SECONDS,
-    atomic_write,
-    audio_seconds,
-    write_text_atomic,
-)
+from speechbrain_mrmha.dataio.audio import MIN_SECONDS, audio_seconds
+from speechbrain_mrmha.dataio.files import atomic_write, write_text_atomic
 from speechbrain_mrmha.dataio.problems import raise_problems
 
 logger = logging.getLogger(__name__)

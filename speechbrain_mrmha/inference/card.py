@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.files import write_text_atomic
 from speechbrain_mrmha.inference.pretrained import load_calibration
 
 __all__ = ["CARD_FILE", "describe_model", "read_card", "write_model_card"]

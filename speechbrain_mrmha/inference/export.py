@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechbrain_mrmha.dataio.audio import atomic_write
+from speechbrain_mrmha.dataio.files import atomic_write
 from speechbrain_mrmha.layers.lengths import (
     SILENCE_FLOOR_DBFS,
     frame_counts,

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import (
-    atomic_write,
-    content_digest,
-    load_audio,
-)
+from speechbrain_mrmha.dataio.audio import load_audio
+from speechbrain_mrmha.dataio.files import atomic_write, content_digest
 from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.inference.backends import as_backend, check_precision
 from speechbrain_mrmha.layers.lengths import (

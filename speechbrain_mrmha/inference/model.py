@@ -41,11 +41,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import (
-    audio_seconds,
-    content_digest,
-    load_audio,
-)
+from speechbrain_mrmha.dataio.audio import audio_seconds, load_audio
+from speechbrain_mrmha.dataio.files import content_digest
 from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.inference import backends, extraction, pretrained
 from speechbrain_mrmha.inference.pretrained import (

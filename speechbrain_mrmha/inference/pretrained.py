@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_mrmha.dataio.audio import (
+from speechbrain_mrmha.dataio.files import (
     content_digest,
     replace_folder,
     write_text_atomic,
@@ -355,7 +355,7 @@ def write_calibration(folder, calibration):
 
 def weights_fingerprint(folder):
     """What a calibration of a pretrained folder is bound to: the sha256
-    of its ``embedding_model.ckpt`` (``dataio.audio.content_digest``, as
+    of its ``embedding_model.ckpt`` (``dataio.files.content_digest``, as
     ``extraction.model_fingerprint``).
 
     Arguments

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.files import write_text_atomic
 
 __all__ = ["mask_features", "FeatureMasking", "noise_and_reverb"]
 

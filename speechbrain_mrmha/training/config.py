@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from hyperpyyaml import resolve_references
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.files import write_text_atomic
 
 __all__ = [
     "MODEL_KEYS",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.files import write_text_atomic
 from speechbrain_mrmha.dataio.problems import list_problems
 from speechbrain_mrmha.training.config import parse_overrides, resolve_config
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process
 
-from speechbrain_mrmha.dataio.audio import write_text_atomic
+from speechbrain_mrmha.dataio.files import write_text_atomic
 from speechbrain_mrmha.dataio.problems import list_problems
 
 __all__ = [

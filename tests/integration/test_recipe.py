@@ -116,7 +116,8 @@ def test_training_logs_loss_accuracy_and_entropy(trained):
 
 
 def test_verification_script_end_to_end(trained, tiny_corpus, tmp_path):
-    from speechbrain_mrmha.dataio.audio import content_digest, load_audio
+    from speechbrain_mrmha.dataio.audio import load_audio
+    from speechbrain_mrmha.dataio.files import content_digest
     from speechbrain_mrmha.dataio.trials import read_trials
     from speechbrain_mrmha.inference.extraction import encode_signals
     from speechbrain_mrmha.inference.pretrained import load_encoder

@@ -17,7 +17,8 @@ import soundfile
 import torch
 from conftest import noise
 
-from speechbrain_mrmha.dataio.audio import content_digest, load_audio
+from speechbrain_mrmha.dataio.audio import load_audio
+from speechbrain_mrmha.dataio.files import content_digest
 from speechbrain_mrmha.inference.backends import NoSignalError
 from speechbrain_mrmha.inference.extraction import (
     EmbeddingCache,

@@ -11,12 +11,8 @@ import soundfile
 import torch
 import torchaudio
 
-from speechbrain_mrmha.dataio.audio import (
-    audio_info,
-    audio_seconds,
-    content_digest,
-    load_audio,
-)
+from speechbrain_mrmha.dataio.audio import audio_info, audio_seconds, load_audio
+from speechbrain_mrmha.dataio.files import content_digest
 
 
 def write_noise(path, rate, seconds=1.3, channels=1, seed=0):

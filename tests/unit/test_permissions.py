@@ -53,7 +53,7 @@ def test_outputs_follow_the_umask(umask_022, tmp_path, tiny_corpus):
 
     from speechbrain_mrmha.app.cli import write_embeddings
     from speechbrain_mrmha.app.plotting import plot_score_histograms
-    from speechbrain_mrmha.dataio.audio import write_text_atomic
+    from speechbrain_mrmha.dataio.files import write_text_atomic
     from speechbrain_mrmha.dataio.trials import Trial, write_scores
     from speechbrain_mrmha.inference.extraction import EmbeddingCache
     from speechbrain_mrmha.inference.pretrained import write_threshold
