@@ -32,10 +32,12 @@ Authors
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "VoxCeleb1"
 DATA = ROOT / "bench" / "_data"
 BATCH = 32
+CHANNELS = "[4,8,16,32]"
 SHORT_STEPS = 150
 LONG_FACTOR = 10
 WARMUP_FRACTION = 0.05
@@ -70,17 +73,16 @@ SCHEDULES = {
         HOLD_DECAY.format(decay=0.2),
         WARMUP_FRACTION,
     ),
-    "hold_decay_40": (
-        "warm-up 5 %, hold, cosine decay over the last 40 %",
-        HOLD_DECAY.format(decay=0.4),
-        WARMUP_FRACTION,
-    ),
     "warm_cosine": (
         "warm-up 5 %, cosine decay over the whole run",
         HOLD_DECAY.format(decay=1.0),
         WARMUP_FRACTION,
     ),
 }
+
+
+CANDIDATES = ["warm_exp", "constant", "hold_decay_20"]
+DEFAULT = "hold_decay_20"  # the recipe's default since the measurement
 
 
 def corpus_folder(name):
@@ -125,68 +127,142 @@ def epochs_for(name, steps):
     return max(1, round(steps / per_epoch)), per_epoch
 
 
-def variant_yaml(schedule, folder):
-    """mrmha.yaml with the schedule's lr_schedule entry."""
-    text = (RECIPE / "hparams" / "mrmha.yaml").read_text()
+ABLATIONS = {
+    # name: overrides of mrmha_modern.yaml removing one modern option
+    "modern": [],
+    "no_aam": ["--loss=cosams"],
+    "no_margin_warmup": [
+        "--margin_warmup_start_epoch=0",
+        "--margin_warmup_end_epoch=0",
+    ],
+    "no_speed_perturb": ["--speed_perturb=False"],
+    "no_masks": ["--spec_augment=False"],
+}
+
+
+def variant_yaml(schedule, folder, config="mrmha.yaml"):
+    """``config`` with the schedule's lr_schedule entry."""
+    text = (RECIPE / "hparams" / config).read_text()
     block = SCHEDULES[schedule][1]
     if block is not None:
         text, count = re.subn(
             r"^lr_schedule: .*\n(?:    .*\n)*", block, text, flags=re.M
         )
-        assert count == 1, "mrmha.yaml has no lr_schedule entry"
+        assert count == 1, f"{config} has no lr_schedule entry"
     path = folder / "hparams.yaml"
     path.write_text(text)
     return path
 
 
-def run_cell(corpus, schedule, budget, seed, output):
-    """Train and score one cell; returns its metrics (reused if done)."""
-    folder = output / budget / corpus / schedule / f"seed{seed}"
+def run(command, log, threads):
+    """One subprocess with ``threads`` torch threads, output to ``log``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env["MKL_NUM_THREADS"] = str(threads)
+    subprocess.run(
+        command,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=RECIPE,
+        env=env,
+    )
+
+
+_LOCKS = {}
+_GUARD = threading.Lock()
+
+
+def run_cell(corpus, schedule, budget, seed, output, threads=1, grid=None):
+    """One cell, never trained twice at once (see ``_run_cell``)."""
+    with _GUARD:
+        lock = _LOCKS.setdefault(
+            (corpus, schedule, budget, seed, grid), threading.Lock()
+        )
+    with lock:
+        return _run_cell(corpus, schedule, budget, seed, output, threads, grid)
+
+
+def _run_cell(corpus, schedule, budget, seed, output, threads, grid):
+    """Train and score one cell; returns its metrics (reused if done).
+
+    ``schedule`` is a SCHEDULES name, ``reference_loop`` (the plain PyTorch
+    loop of bench/reference_loop.py on the ``constant`` cell's training
+    list), or with ``grid="ablation"`` an ABLATIONS name trained from
+    mrmha_modern.yaml with the DEFAULT schedule.
+    """
+    name = schedule if grid is None else f"ablation/{schedule}"
+    folder = output / budget / corpus / name / f"seed{seed}"
     metrics = folder / "verification" / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
     steps = SHORT_STEPS * (LONG_FACTOR if budget == "long" else 1)
     epochs, _ = epochs_for(corpus, steps)
-    warmup = SCHEDULES[schedule][2]
-    extra = [] if warmup is None else [f"--lr_warmup_epochs={warmup * epochs}"]
     data = corpus_folder(corpus)
-    log = open(folder / "bench_log.txt", "a")
+    if schedule == "reference_loop":
+        base = output / budget / corpus / "constant" / f"seed{seed}"
+        run_cell(corpus, "constant", budget, seed, output, threads)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "bench_log.txt", "a") as log:
+            run(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "reference_loop.py"),
+                    f"--data-folder={data}",
+                    f"--train-annotation={base / 'train/prepared/train.csv'}",
+                    f"--output={folder / 'verification'}",
+                    f"--epochs={epochs}",
+                    f"--batch-size={BATCH}",
+                    "--sentence-len=2.0",
+                    f"--channels={CHANNELS}",
+                    "--emb-dim=512",
+                    "--margin=0.2",
+                    f"--seed={seed}",
+                ],
+                log,
+                threads,
+            )
+        return json.loads(metrics.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    if grid == "ablation":
+        config, extra = "mrmha_modern.yaml", list(ABLATIONS[schedule])
+        schedule = DEFAULT
+    else:
+        config, extra = "mrmha.yaml", []
+    warmup = SCHEDULES[schedule][2]
+    if warmup is not None:
+        extra.append(f"--lr_warmup_epochs={warmup * epochs}")
     common = [f"--data_folder={data}", "--device=cpu"]
-    subprocess.run(
-        [
-            sys.executable,
-            str(RECIPE / "train_speaker_embeddings.py"),
-            str(variant_yaml(schedule, folder)),
-            *common,
-            f"--output_folder={folder / 'train'}",
-            "--channels=[8,16,32,64]",
-            f"--batch_size={BATCH}",
-            "--sentence_len=2.0",
-            f"--number_of_epochs={epochs}",
-            "--num_workers=0",
-            f"--seed={seed}",
-            *extra,
-        ],
-        check=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=RECIPE,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            str(RECIPE / "speaker_verification_cosine.py"),
-            str(RECIPE / "hparams" / "verification.yaml"),
-            *common,
-            f"--pretrained_path={folder / 'train' / 'pretrained'}",
-            f"--output_folder={folder / 'verification'}",
-        ],
-        check=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=RECIPE,
-    )
+    with open(folder / "bench_log.txt", "a") as log:
+        run(
+            [
+                sys.executable,
+                str(RECIPE / "train_speaker_embeddings.py"),
+                str(variant_yaml(schedule, folder, config)),
+                *common,
+                f"--output_folder={folder / 'train'}",
+                f"--channels={CHANNELS}",
+                f"--batch_size={BATCH}",
+                "--sentence_len=2.0",
+                f"--number_of_epochs={epochs}",
+                "--num_workers=0",
+                f"--seed={seed}",
+                *extra,
+            ],
+            log,
+            threads,
+        )
+        run(
+            [
+                sys.executable,
+                str(RECIPE / "speaker_verification_cosine.py"),
+                str(RECIPE / "hparams" / "verification.yaml"),
+                *common,
+                f"--pretrained_path={folder / 'train' / 'pretrained'}",
+                f"--output_folder={folder / 'verification'}",
+            ],
+            log,
+            threads,
+        )
     return json.loads(metrics.read_text())
 
 
@@ -203,26 +279,39 @@ def main(argv=None):
     parser.add_argument("--budget", choices=["short", "long", "both"])
     parser.add_argument("--corpus", choices=sorted(CORPORA), action="append")
     parser.add_argument(
-        "--schedule", choices=sorted(SCHEDULES), action="append"
+        "--schedule",
+        choices=[*SCHEDULES, "reference_loop", *ABLATIONS],
+        action="append",
+        help="default: CANDIDATES and reference_loop, or all ABLATIONS",
     )
+    parser.add_argument("--grid", choices=["schedules", "ablation"])
     parser.add_argument("--seeds", type=int, default=3, help="short budget")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument("--threads", type=int, default=1, help="per run")
     args = parser.parse_args(argv)
     output = Path(args.output).resolve()
     budgets = (
         ["short", "long"] if args.budget in (None, "both") else [args.budget]
     )
+    grid = None if args.grid in (None, "schedules") else args.grid
+    default = [*CANDIDATES, "reference_loop"] if grid is None else ABLATIONS
     cells = [
         (corpus, schedule, budget, seed)
         for budget in budgets
         for corpus in args.corpus or sorted(CORPORA)
-        for schedule in args.schedule or list(SCHEDULES)
+        for schedule in args.schedule or list(default)
         for seed in range(1, (args.seeds if budget == "short" else 1) + 1)
     ]
+    # the reference loop reads the constant cell's list: after the others
+    cells.sort(key=lambda c: c[1] == "reference_loop")
     for corpus in {c[0] for c in cells}:
         corpus_folder(corpus)  # once, before parallel runs
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda c: (c, run_cell(*c, output)), cells))
+        done = list(
+            pool.map(
+                lambda c: (c, run_cell(*c, output, args.threads, grid)), cells
+            )
+        )
     table = {}
     for (corpus, schedule, budget, seed), metrics in done:
         cell = table.setdefault(f"{budget}/{corpus}/{schedule}", {})
@@ -236,6 +325,7 @@ def main(argv=None):
     ]
     for key, cell in table.items():
         budget, corpus, schedule = key.split("/")
+        schedule = schedule if grid is None else f"{schedule} (ablation)"
         steps = SHORT_STEPS * (LONG_FACTOR if budget == "long" else 1)
         epochs, per_epoch = epochs_for(corpus, steps)
         eer = summary(cell["EER"])
