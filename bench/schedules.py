@@ -59,12 +59,16 @@ HOLD_DECAY = """lr_schedule: !name:speechbrain_mrmha.training.schedules.WarmHold
     lr_final: !ref <lr_final>
     decay_fraction: {decay}
 """
+WARM_EXP = """lr_schedule: !name:speechbrain.nnet.schedulers.WarmAndExpDecayLRSchedule
+    lr: !ref <lr>
+    decay_factor: !ref <lr_final> / <lr>
+"""
 SCHEDULES = {
     # name: (description, yaml block replacing lr_schedule or None,
     #        warm-up as a fraction of the run or None for the yaml's own)
     "warm_exp": (
         "warm-up 1 epoch, exponential decay to lr_final (the old default)",
-        None,
+        WARM_EXP,
         None,
     ),
     "constant": ("constant lr, no warm-up", HOLD_DECAY.format(decay=0.0), 0.0),
@@ -132,8 +136,8 @@ ABLATIONS = {
     "modern": [],
     "no_aam": ["--loss=cosams"],
     "no_margin_warmup": [
-        "--margin_warmup_start_epoch=0",
-        "--margin_warmup_end_epoch=0",
+        "--margin_warmup_start_fraction=0",
+        "--margin_warmup_end_fraction=0",
     ],
     "no_speed_perturb": ["--speed_perturb=False"],
     "no_masks": ["--spec_augment=False"],
@@ -229,8 +233,9 @@ def _run_cell(corpus, schedule, budget, seed, output, threads, grid):
     else:
         config, extra = "mrmha.yaml", []
     warmup = SCHEDULES[schedule][2]
-    if warmup is not None:
-        extra.append(f"--lr_warmup_epochs={warmup * epochs}")
+    if warmup is None:  # the old default: one epoch
+        warmup = 1.0 / epochs
+    extra.append(f"--lr_warmup_fraction={warmup}")
     common = [f"--data_folder={data}", "--device=cpu"]
     with open(folder / "bench_log.txt", "a") as log:
         run(

@@ -118,7 +118,7 @@ class SpeakerBrain(SpeakerEmbeddingBrain):
         stats.update(ErrorRate=error, accuracy=1.0 - error)
         if stage == sb.Stage.VALID:
             meta = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-            if self.hparams.margin_warmup_end_epoch > 0:
+            if self.hparams.margin_warmup_end_fraction > 0:
                 meta["margin"] = self.hparams.compute_cost.margin
             self.hparams.train_logger.log_stats(
                 stats_meta=meta,

@@ -78,6 +78,40 @@ def _mask_problems(settings):
     return problems
 
 
+def _fraction(value, below_one=False):
+    """Whether ``value`` is a number in [0, 1] (or [0, 1))."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return 0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0
+
+
+def _warmup_problems(settings):
+    """Problems of the warm-ups, given as fractions of the run."""
+    problems = []
+    lr_warmup = settings["lr_warmup_fraction"]
+    if not _fraction(lr_warmup, below_one=True):
+        problems.append(
+            f"lr_warmup_fraction: {lr_warmup!r} is not a fraction of the "
+            "run in [0, 1)"
+        )
+    start = settings["margin_warmup_start_fraction"]
+    end = settings["margin_warmup_end_fraction"]
+    for key, value in (
+        ("margin_warmup_start_fraction", start),
+        ("margin_warmup_end_fraction", end),
+    ):
+        if not _fraction(value):
+            problems.append(
+                f"{key}: {value!r} is not a fraction of the run in [0, 1]"
+            )
+    if _fraction(start) and _fraction(end) and end < start:
+        problems.append(
+            f"margin_warmup_end_fraction: {end!r} comes before "
+            f"margin_warmup_start_fraction: {start!r}"
+        )
+    return problems
+
+
 def init_from_problems(folder):
     """Problems of an ``init_from`` folder: its checkpoints must load (with
     ``weights_only=True``) and it must have a ``label_encoder.txt``, by
@@ -131,7 +165,9 @@ def check_training_options(settings):
     """Raises one ValueError naming every training option that would make
     training meaningless, with its bad value; returns when there is none.
 
-    Checked: ``number_of_epochs`` at least 1; with ``speed_perturb``, the
+    Checked: ``number_of_epochs`` at least 1; the warm-ups fractions of
+    the run (the learning rate's in [0, 1), the margin's in [0, 1], its end
+    not before its start); with ``speed_perturb``, the
     speeds are numbers in ``SPEED_RANGE``, none is 1.0 (the original audio,
     always used) and none repeats; with ``spec_augment``, the masks cannot
     cover every frame of a crop or every Mel band; ``init_from`` (when set)
@@ -153,7 +189,9 @@ def check_training_options(settings):
     >>> good = dict(number_of_epochs=2, speed_perturb=True,
     ...     speed_perturb_speeds=[0.9, 1.1], spec_augment=True, time_masks=2,
     ...     time_mask_width=10, freq_masks=2, freq_mask_width=5, n_mels=40,
-    ...     sentence_len=3.0, sample_rate=16000, init_from=None)
+    ...     sentence_len=3.0, sample_rate=16000, init_from=None,
+    ...     lr_warmup_fraction=0.05, margin_warmup_start_fraction=0.1,
+    ...     margin_warmup_end_fraction=0.25)
     >>> check_training_options(good)
     >>> check_training_options({**good, "number_of_epochs": 0,
     ...     "speed_perturb_speeds": [0.9, 0.9]})
@@ -169,6 +207,7 @@ def check_training_options(settings):
         problems.append(
             f"number_of_epochs: {epochs!r}; at least 1 epoch must be trained"
         )
+    problems += _warmup_problems(settings)
     if settings["speed_perturb"]:
         problems += _speed_problems(settings["speed_perturb_speeds"])
     if settings["spec_augment"]:

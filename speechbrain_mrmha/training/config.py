@@ -47,6 +47,14 @@ MODEL_KEYS = (
 """The entries of a training configuration that make up the model (and the
 pretrained folder's ``hyperparams.yaml``)."""
 
+RENAMED = {
+    "lr_warmup_epochs": "lr_warmup_fraction",
+    "margin_warmup_start_epoch": "margin_warmup_start_fraction",
+    "margin_warmup_end_epoch": "margin_warmup_end_fraction",
+}
+"""Options of earlier releases, given in epochs, and the options (fractions
+of the run's optimizer steps) that replaced them."""
+
 
 def parse_overrides(overrides):
     """Overrides as a dict, from SpeechBrain's yaml string or a dict.
@@ -351,12 +359,22 @@ def parse_arguments(argv):
     ...     ["a.yaml", "--device=cpu", "--lr=0.1", "--ckpt_interval_minutes=0.5"])
     >>> run_opts["device"], overrides
     ('cpu', {'lr': 0.1, 'ckpt_interval_minutes': 0.5})
+    >>> parse_arguments(["a.yaml", "--lr_warmup_epochs=2"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --lr_warmup_epochs is now --lr_warmup_fraction, a fraction of the run's optimizer steps (e.g. 2 of 40 epochs is 0.05)
     """
     from speechbrain import parse_arguments as speechbrain_arguments
 
     argv, minutes = fractional_checkpoint_interval(argv)
     hparams_file, run_opts, overrides = speechbrain_arguments(argv)
     overrides = parse_overrides(overrides)
+    for old, new in RENAMED.items():
+        if old in overrides:
+            raise ValueError(
+                f"--{old} is now --{new}, a fraction of the run's optimizer "
+                "steps (e.g. 2 of 40 epochs is 0.05)"
+            )
     if minutes is not None:
         overrides["ckpt_interval_minutes"] = minutes
     return hparams_file, run_opts, overrides

@@ -1,6 +1,7 @@
-"""Step schedules: the learning rate and the margin of every optimizer step,
-given in epochs by a configuration and turned into steps once the training
-loader says how many steps an epoch has.
+"""Step schedules: the learning rate and the margin of every optimizer step.
+A configuration gives the warm-ups as fractions of the run's optimizer
+steps (so a 12-epoch and a 150-epoch run behave alike), turned into steps
+once the training loader says how many steps an epoch has.
 
 The learning rate follows SpeechBrain's ``WarmAndExpDecayLRSchedule``
 (linear warm-up, then exponential decay to ``lr_final`` at the last step);
@@ -15,10 +16,10 @@ Built in the yaml::
     step_schedules: !new:speechbrain_mrmha.training.schedules.StepSchedules
         lr_schedule: !ref <lr_schedule>
         number_of_epochs: !ref <number_of_epochs>
-        lr_warmup_epochs: !ref <lr_warmup_epochs>
+        lr_warmup_fraction: !ref <lr_warmup_fraction>
         margin: !ref <margin>
-        margin_warmup_start_epoch: !ref <margin_warmup_start_epoch>
-        margin_warmup_end_epoch: !ref <margin_warmup_end_epoch>
+        margin_warmup_start_fraction: !ref <margin_warmup_start_fraction>
+        margin_warmup_end_fraction: !ref <margin_warmup_end_fraction>
 
 Authors
  * speechbrain-mrmha developers
@@ -77,8 +78,14 @@ class MarginWarmup:
 
 
 class StepSchedules:
-    """The learning rate and margin schedules of a run, in epochs until
-    ``start`` gives the optimizer steps of an epoch.
+    """The learning rate and margin schedules of a run, in fractions of its
+    optimizer steps until ``start`` gives the steps of an epoch.
+
+    With ``S`` steps per epoch and ``E`` epochs, the run has ``T = E * S``
+    steps; the learning rate warms up over ``round(lr_warmup_fraction * T)``
+    steps, and the margin is 0 until step
+    ``round(margin_warmup_start_fraction * T)`` and full from step
+    ``round(margin_warmup_end_fraction * T)``.
 
     Arguments
     ---------
@@ -90,13 +97,15 @@ class StepSchedules:
         ``current_step``.
     number_of_epochs : int
         Epochs of the run.
-    lr_warmup_epochs : float
-        Epochs of the learning-rate warm-up (fractions allowed).
+    lr_warmup_fraction : float
+        The part of the run, in [0, 1), over which the learning rate rises
+        linearly from 0.
     margin : float
         The final margin.
-    margin_warmup_start_epoch, margin_warmup_end_epoch : float
-        The margin is 0 until the first, then rises linearly to ``margin``
-        at the second (0 and 0: the full margin from the first step).
+    margin_warmup_start_fraction, margin_warmup_end_fraction : float
+        Parts of the run, in [0, 1]: the margin is 0 until the first, then
+        rises linearly to ``margin`` at the second (0 and 0: the full
+        margin from the first step).
 
     Example
     -------
@@ -106,8 +115,8 @@ class StepSchedules:
     >>> from functools import partial
     >>> schedules = StepSchedules(
     ...     partial(WarmAndExpDecayLRSchedule, lr=0.1, decay_factor=0.5),
-    ...     number_of_epochs=2, lr_warmup_epochs=1.0, margin=0.2,
-    ...     margin_warmup_start_epoch=0, margin_warmup_end_epoch=1)
+    ...     number_of_epochs=2, lr_warmup_fraction=0.5, margin=0.2,
+    ...     margin_warmup_start_fraction=0, margin_warmup_end_fraction=0.5)
     >>> lr_schedule = schedules.start(steps_per_epoch=10)
     >>> optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1)
     >>> loss = CosAMSLoss(margin=0.2)
@@ -121,17 +130,17 @@ class StepSchedules:
         self,
         lr_schedule,
         number_of_epochs,
-        lr_warmup_epochs,
+        lr_warmup_fraction,
         margin,
-        margin_warmup_start_epoch=0,
-        margin_warmup_end_epoch=0,
+        margin_warmup_start_fraction=0.0,
+        margin_warmup_end_fraction=0.0,
     ):
         self.make_lr_schedule = lr_schedule
         self.number_of_epochs = number_of_epochs
-        self.lr_warmup_epochs = lr_warmup_epochs
+        self.lr_warmup_fraction = lr_warmup_fraction
         self.margin = margin
-        self.margin_warmup_start_epoch = margin_warmup_start_epoch
-        self.margin_warmup_end_epoch = margin_warmup_end_epoch
+        self.margin_warmup_start_fraction = margin_warmup_start_fraction
+        self.margin_warmup_end_fraction = margin_warmup_end_fraction
         self.lr_schedule = self.margin_warmup = self.steps_per_epoch = None
 
     def start(self, steps_per_epoch):
@@ -150,11 +159,7 @@ class StepSchedules:
         """
         self.steps_per_epoch = steps_per_epoch
         self.lr_schedule = self._plan()
-        self.margin_warmup = MarginWarmup(
-            self.margin,
-            round(self.margin_warmup_start_epoch * steps_per_epoch),
-            round(self.margin_warmup_end_epoch * steps_per_epoch),
-        )
+        self.margin_warmup = self._margin_plan()
         return self.lr_schedule
 
     def replan(self):
@@ -184,13 +189,27 @@ class StepSchedules:
         for key, value in vars(fresh).items():
             if key not in ("current_step", "current_lr"):
                 setattr(self.lr_schedule, key, value)
+        self.margin_warmup = self._margin_plan()
+
+    @property
+    def total_steps(self):
+        """Optimizer steps of the whole run (after ``start``)."""
+        return self.steps_per_epoch * self.number_of_epochs
 
     def _plan(self):
         """A new learning-rate schedule of this run's plan."""
-        total = self.steps_per_epoch * self.number_of_epochs
-        warmup = round(self.lr_warmup_epochs * self.steps_per_epoch)
+        total = self.total_steps
+        warmup = round(self.lr_warmup_fraction * total)
         return self.make_lr_schedule(
             n_warmup_steps=warmup, total_steps=max(total, warmup + 1)
+        )
+
+    def _margin_plan(self):
+        """The margin warm-up of this run's plan."""
+        return MarginWarmup(
+            self.margin,
+            round(self.margin_warmup_start_fraction * self.total_steps),
+            round(self.margin_warmup_end_fraction * self.total_steps),
         )
 
     @property

@@ -283,8 +283,8 @@ PAPER_YAMLS = [y for y in TRAINING_YAMLS if y != "mrmha_modern.yaml"]
 # what mrmha_modern.yaml changes, and the paper configurations' values
 MODERN_OPTIONS = {
     "loss": ("aam", "cosams"),
-    "margin_warmup_start_epoch": (5, 0),
-    "margin_warmup_end_epoch": (10, 0),
+    "margin_warmup_start_fraction": (0.125, 0.0),
+    "margin_warmup_end_fraction": (0.25, 0.0),
     "speed_perturb": (True, False),
     "spec_augment": (True, False),
     "n_classes": (3 * 1211, 1211),

@@ -133,9 +133,9 @@ def test_modern_training_schedules_export_and_fine_tuning(
     extra = [
         "--calibration_annotation=null",
         "--num_heads=2",
-        "--margin_warmup_start_epoch=0.5",
-        "--margin_warmup_end_epoch=1.5",
-        "--lr_warmup_epochs=1",
+        "--margin_warmup_start_fraction=0.25",
+        "--margin_warmup_end_fraction=0.75",
+        "--lr_warmup_fraction=0.5",
     ]
     train(tiny_corpus, output, yaml="mrmha_modern.yaml", epochs=2, extra=extra)
     rows = read_annotation(output / "prepared" / "train.csv")

@@ -73,10 +73,10 @@ def run(folder, epochs, limit=None):
                 WarmAndExpDecayLRSchedule, lr=0.1, decay_factor=0.1
             ),
             number_of_epochs=epochs,
-            lr_warmup_epochs=1.0,
+            lr_warmup_fraction=1.0 / epochs,
             margin=0.2,
-            margin_warmup_start_epoch=0,
-            margin_warmup_end_epoch=2,
+            margin_warmup_start_fraction=0.0,
+            margin_warmup_end_fraction=2.0 / epochs,
         ),
     }
     modules = {"embedding_model": embedding_model, "classifier": classifier}

@@ -30,6 +30,9 @@ GOOD = {
     "sentence_len": 2.0,
     "sample_rate": 16000,
     "init_from": None,
+    "lr_warmup_fraction": 0.05,
+    "margin_warmup_start_fraction": 0.1,
+    "margin_warmup_end_fraction": 0.25,
 }
 
 
@@ -40,6 +43,35 @@ def problems_of(**changes):
     except ValueError as error:
         return str(error).splitlines()[1:]
     return []
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"lr_warmup_fraction": 1.0}, "lr_warmup_fraction: 1.0"),
+        ({"lr_warmup_fraction": 2}, "lr_warmup_fraction: 2"),
+        ({"margin_warmup_end_fraction": 5}, "margin_warmup_end_fraction: 5"),
+        ({"margin_warmup_start_fraction": -0.1}, "start_fraction: -0.1"),
+        (
+            {"margin_warmup_start_fraction": 0.5},
+            "margin_warmup_end_fraction: 0.25 comes before "
+            "margin_warmup_start_fraction: 0.5",
+        ),
+    ],
+)
+def test_warmups_are_fractions_of_the_run(changes, expected):
+    """Warm-ups are fractions of the run: an epoch count (5, as the old
+    keys took) or a margin ending before it starts is refused by name."""
+    problems = problems_of(**changes)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_warmups_in_epochs_are_refused_with_their_new_name():
+    """The old epoch keys on the command line name their replacement."""
+    from speechbrain_mrmha.training.config import parse_arguments
+
+    with pytest.raises(ValueError, match="--margin_warmup_end_fraction"):
+        parse_arguments(["a.yaml", "--margin_warmup_end_epoch=10"])
 
 
 def test_good_options_pass():

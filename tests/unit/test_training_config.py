@@ -50,8 +50,8 @@ def test_modern_options_are_read_from_the_yaml():
     )
     assert options == {
         "loss": "aam",
-        "margin_warmup_start_epoch": 5,
-        "margin_warmup_end_epoch": 10,
+        "margin_warmup_start_fraction": 0.125,
+        "margin_warmup_end_fraction": 0.25,
         "speed_perturb": True,
         "spec_augment": True,
     }

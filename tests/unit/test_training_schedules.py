@@ -82,25 +82,26 @@ def recipe_step_schedules(steps_per_epoch, **overrides):
     return schedules, schedules.start(steps_per_epoch), hp
 
 
-def test_step_schedules_turn_epochs_into_steps():
-    """E epochs of S steps: the learning rate warms up over
-    round(lr_warmup_epochs * S) steps and reaches lr_final at step E * S;
-    the margin is 0 until round(start * S), then rises linearly to the
-    margin at round(end * S); both are set before each optimizer step."""
+def test_step_schedules_turn_fractions_of_the_run_into_steps():
+    """E epochs of S steps, T = E * S: the learning rate warms up over
+    round(lr_warmup_fraction * T) steps and reaches lr_final at step T;
+    the margin is 0 until round(start * T), then rises linearly to the
+    margin at round(end * T); both are set before each optimizer step."""
     steps, epochs = 7, 3
+    total = steps * epochs
     schedules, lr_schedule, hp = recipe_step_schedules(
         steps,
         number_of_epochs=epochs,
-        lr_warmup_epochs=0.5,
+        lr_warmup_fraction=0.2,
         margin=0.3,
-        margin_warmup_start_epoch=0.5,
-        margin_warmup_end_epoch=1.5,
+        margin_warmup_start_fraction=0.2,
+        margin_warmup_end_fraction=0.5,
     )
     assert lr_schedule is schedules.lr_schedule
-    assert lr_schedule.n_warmup_steps == round(0.5 * steps)
-    assert lr_schedule.decay_steps == steps * epochs - round(0.5 * steps)
-    warmup = MarginWarmup(0.3, round(0.5 * steps), round(1.5 * steps))
-    reference, _ = recipe_schedule(round(0.5 * steps), steps * epochs)
+    assert lr_schedule.n_warmup_steps == round(0.2 * total) == 4
+    assert lr_schedule.decay_steps == total - 4
+    warmup = MarginWarmup(0.3, round(0.2 * total), round(0.5 * total))
+    reference, _ = recipe_schedule(round(0.2 * total), total)
     optimizer = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     twin = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     loss = hp["compute_cost"]
@@ -116,7 +117,7 @@ def test_step_schedules_keep_one_step_when_warmup_is_the_whole_run():
     """A warm-up as long as the run still leaves a decay step (the total is
     at least warm-up + 1), and no margin warm-up means the full margin."""
     schedules, lr_schedule, _ = recipe_step_schedules(
-        4, number_of_epochs=1, lr_warmup_epochs=1.0
+        4, number_of_epochs=1, lr_warmup_fraction=0.99
     )
     assert lr_schedule.decay_steps == 1 and lr_schedule.n_warmup_steps == 4
     loss = margin_loss("aam", margin=0.0, scale=30.0)
