@@ -1,7 +1,8 @@
 """The pooling family of Wang et al., "Multi-Resolution Multi-Head
 Attention in Deep Speaker Embedding", ICASSP 2020, on one masked core:
 statistics pooling (``MaskedStatisticsPooling``) and the attention poolings
-(one masked softmax).
+(one masked softmax), plus the multi-query multi-head attention of Zhao et
+al. 2022 (MQMHA) on the same core.
 
 Every variant differs only in how frame scores are made:
 
@@ -11,8 +12,12 @@ Every variant differs only in how frame scores are made:
 * ``"shared_mlp"``: one hidden layer shared by all heads, K outputs
   (structured self-attention, Lin et al. 2017, the paper's Eq. 1-2);
 * ``"split_linear"``: head i scores only its own d/K sub-vector linearly
-  (India et al. 2019, the paper's Eq. 5).
+  (India et al. 2019, the paper's Eq. 5);
+* ``"split_mlp"``: as ``"split_linear"`` with a private one-hidden-layer MLP
+  per head (MQMHA's scorer).
 
+The split scorers also take Q queries per head (``num_queries``): Q scorers
+on the same sub-vector, so K*Q attention rows, ordered query by query.
 Scores of head i are divided by a temperature T_i (MRMHA), padded frames are
 set to -inf, a softmax over time gives the weights alpha (batch, heads, time),
 and one weighted-sum core turns them into means (and optionally standard
@@ -32,7 +37,7 @@ import torch.nn as nn
 
 from speechbrain_mrmha.layers.lengths import check_relative_lengths
 
-SCORERS = ("mlp", "shared_mlp", "split_linear")
+SCORERS = ("mlp", "shared_mlp", "split_linear", "split_mlp")
 STATISTICS_EPS = 1e-5  # added to statistics pooling's standard deviations
 STATISTICS_VARIANCE_FLOOR = 1e-20  # below every variance that matters
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -132,7 +137,9 @@ def masked_softmax(scores, mask):
     return torch.softmax(scores, dim=-1)
 
 
-def weighted_statistics(x, weights, split_heads=False, std=False, eps=1e-5):
+def weighted_statistics(
+    x, weights, split_heads=False, std=False, eps=1e-5, num_queries=1
+):
     """The weighted-sum core: per-head weighted mean (and standard deviation).
 
     Arguments
@@ -143,19 +150,23 @@ def weighted_statistics(x, weights, split_heads=False, std=False, eps=1e-5):
         (batch, heads, time) attention weights (0 on padded frames).
     split_heads : bool
         If True, head i only pools its own channels/heads sub-vector
-        (the paper's Eq. 5); the result has ``channels`` values in all.
+        (the paper's Eq. 5); the result has ``channels`` values in all
+        (``num_queries * channels`` with queries).
     std : bool
         Also return the weighted standard deviation, sqrt(sum_t a_t h_t^2 -
         mu^2) clamped at ``eps`` (Okabe et al. 2018).
     eps : float
         Variance floor.
+    num_queries : int
+        With ``split_heads``: the weight rows are Q groups of K heads, query
+        by query (row q*K + i pools sub-vector i); K = heads / Q.
 
     Returns
     -------
     stats : torch.Tensor
         (batch, heads, channels) means, or (batch, heads, 2*channels) as
         [mean, std] per head; with ``split_heads`` the channel axis is
-        channels/heads.
+        channels/K.
 
     Example
     -------
@@ -164,13 +175,14 @@ def weighted_statistics(x, weights, split_heads=False, std=False, eps=1e-5):
     tensor([[[2., 1.]]])
     """
     batch, time, channels = x.shape
-    heads = weights.shape[1]
     if split_heads:
+        heads = weights.shape[1] // num_queries
         x = x.reshape(batch, time, heads, channels // heads)
-        mean = torch.einsum("bkt,btkc->bkc", weights, x)
+        weights = weights.reshape(batch, num_queries, heads, time)
+        mean = torch.einsum("bqkt,btkc->bqkc", weights, x).flatten(1, 2)
         if not std:
             return mean
-        square = torch.einsum("bkt,btkc->bkc", weights, x * x)
+        square = torch.einsum("bqkt,btkc->bqkc", weights, x * x).flatten(1, 2)
     else:
         mean = torch.bmm(weights, x)
         if not std:
@@ -369,22 +381,29 @@ class AttentionPooling(nn.Module):
         K, number of attention heads.
     scorer : str
         ``"mlp"`` (a private MLP per head over the whole vector),
-        ``"shared_mlp"`` (one hidden layer shared by all heads, Lin et al.) or
-        ``"split_linear"`` (head i scores its own d/K sub-vector, Eq. 5).
+        ``"shared_mlp"`` (one hidden layer shared by all heads, Lin et al.),
+        ``"split_linear"`` (head i scores its own d/K sub-vector, Eq. 5) or
+        ``"split_mlp"`` (the same through a private MLP, MQMHA).
     hidden_size : int, optional
         l, hidden size of the MLP scorers; default ``input_size`` as in the
-        paper (W is l x l). Unused by ``"split_linear"``.
+        paper (W is l x l), d/K for ``"split_mlp"``. Unused by
+        ``"split_linear"``.
     activation : str
         f, ``"tanh"`` (default) or ``"relu"``.
     temperatures : list of float, optional
-        T_i per head; scores of head i are divided by T_i before the softmax.
-        None means T_i = 1 (no resolution differences).
+        T_i per head (per attention row, K*Q values, with queries); scores
+        of head i are divided by T_i before the softmax. None means T_i = 1
+        (no resolution differences).
     learnable_temperatures : bool
         Learn T_i = 1 + t_i^2 (always >= 1), starting from ``temperatures``
         (which must then be >= 1). A head starting at exactly 1 has zero
         gradient on t_i and stays the sharpest head.
     std : bool
         Also output each head's weighted standard deviation.
+    num_queries : int
+        Q scorers per head on the same sub-vector (split scorers only): K*Q
+        attention rows, row q*K + i for query q of head i, and an output of
+        Q times the size.
 
     Example
     -------
@@ -403,6 +422,7 @@ class AttentionPooling(nn.Module):
         temperatures=None,
         learnable_temperatures=False,
         std=False,
+        num_queries=1,
     ):
         super().__init__()
         if scorer not in SCORERS:
@@ -411,57 +431,83 @@ class AttentionPooling(nn.Module):
             raise ValueError(
                 f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}"
             )
-        if num_heads < 1 or input_size < 1:
+        if min(num_heads, input_size, num_queries) < 1:
             raise ValueError(
-                f"input_size and num_heads must be >= 1, got {input_size} and {num_heads}"
+                "input_size, num_heads and num_queries must be >= 1, got "
+                f"{input_size}, {num_heads} and {num_queries}"
             )
-        if scorer == "split_linear" and input_size % num_heads:
+        self.split_heads = scorer.startswith("split_")
+        if self.split_heads and input_size % num_heads:
             raise ValueError(
                 f"split multi-head attention needs input_size ({input_size}) "
                 f"divisible by num_heads ({num_heads})"
             )
+        if num_queries > 1 and not self.split_heads:
+            raise ValueError(
+                "num_queries > 1 needs a split scorer ('split_linear' or "
+                f"'split_mlp'), got {scorer!r}"
+            )
         self.input_size = input_size
         self.num_heads = num_heads
+        self.num_queries = num_queries
         self.scorer = scorer
-        self.hidden_size = hidden_size or input_size
+        per_head = input_size // num_heads if self.split_heads else input_size
+        default_hidden = per_head if scorer == "split_mlp" else input_size
+        self.hidden_size = hidden_size or default_hidden
         self.activation = activation
         self.std = std
-        self.split_heads = scorer == "split_linear"
-        per_head = input_size // num_heads if self.split_heads else input_size
-        self.output_size = num_heads * per_head * (2 if std else 1)
+        rows = num_heads * num_queries
+        self.output_size = rows * per_head * (2 if std else 1)
         self.last_attention = None
+        self._init_scorer(rows, per_head)
+        self._init_temperatures(temperatures, learnable_temperatures)
 
-        if scorer == "mlp":  # W_i, g_i of all heads in one projection
-            self.hidden = nn.Linear(input_size, num_heads * self.hidden_size)
-            fan_in = self.hidden_size
-        elif scorer == "shared_mlp":
-            self.hidden = nn.Linear(input_size, self.hidden_size)
-            fan_in = self.hidden_size
-        else:
-            self.hidden = None
-            fan_in = per_head
+    def _init_scorer(self, rows, per_head):
+        """W (``hidden`` or ``hidden_weight``/``hidden_bias`` per row), V
+        (``score_weight``, one row per attention row) and b (``"mlp"``)."""
+        self.hidden = None
+        if self.scorer == "mlp":  # W_i, g_i of all heads in one projection
+            self.hidden = nn.Linear(
+                self.input_size, self.num_heads * self.hidden_size
+            )
+        elif self.scorer == "shared_mlp":
+            self.hidden = nn.Linear(self.input_size, self.hidden_size)
+        elif self.scorer == "split_mlp":  # W_r: l x d/K, g_r per row r
+            bound = 1.0 / math.sqrt(per_head)  # nn.Linear's initialisation
+            self.hidden_weight = nn.Parameter(
+                torch.empty(rows, self.hidden_size, per_head).uniform_(
+                    -bound, bound
+                )
+            )
+            self.hidden_bias = nn.Parameter(
+                torch.empty(rows, self.hidden_size).uniform_(-bound, bound)
+            )
+        fan_in = per_head if self.scorer == "split_linear" else self.hidden_size
         bound = 1.0 / math.sqrt(fan_in)
         self.score_weight = nn.Parameter(
-            torch.empty(num_heads, fan_in).uniform_(-bound, bound)
+            torch.empty(rows, fan_in).uniform_(-bound, bound)
         )
         self.score_bias = (
-            nn.Parameter(torch.zeros(num_heads)) if scorer == "mlp" else None
+            nn.Parameter(torch.zeros(rows)) if self.scorer == "mlp" else None
         )
-        self._init_temperatures(temperatures, learnable_temperatures)
 
     def _init_temperatures(self, temperatures, learnable):
         self.learnable_temperatures = learnable
+        rows = self.num_heads * self.num_queries
         if temperatures is None:
-            temperatures = [1.0] * self.num_heads
+            temperatures = [1.0] * rows
             self.has_temperatures = learnable
         else:
             self.has_temperatures = True
         temperatures = torch.as_tensor(
             temperatures, dtype=torch.float32
         ).flatten()
-        if temperatures.numel() != self.num_heads:
+        if temperatures.numel() != rows:
+            heads = f"{rows} heads"
+            if self.num_queries > 1:
+                heads = f"{rows} (query, head) pairs"
             raise ValueError(
-                f"temperatures has {temperatures.numel()} values for {self.num_heads} heads"
+                f"temperatures has {temperatures.numel()} values for {heads}"
             )
         if learnable and bool((temperatures < 1).any()):
             raise ValueError(
@@ -478,19 +524,18 @@ class AttentionPooling(nn.Module):
 
     @property
     def temperatures(self):
-        """T_i of every head, a (heads,) tensor (1 + t_i^2 when learnable)."""
+        """T_i of every head (attention row), a (rows,) tensor (1 + t_i^2
+        when learnable)."""
         if self.learnable_temperatures:
             return 1.0 + self.temperature_root**2
         return self.fixed_temperatures
 
     def scores(self, x):
-        """Raw scores s_i(h_t) / T_i, (batch, heads, time), from float32 frames."""
+        """Raw scores s_i(h_t) / T_i, (batch, rows, time), from float32 frames
+        (rows = heads, or heads * queries, query by query)."""
         batch, time, _ = x.shape
-        if self.scorer == "split_linear":
-            parts = x.reshape(batch, time, self.num_heads, -1)
-            scores = torch.einsum(
-                "btkc,kc->bkt", parts, self.score_weight.float()
-            )
+        if self.split_heads:
+            scores = self._split_scores(x).reshape(batch, -1, time)
         else:
             projected = nn.functional.linear(
                 x, self.hidden.weight.float(), self.hidden.bias.float()
@@ -512,6 +557,23 @@ class AttentionPooling(nn.Module):
             scores = scores / self.temperatures.float()[None, :, None]
         return scores
 
+    def _split_scores(self, x):
+        """(batch, queries, heads, time) scores of the split scorers: row
+        q*K + i sees only sub-vector i."""
+        batch, time, _ = x.shape
+        heads, queries = self.num_heads, self.num_queries
+        parts = x.reshape(batch, time, heads, -1)
+        if self.scorer == "split_linear":
+            weight = self.score_weight.float().reshape(queries, heads, -1)
+            return torch.einsum("btkc,qkc->bqkt", parts, weight)
+        size = self.hidden_size
+        weight = self.hidden_weight.float().reshape(queries, heads, size, -1)
+        projected = torch.einsum("btkc,qklc->bqktl", parts, weight)
+        bias = self.hidden_bias.float().reshape(queries, heads, 1, size)
+        hidden = ACTIVATIONS[self.activation](projected + bias)
+        vector = self.score_weight.float().reshape(queries, heads, size)
+        return torch.einsum("bqktl,qkl->bqkt", hidden, vector)
+
     def _attend(self, x, lengths):
         check_frames(type(self).__name__, x, lengths, self.input_size)
         mask = length_mask(lengths, x.shape[1], device=x.device)
@@ -522,8 +584,9 @@ class AttentionPooling(nn.Module):
         return x, weights, mask
 
     def attention(self, x, lengths=None):
-        """Attention weights alpha, (batch, heads, time): 0 on padded frames,
-        summing to 1 over the valid frames of each head."""
+        """Attention weights alpha, (batch, rows, time): 0 on padded frames,
+        summing to 1 over the valid frames of each head (rows = heads, or
+        heads * queries, query by query)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self._attend(x, lengths)[1]
 
@@ -539,7 +602,10 @@ class AttentionPooling(nn.Module):
                 stats = self._statistics_with_std(x, weights, mask)
             else:
                 stats = weighted_statistics(
-                    x, weights, split_heads=self.split_heads
+                    x,
+                    weights,
+                    split_heads=self.split_heads,
+                    num_queries=self.num_queries,
                 )
         self.last_attention = weights
         return stats.reshape(x.shape[0], 1, -1)
@@ -555,10 +621,15 @@ class AttentionPooling(nn.Module):
             center = x.sum(dim=1, keepdim=True) / count
             centred = (x - center).masked_fill(~mask[:, :, None], 0.0)
         mean, deviation = weighted_statistics(
-            centred, weights, split_heads=self.split_heads, std=True
+            centred,
+            weights,
+            split_heads=self.split_heads,
+            std=True,
+            num_queries=self.num_queries,
         ).chunk(2, dim=-1)
-        if self.split_heads:
+        if self.split_heads:  # row q*K + i: the centre of sub-vector i
             center = center.reshape(x.shape[0], self.num_heads, -1)
+            center = center.repeat(1, self.num_queries, 1)
         return torch.cat([mean + center, deviation], dim=-1)
 
     def penalty(self):
@@ -569,8 +640,11 @@ class AttentionPooling(nn.Module):
 
     def extra_repr(self):
         """The settings shown in ``print(module)``."""
+        queries = ""
+        if self.num_queries > 1:
+            queries = f"num_queries={self.num_queries}, "
         return (
-            f"input_size={self.input_size}, num_heads={self.num_heads}, scorer={self.scorer}, "
+            f"input_size={self.input_size}, num_heads={self.num_heads}, {queries}scorer={self.scorer}, "
             f"hidden_size={self.hidden_size}, activation={self.activation}, std={self.std}, "
             f"learnable_temperatures={self.learnable_temperatures}"
         )
@@ -792,6 +866,68 @@ class MultiResolutionMultiHeadAttentionPooling(AttentionPooling):
         )
 
 
+class MultiQueryMultiHeadAttentionPooling(AttentionPooling):
+    """Multi-query multi-head attentive statistics pooling, MQMHA (Zhao et
+    al., "Multi-query multi-head attention pooling and inter-topk penalty
+    for speaker verification", ICASSP 2022; WeSpeaker's ``MQMHASTP``).
+
+    h_t is cut into K sub-vectors h_t^(i) of d/K values; head i has Q
+    queries, each its own scorer on h_t^(i) only,
+    s_t^(q,i) = v_qi^T f(W_qi h_t^(i) + g_qi) (``hidden_size=0``:
+    v_qi^T h_t^(i)); every (query, head) pair gives a softmax over the valid
+    frames and the weighted mean and standard deviation of h^(i). The
+    output, 2 Q d values, is ordered query by query, then head by head,
+    [mu; sigma] each (WeSpeaker's order). With K = Q = 1 it is attentive
+    statistics pooling with a bias-free score (the bias cancels).
+
+    Arguments
+    ---------
+    input_size : int
+        d, divisible by ``num_heads``.
+    num_heads : int
+        K (default 4, as the other multi-head poolings here; WeSpeaker's
+        ``MQMHASTP`` defaults to 8).
+    num_queries : int
+        Q (default 2, WeSpeaker's ``query_num``).
+    hidden_size : int
+        l, width of each scorer's hidden layer (default 64, WeSpeaker's
+        ``bottleneck_dim`` with ``layer_num=2``); 0: linear scorers
+        (``layer_num=1``).
+    activation : str
+        f, ``"tanh"`` (default, as WeSpeaker) or ``"relu"``.
+
+    Example
+    -------
+    >>> pool = MultiQueryMultiHeadAttentionPooling(input_size=8, num_heads=2)
+    >>> pool(torch.randn(3, 10, 8), torch.tensor([1.0, 0.5, 0.7])).shape
+    torch.Size([3, 1, 32])
+    >>> pool.output_size, pool.last_attention.shape  # 2 Q d; K Q rows
+    (32, torch.Size([3, 4, 10]))
+    """
+
+    def __init__(
+        self,
+        input_size,
+        num_heads=4,
+        num_queries=2,
+        hidden_size=64,
+        activation="tanh",
+    ):
+        if hidden_size is None or hidden_size < 0:
+            raise ValueError(
+                f"hidden_size must be >= 0 (0: linear scorers), got {hidden_size}"
+            )
+        super().__init__(
+            input_size=input_size,
+            num_heads=num_heads,
+            num_queries=num_queries,
+            scorer="split_mlp" if hidden_size else "split_linear",
+            hidden_size=hidden_size or None,
+            activation=activation,
+            std=True,
+        )
+
+
 POOLINGS = {
     "statistics": MaskedStatisticsPooling,
     "self_attentive": SelfAttentivePooling,
@@ -800,6 +936,7 @@ POOLINGS = {
     "structured_self_attention": StructuredSelfAttentionPooling,
     "global_multi_head": GlobalMultiHeadAttentionPooling,
     "mrmha": MultiResolutionMultiHeadAttentionPooling,
+    "multi_query_multi_head": MultiQueryMultiHeadAttentionPooling,
 }
 """Every pooling by name: statistics pooling and the attention poolings."""
 
@@ -813,6 +950,7 @@ def build_pooling(
     std=False,
     hidden_size=None,
     activation="tanh",
+    num_queries=None,
 ):
     """Build a pooling by registry name from plain settings (what hyperpyyaml
     files forward). Settings a variant does not take must stay unset
@@ -824,7 +962,7 @@ def build_pooling(
         d, given by the encoder.
     name : str
         A key of ``POOLINGS``.
-    num_heads, temperatures, learnable_temperatures, std, hidden_size, activation
+    num_heads, temperatures, learnable_temperatures, std, hidden_size, activation, num_queries
         As in the pooling classes.
 
     Returns
@@ -837,6 +975,8 @@ def build_pooling(
     tensor([ 1.,  1.,  5.,  5., 10., 10.])
     >>> build_pooling(8, "statistics").output_size
     16
+    >>> build_pooling(1024, "multi_query_multi_head", num_queries=3).output_size
+    6144
     >>> build_pooling(8, "attentive_statistics", num_heads=4)
     Traceback (most recent call last):
     ...
@@ -849,6 +989,7 @@ def build_pooling(
         "std": std,
         "hidden_size": hidden_size,
         "activation": activation,
+        "num_queries": num_queries,
     }
     unset = {
         "num_heads": None,
@@ -857,6 +998,7 @@ def build_pooling(
         "std": False,
         "hidden_size": None,
         "activation": "tanh",
+        "num_queries": None,
     }
     if name not in POOLINGS:
         raise ValueError(

@@ -27,6 +27,7 @@ from speechbrain_mrmha.layers.pooling import (
     AttentiveStatisticsPooling,
     GlobalMultiHeadAttentionPooling,
     MaskedStatisticsPooling,
+    MultiQueryMultiHeadAttentionPooling,
     MultiResolutionMultiHeadAttentionPooling,
     SelfAttentivePooling,
     SplitMultiHeadAttentionPooling,
@@ -44,6 +45,7 @@ STD_FLOOR = 1e-5  # documented variance floor of the weighted std (eps)
 
 MRMHA = MultiResolutionMultiHeadAttentionPooling
 GLOBAL = GlobalMultiHeadAttentionPooling
+MQMHA = MultiQueryMultiHeadAttentionPooling
 
 
 def _variants():
@@ -84,6 +86,22 @@ def _variants():
                 "temperatures": [1.5, 2.0, 5.0, 10.0],
             },
         ),
+        # MQMHA: heads and queries always given (``_heads``); l <= d, since
+        # with the default l = 64 and N(0, 1) parameters (``build``) heads
+        # are near one-hot, where the float32 variance of the core is only
+        # good to ~2e-5 (test_pooling_mqmha.py checks the defaults)
+        (MQMHA, {"num_heads": 4, "num_queries": 2, "hidden_size": 4}),
+        (MQMHA, {"num_heads": 1, "num_queries": 1, "hidden_size": 6}),
+        (
+            MQMHA,
+            {
+                "num_heads": 2,
+                "num_queries": 3,
+                "hidden_size": 5,
+                "activation": "relu",
+            },
+        ),
+        (MQMHA, {"num_heads": 4, "num_queries": 2, "hidden_size": 0}),
         # options of the shared core that no named class exposes
         (
             AttentionPooling,
@@ -112,6 +130,25 @@ def _variants():
                 "temperatures": [2.0, 0.5],
             },
         ),
+        (
+            AttentionPooling,
+            {
+                "num_heads": 2,
+                "num_queries": 2,
+                "scorer": "split_mlp",
+                "learnable_temperatures": True,
+                "temperatures": [1.0, 2.0, 3.0, 4.0],
+            },
+        ),
+        (
+            AttentionPooling,
+            {
+                "num_heads": 3,
+                "num_queries": 2,
+                "scorer": "split_linear",
+                "std": True,
+            },
+        ),
     ]
     return cases
 
@@ -133,15 +170,16 @@ variants = pytest.mark.parametrize(
 
 def _uses_std(case):
     cls, kwargs = case
-    return cls is AttentiveStatisticsPooling or kwargs.get("std", False)
+    return cls in (AttentiveStatisticsPooling, MQMHA) or kwargs.get(
+        "std", False
+    )
 
 
 def _is_split(case):
     cls, kwargs = case
-    return (
-        cls is SplitMultiHeadAttentionPooling
-        or kwargs.get("scorer") == "split_linear"
-    )
+    return cls in (SplitMultiHeadAttentionPooling, MQMHA) or kwargs.get(
+        "scorer", ""
+    ).startswith("split_")
 
 
 STD_VARIANTS = [c for c in VARIANTS if _uses_std(c)]
@@ -151,7 +189,8 @@ std_variants = pytest.mark.parametrize(
 
 
 def _heads(kwargs):
-    return kwargs.get("num_heads", 1)
+    """Attention rows: heads times queries."""
+    return kwargs.get("num_heads", 1) * kwargs.get("num_queries", 1)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -203,9 +242,12 @@ def batch(seed=1, valid=VALID, steps=T):
 
 
 def expected_output_size(cls, kwargs):
-    """output_size as documented: K*d (d for split), doubled with std."""
+    """output_size as documented: K*d (Q*d for split, Q = 1 without
+    queries), doubled with std."""
     heads = _heads(kwargs)
-    size = D if _is_split((cls, kwargs)) else heads * D
+    size = kwargs.get("num_queries", 1) * D
+    if not _is_split((cls, kwargs)):
+        size = heads * D
     return size * (2 if _uses_std((cls, kwargs)) else 1)
 
 
@@ -213,17 +255,21 @@ def reference_pool(pool, frames):
     """Loop-based transcription of docs/EQUATIONS.md, sections "Attention core"
     to "Multi-resolution multi-head attention", for one utterance.
 
-    frames: (N, d) valid frames only. Reads W_i, g_i (``hidden``), V_i
-    (``score_weight``), b_i (``score_bias``) and T_i (``temperatures``) out of
-    the module and computes, in float64 Python loops over heads and frames,
+    frames: (N, d) valid frames only. Reads W_i, g_i (``hidden``, or
+    ``hidden_weight``, ``hidden_bias`` per row), V_i (``score_weight``), b_i
+    (``score_bias``) and T_i (``temperatures``) out of the module and
+    computes, in float64 Python loops over heads and frames,
     s = V^T f(W h + g) + b (per head own W_i, g_i for "mlp"; one shared W, g
-    for "shared_mlp"; s = V_i^T h^(i) on sub-vectors for "split_linear"),
+    for "shared_mlp"; s = V_i^T h^(i) on sub-vectors for "split_linear",
+    s = V_i^T f(W_i h^(i) + g_i) for "split_mlp"),
     alpha = softmax(s / T), e = sum alpha h, std = sqrt(sum alpha h^2 - e^2)
-    (variance floored at the documented eps).
+    (variance floored at the documented eps). With Q queries (section
+    "Multi-query multi-head attention") row r = q K + i is query q of head i.
     Returns the (output_size,) vector [e_1, (std_1), e_2, (std_2), ...].
     """
     f = {"tanh": torch.tanh, "relu": torch.relu}[pool.activation]
     heads = pool.num_heads
+    rows = heads * pool.num_queries
     frames = frames.double()
     n, d = frames.shape
     temps = pool.temperatures.detach().double()
@@ -233,10 +279,12 @@ def reference_pool(pool, frames):
         g = pool.hidden.bias.detach().double()
         hid = pool.hidden_size
     out = []
-    for i in range(heads):
+    for r in range(rows):
+        i = r % heads  # the head (its sub-vector for the split scorers)
         scores = []
         for t in range(n):
             h = frames[t]
+            c = d // heads
             if pool.scorer == "mlp":
                 W_i, g_i = (
                     W[i * hid : (i + 1) * hid],
@@ -248,14 +296,17 @@ def reference_pool(pool, frames):
                 )
             elif pool.scorer == "shared_mlp":
                 s = V[i] @ f(W @ h + g)
+            elif pool.scorer == "split_mlp":
+                W_r = pool.hidden_weight.detach().double()[r]
+                g_r = pool.hidden_bias.detach().double()[r]
+                s = V[r] @ f(W_r @ h[i * c : (i + 1) * c] + g_r)
             else:
-                c = d // heads
-                s = V[i] @ h[i * c : (i + 1) * c]
-            scores.append(float(s) / float(temps[i]))
+                s = V[r] @ h[i * c : (i + 1) * c]
+            scores.append(float(s) / float(temps[r]))
         top = max(scores)
         exps = [math.exp(s - top) for s in scores]
         alpha = [e / sum(exps) for e in exps]
-        if pool.scorer == "split_linear":
+        if pool.split_heads:
             c = d // heads
             sub = frames[:, i * c : (i + 1) * c]
         else:
@@ -388,6 +439,7 @@ def test_permutation_invariance(cls, kwargs):
 
 
 PAPER_SCORER = {
+    MQMHA: "split_mlp",
     SelfAttentivePooling: "mlp",
     AttentiveStatisticsPooling: "mlp",
     GLOBAL: "mlp",
@@ -402,10 +454,19 @@ def test_matches_loop_transcription_of_paper(cls, kwargs):
     pool = build(cls, kwargs)
     # the transcription follows the module's configuration: check it is the
     # paper's one for this class before trusting it
-    assert pool.scorer == PAPER_SCORER.get(cls, kwargs.get("scorer"))
+    scorer = PAPER_SCORER.get(cls, kwargs.get("scorer"))
+    hidden = kwargs.get("hidden_size", D)
+    if cls is MQMHA:  # l = 64 by default, 0: linear scorers
+        hidden = kwargs.get("hidden_size", 64) or D
+        scorer = (
+            "split_mlp" if kwargs.get("hidden_size", 64) else "split_linear"
+        )
+    elif scorer == "split_mlp":  # the core's default l = d/K
+        hidden = kwargs.get("hidden_size", D // kwargs["num_heads"])
+    assert pool.scorer == scorer
     assert pool.activation == kwargs.get("activation", "tanh")
     assert pool.std == _uses_std((cls, kwargs))
-    assert pool.hidden_size == kwargs.get("hidden_size", D)
+    assert pool.hidden_size == hidden
     x, lengths = batch()
     out = pool(x, lengths)
     for i, n in enumerate(VALID):
@@ -432,14 +493,14 @@ def test_std_matches_speechbrain_attentive_statistics(cls, kwargs):
     pool = build(cls, kwargs)
     steps, valid = 16, [16, 12, 8, 4]
     x, lengths = batch(valid=valid, steps=steps)
-    ours = pool(x, lengths)[:, 0].reshape(len(valid), pool.num_heads, -1)
-    scores = pool.scores(x)  # (batch, heads, time), T_i applied
+    rows, heads = _heads(kwargs), pool.num_heads  # row q K + i: head i
+    ours = pool(x, lengths)[:, 0].reshape(len(valid), rows, -1)
+    scores = pool.scores(x)  # (batch, rows, time), T_i applied
     split = _is_split((cls, kwargs))
-    for i in range(pool.num_heads):
+    for i in range(rows):
+        head = i % heads
         part = (
-            x[..., i * D // pool.num_heads : (i + 1) * D // pool.num_heads]
-            if split
-            else x
+            x[..., head * D // heads : (head + 1) * D // heads] if split else x
         )
         channels = part.shape[-1]
         sb = SpeechBrainAttentiveStatistics(
