@@ -1,6 +1,9 @@
 """Audio in: headers (the one WAV header reader) and audio reading (whole
-files or crops, mono, resampled) with errors that name the file. Files
-written atomically and content digests are ``dataio.files``.
+files or crops, mono, resampled) with errors that name the file. WAV, FLAC
+and the other soundfile formats are read by soundfile; AAC in ``.m4a`` /
+``.mp4`` / ``.aac`` files (VoxCeleb2 dev) by PyAV, imported only when such a
+file is read (``pip install av``: its wheels carry FFmpeg, no system ffmpeg
+needed). Files written atomically and content digests are ``dataio.files``.
 
 Authors
  * speechbrain-mrmha developers
@@ -16,9 +19,11 @@ import torch
 import torchaudio
 
 __all__ = [
+    "CONTAINER_EXTENSIONS",
     "MIN_SECONDS",
     "audio_info",
     "audio_seconds",
+    "container_info",
     "load_audio",
 ]
 
@@ -30,6 +35,14 @@ _RESAMPLE_ZEROS = 8
 # WAV format tags whose frames are data bytes // block align: PCM, float,
 # A-law, mu-law, extensible
 _BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}
+# Files read with PyAV (FFmpeg) instead of soundfile, chosen by extension
+CONTAINER_EXTENSIONS = (".aac", ".m4a", ".mp4")
+# How far a container's stream may decode short of the length its header
+# declares before it is refused as truncated, in seconds: above the rounding
+# of an mp4 edit list to its movie time scale (a tick is 1 ms from FFmpeg,
+# 1/600 s from QuickTime); a lost packet goes unseen only if it is the last
+# and holds less real audio than this
+_HEADER_SLACK_SECONDS = 0.002
 
 
 def _riff_header(fd, size):
@@ -70,13 +83,15 @@ def audio_info(path):
     A WAV file is read by its RIFF ``fmt `` and ``data`` chunks (PCM of any
     width, float, A/mu-law: frames = data bytes // block align; a data size
     beyond the end of the file is clamped to it), never decoding audio: the
-    one WAV header reader of the package. Other formats, RF64, compressed
-    WAV or damaged headers are read by ``soundfile.info``.
+    one WAV header reader of the package. A ``.m4a`` / ``.mp4`` / ``.aac``
+    file is read by ``container_info`` (PyAV; see there how exact its length
+    is). Other formats, RF64, compressed WAV or damaged headers are read by
+    ``soundfile.info``.
 
     Arguments
     ---------
     path : str or Path
-        An audio file soundfile can read.
+        An audio file soundfile or (by extension) PyAV can read.
 
     Returns
     -------
@@ -88,6 +103,8 @@ def audio_info(path):
     ------
     ValueError
         When neither reader can read the header; the message names the file.
+    ImportError
+        For a ``.m4a`` / ``.mp4`` / ``.aac`` file when PyAV is missing.
 
     Example
     -------
@@ -107,6 +124,8 @@ def audio_info(path):
         raise ValueError(
             f"{path}: cannot read audio header (file does not exist)"
         )
+    if _is_container(path):
+        return container_info(path)[:2]
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as error:
@@ -126,6 +145,139 @@ def audio_info(path):
             f"{path}: cannot read audio header ({error})"
         ) from None
     return int(info.frames), int(info.samplerate)
+
+
+def _is_container(path):
+    """Whether ``path`` is read with PyAV rather than soundfile."""
+    return os.path.splitext(path)[1].lower() in CONTAINER_EXTENSIONS
+
+
+def _import_av(path):
+    """PyAV, imported on first use, or an ImportError naming the file and
+    the fix."""
+    try:
+        import av
+    except ImportError:
+        extension = os.path.splitext(path)[1]
+        raise ImportError(
+            f"{path}: reading {extension} audio needs PyAV, which is not "
+            "installed: pip install av (or speechbrain-mrmha[m4a])"
+        ) from None
+    return av
+
+
+def _reason(error):
+    """The message of a PyAV (FFmpeg) error without its errno and file."""
+    return getattr(error, "strerror", None) or str(error) or repr(error)
+
+
+def _open_stream(av, path, what):
+    """(open container, its first audio stream), or a ValueError saying
+    ``cannot read <what>`` for the file."""
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as error:  # PyAV raises FFmpegError subclasses, OSError
+        raise ValueError(
+            f"{path}: cannot read {what} ({_reason(error)})"
+        ) from None
+    if not container.streams.audio:
+        container.close()
+        raise ValueError(f"{path}: cannot read {what} (no audio stream)")
+    return container, container.streams.audio[0]
+
+
+def _header_frames(container, stream):
+    """Frames an mp4-family header declares for the stream at its own rate
+    (the edit list's presentation duration when there is one), or None for
+    other containers, whose FFmpeg duration is only a bit-rate estimate."""
+    if "mp4" not in container.format.name.split(",") or not stream.duration:
+        return None
+    rate = stream.codec_context.sample_rate
+    return round(stream.duration * stream.time_base * rate)
+
+
+def container_info(path):
+    """Frames, sample rate and channels of the first audio stream of a file
+    PyAV opens (AAC in ``.m4a`` / ``.mp4`` / ``.aac``), without decoding it.
+
+    An mp4-family file (``.m4a``, ``.mp4``) gives them from its ``moov``
+    header: the frames are the stream's presentation duration (from its
+    edit list, as FFmpeg writes one, else from its sample table). A raw
+    ADTS ``.aac`` has no length in its header: it is demuxed (read, not
+    decoded) and its packet durations summed.
+
+    How exact: the frames are the length ``load_audio`` returns at the
+    file's own rate (it cuts the encoder's end padding at this length, and
+    refuses a stream that decodes more than 2 ms short of it as truncated;
+    a shortfall within that, possible only from the edit list's rounding to
+    the movie time scale, is returned as decoded). The header is not
+    checked against the data: a truncated file is found by ``load_audio``.
+    Against the signal that was encoded, AAC adds 1024 priming samples (the
+    encoder delay) and pads the end to a whole 1024-sample frame:
+
+    * mp4 with an edit list (FFmpeg, iTunes): FFmpeg skips the priming and
+      the length is the encoded one rounded to the movie time scale, within
+      one tick of it (1 ms from FFmpeg: 16 samples at 16 kHz, measured in
+      tests/unit/test_audio_m4a.py);
+    * mp4 without an edit list: the priming is counted and decoded, so the
+      audio is 1024 samples (64 ms at 16 kHz) longer and delayed by as
+      much;
+    * ADTS ``.aac``: priming and end padding are counted and decoded, 1024
+      to 2047 samples longer.
+
+    Arguments
+    ---------
+    path : str or Path
+        A file PyAV can open (``pip install av``).
+
+    Returns
+    -------
+    frames : int
+        Samples per channel at ``sample_rate``.
+    sample_rate : int
+    channels : int
+
+    Raises
+    ------
+    ValueError
+        When the file does not exist, PyAV cannot open it, it has no audio
+        stream or no length; the message names the file.
+    ImportError
+        When PyAV is missing.
+
+    Example
+    -------
+    The error path (needs no PyAV); tests/unit/test_audio_m4a.py writes and
+    reads real ``.m4a`` files.
+
+    >>> container_info("/nonexistent.m4a")
+    Traceback (most recent call last):
+    ...
+    ValueError: /nonexistent.m4a: cannot read audio header (file does not exist)
+    """
+    path = str(path)
+    what = "audio header"
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: cannot read {what} (file does not exist)")
+    container, stream = _open_stream(_import_av(path), path, what)
+    with container:
+        rate = stream.codec_context.sample_rate
+        channels = len(stream.codec_context.layout.channels)
+        frames = _header_frames(container, stream)
+        if frames is None:
+            try:
+                ticks = sum(p.duration or 0 for p in container.demux(stream))
+            except Exception as error:  # FFmpegError subclasses
+                raise ValueError(
+                    f"{path}: cannot read {what} ({_reason(error)})"
+                ) from None
+            if ticks == 0:
+                raise ValueError(
+                    f"{path}: cannot read {what} (no length in the header or "
+                    "the packets)"
+                )
+            frames = round(ticks * stream.time_base * rate)
+    return frames, rate, channels
 
 
 def audio_seconds(path, sample_rate=16000, min_seconds=MIN_SECONDS):
@@ -196,6 +348,112 @@ def _native_span(offset, num_samples, rate, sample_rate, frames):
     return start, stop, offset - start // up * down
 
 
+def _check_offset(path, offset, frames, rate, sample_rate):
+    """Refuse a crop that starts past the end of the audio."""
+    available = -(-frames * sample_rate // rate)  # samples at sample_rate
+    if offset and offset >= available:
+        raise ValueError(
+            f"{path}: crop offset {offset} is past the end of the audio "
+            f"({available} samples at {sample_rate} Hz)"
+        )
+
+
+def _read_soundfile(path, sample_rate, offset, num_samples):
+    """(native frames (frames, channels) float32, native rate, index of
+    ``offset`` in their resampled version) for a crop of a file soundfile
+    reads; only the frames ``_native_span`` asks for are read."""
+    try:
+        audio = soundfile.SoundFile(path)
+    except Exception as error:  # soundfile raises several types
+        raise ValueError(f"{path}: cannot read audio ({error})") from None
+    with audio:
+        rate, frames = audio.samplerate, audio.frames
+        _check_offset(path, offset, frames, rate, sample_rate)
+        start, stop, skip = _native_span(
+            offset, num_samples, rate, sample_rate, frames
+        )
+        try:
+            audio.seek(start)
+            data = audio.read(
+                -1 if num_samples is None else stop - start,
+                dtype="float32",
+                always_2d=True,
+            )
+        except Exception as error:
+            raise ValueError(f"{path}: cannot read audio ({error})") from None
+    return data, rate, skip
+
+
+def _decode(av, path, container, stream, stop, frames):
+    """The stream decoded from its start to native frame ``stop`` or, for
+    None, to its end, as float32 (channels, frames); a decoding error is a
+    ValueError naming the file and where it stopped (of ``frames``)."""
+    to_float = av.AudioResampler(format="fltp")  # passes AAC's fltp through
+    channels = len(stream.codec_context.layout.channels)
+    chunks, decoded = [[] for _ in range(channels)], 0
+
+    def keep(output):  # the planes' floats, without to_ndarray's vstack
+        nonlocal decoded
+        for frame in output:
+            if len(frame.planes) != channels:
+                raise ValueError(
+                    f"channels change from {channels} to {len(frame.planes)}"
+                )
+            for chunk, plane in zip(chunks, frame.planes):
+                chunk.append(
+                    numpy.frombuffer(plane, numpy.float32, frame.samples)
+                )
+            decoded += frame.samples
+
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():  # the last, empty packet flushes
+                keep(to_float.resample(frame))
+            if stop is not None and decoded >= stop:
+                break
+        else:
+            keep(to_float.resample(None))
+        if decoded == 0:
+            return numpy.zeros((channels, 0), dtype=numpy.float32)
+        return numpy.stack([numpy.concatenate(chunk) for chunk in chunks])
+    except Exception as error:  # FFmpegError subclasses, numpy errors
+        declared = "" if frames is None else f" of the {frames} declared"
+        raise ValueError(
+            f"{path}: cannot read audio ({_reason(error)} after {decoded} "
+            f"frames{declared}: truncated or damaged?)"
+        ) from None
+
+
+def _read_container(path, sample_rate, offset, num_samples):
+    """``_read_soundfile`` for a file PyAV reads. AAC has no sample-exact
+    seek, so the stream is decoded from its start to the crop's end, and
+    cut at the length its header declares (``container_info``)."""
+    av = _import_av(path)
+    container, stream = _open_stream(av, path, "audio")
+    with container:
+        rate = stream.codec_context.sample_rate
+        frames, stop = _header_frames(container, stream), None
+        if frames is not None:
+            _check_offset(path, offset, frames, rate, sample_rate)
+            start, stop, skip = _native_span(
+                offset, num_samples, rate, sample_rate, frames
+            )
+        data = _decode(av, path, container, stream, stop, frames)
+    if frames is None:  # no length in the header: all of it was decoded
+        frames = data.shape[1]
+        _check_offset(path, offset, frames, rate, sample_rate)
+        start, stop, skip = _native_span(
+            offset, num_samples, rate, sample_rate, frames
+        )
+    elif data.shape[1] < stop - _HEADER_SLACK_SECONDS * rate:
+        raise ValueError(
+            f"{path}: cannot read audio (the stream ends after "
+            f"{data.shape[1]} of the {frames} frames its header declares: "
+            "truncated?)"
+        )
+    return data[:, start:stop].T, rate, skip
+
+
 def load_audio(
     path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_samples=None
 ):
@@ -208,10 +466,16 @@ def load_audio(
     equals the same slice of the whole file's result (exactly at the file's
     own rate, up to float rounding when resampling).
 
+    A ``.m4a`` / ``.mp4`` / ``.aac`` file (by extension) is decoded with
+    PyAV (``pip install av``, imported only then): from its start to the
+    crop's end, as AAC has no sample-exact seek, and to the length its
+    header declares (``container_info`` says how exact that is); a stream
+    that ends early is refused as truncated.
+
     Arguments
     ---------
     path : str or Path
-        An audio file soundfile can read.
+        An audio file soundfile can read, or (by extension) PyAV.
     sample_rate : int
         The model's sample rate.
     min_seconds : float
@@ -226,6 +490,14 @@ def load_audio(
     -------
     signal : torch.Tensor
         (samples,) float32.
+
+    Raises
+    ------
+    ValueError
+        For a missing, unreadable, truncated, non-finite or too short file,
+        or a crop outside it; the message names the file.
+    ImportError
+        For a ``.m4a`` / ``.mp4`` / ``.aac`` file when PyAV is missing.
 
     Example
     -------
@@ -250,37 +522,16 @@ def load_audio(
         )
     if not os.path.isfile(path):
         raise ValueError(f"{path}: cannot read audio (file does not exist)")
-    try:
-        audio = soundfile.SoundFile(path)
-    except Exception as error:  # soundfile raises several types
-        raise ValueError(f"{path}: cannot read audio ({error})") from None
-    with audio:
-        rate, frames = audio.samplerate, audio.frames
-        available = -(-frames * sample_rate // rate)  # samples at sample_rate
-        if offset and offset >= available:
-            raise ValueError(
-                f"{path}: crop offset {offset} is past the end of the audio "
-                f"({available} samples at {sample_rate} Hz)"
-            )
-        start, stop, skip = _native_span(
-            offset, num_samples, rate, sample_rate, frames
-        )
-        try:
-            audio.seek(start)
-            data = audio.read(
-                -1 if num_samples is None else stop - start,
-                dtype="float32",
-                always_2d=True,
-            )
-        except Exception as error:
-            raise ValueError(f"{path}: cannot read audio ({error})") from None
+    read = _read_container if _is_container(path) else _read_soundfile
+    data, rate, skip = read(path, sample_rate, offset, num_samples)
     finite = numpy.isfinite(data)
     if not finite.all():  # only float files can hold NaN / inf
         raise ValueError(
             f"{path}: audio has non-finite samples "
             f"({data.size - int(finite.sum())} NaN or inf values)"
         )
-    signal = torch.from_numpy(data).mean(dim=1)
+    signal = torch.from_numpy(data)
+    signal = signal[:, 0] if data.shape[1] == 1 else signal.mean(dim=1)
     if rate != sample_rate:
         signal = torchaudio.functional.resample(signal, rate, sample_rate)
     signal = (
