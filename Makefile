@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m speechbrain_mrmha demo --output demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
