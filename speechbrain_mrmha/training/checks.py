@@ -94,6 +94,12 @@ def _warmup_problems(settings):
             f"lr_warmup_fraction: {lr_warmup!r} is not a fraction of the "
             "run in [0, 1)"
         )
+    decay = settings.get("lr_decay_fraction", 0.0)
+    if not _fraction(decay):
+        problems.append(
+            f"lr_decay_fraction: {decay!r} is not a fraction of the run in "
+            "[0, 1]"
+        )
     start = settings["margin_warmup_start_fraction"]
     end = settings["margin_warmup_end_fraction"]
     for key, value in (
@@ -165,9 +171,9 @@ def check_training_options(settings):
     """Raises one ValueError naming every training option that would make
     training meaningless, with its bad value; returns when there is none.
 
-    Checked: ``number_of_epochs`` at least 1; the warm-ups fractions of
-    the run (the learning rate's in [0, 1), the margin's in [0, 1], its end
-    not before its start); with ``speed_perturb``, the
+    Checked: ``number_of_epochs`` at least 1; the warm-ups and the decay
+    fractions of the run (the learning-rate warm-up in [0, 1), the decay
+    and the margin's in [0, 1], its end not before its start); with ``speed_perturb``, the
     speeds are numbers in ``SPEED_RANGE``, none is 1.0 (the original audio,
     always used) and none repeats; with ``spec_augment``, the masks cannot
     cover every frame of a crop or every Mel band; ``init_from`` (when set)

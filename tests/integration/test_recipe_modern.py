@@ -4,6 +4,7 @@ masking only in training, the step schedules as logged, and fine-tuning
 from a pretrained folder. The pieces themselves (crops, masks, schedules)
 are tested on their own in tests/unit/test_training_*.py."""
 
+import math
 import re
 
 import pytest
@@ -136,6 +137,7 @@ def test_modern_training_schedules_export_and_fine_tuning(
         "--margin_warmup_start_fraction=0.25",
         "--margin_warmup_end_fraction=0.75",
         "--lr_warmup_fraction=0.5",
+        "--lr_decay_fraction=0.5",
     ]
     train(tiny_corpus, output, yaml="mrmha_modern.yaml", epochs=2, extra=extra)
     rows = read_annotation(output / "prepared" / "train.csv")
@@ -145,10 +147,13 @@ def test_modern_training_schedules_export_and_fine_tuning(
     log = (output / "train_log.txt").read_text().splitlines()
     for epoch, line in enumerate(log, start=1):
         step = epoch * steps - 1  # the epoch's last optimizer step
+        cosine = 0.5 * (
+            1 + math.cos(math.pi * (step - steps) / (total - steps))
+        )
         expected = (
             lr * step / steps
             if step < steps
-            else lr * (lr_final / lr) ** ((step - steps) / (total - steps))
+            else lr_final + (lr - lr_final) * cosine
         )
         assert log_value(line, "lr") == pytest.approx(expected, rel=1e-2)
         start, end = round(0.5 * steps), round(1.5 * steps)

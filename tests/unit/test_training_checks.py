@@ -31,6 +31,7 @@ GOOD = {
     "sample_rate": 16000,
     "init_from": None,
     "lr_warmup_fraction": 0.05,
+    "lr_decay_fraction": 0.2,
     "margin_warmup_start_fraction": 0.1,
     "margin_warmup_end_fraction": 0.25,
 }
@@ -50,6 +51,7 @@ def problems_of(**changes):
     [
         ({"lr_warmup_fraction": 1.0}, "lr_warmup_fraction: 1.0"),
         ({"lr_warmup_fraction": 2}, "lr_warmup_fraction: 2"),
+        ({"lr_decay_fraction": 1.5}, "lr_decay_fraction: 1.5"),
         ({"margin_warmup_end_fraction": 5}, "margin_warmup_end_fraction: 5"),
         ({"margin_warmup_start_fraction": -0.1}, "start_fraction: -0.1"),
         (

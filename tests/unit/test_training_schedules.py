@@ -45,24 +45,32 @@ def lrs(schedule, optimizer, steps):
 
 
 def test_learning_rate_schedule_equals_the_formula_and_resumes(tmp_path):
-    """Step s < W: lr * s / W; then lr * (lr_final / lr) ** ((s - W) / (T - W)),
-    so lr at the end of warm-up and lr_final at step T; saved at step k and
-    loaded into a fresh schedule, the next steps are the uninterrupted ones."""
+    """The recipe's schedule: step s < W: lr * s / W; held at lr until
+    D = T - round(f * T) (f = lr_decay_fraction); then a cosine from lr
+    to lr_final at step T; saved at step k and loaded into a fresh
+    schedule, the next steps are the uninterrupted ones."""
+    import math
+
     from speechbrain.utils.checkpoints import Checkpointer
 
     warmup, total = 10, 50
     schedule, hp = recipe_schedule(warmup, total, lr=0.002, lr_final=0.0001)
+    decay_start = total - round(hp["lr_decay_fraction"] * total)
+    assert warmup < decay_start < total
     optimizer = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     values = lrs(schedule, optimizer, total)
     for step, value in enumerate(values):
         if step < warmup:
             expected = 0.002 * step / warmup
+        elif step < decay_start:
+            expected = 0.002
         else:
-            expected = 0.002 * 0.05 ** ((step - warmup) / (total - warmup))
+            progress = (step - decay_start) / (total - decay_start)
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            expected = 0.0001 + (0.002 - 0.0001) * cosine
         assert value == pytest.approx(expected, rel=1e-9), step
     assert values[warmup] == pytest.approx(0.002)
-    # the yaml's decay factor: lr_final is reached at step T
-    assert schedule.decay_factor == pytest.approx(hp["lr_final"] / hp["lr"])
+    assert schedule.rate(total) == pytest.approx(hp["lr_final"])
 
     first, _ = recipe_schedule(warmup, total)
     checkpointer = Checkpointer(tmp_path, {"lr_schedule": first})
@@ -99,7 +107,7 @@ def test_step_schedules_turn_fractions_of_the_run_into_steps():
     )
     assert lr_schedule is schedules.lr_schedule
     assert lr_schedule.n_warmup_steps == round(0.2 * total) == 4
-    assert lr_schedule.decay_steps == total - 4
+    assert lr_schedule.total_steps == total
     warmup = MarginWarmup(0.3, round(0.2 * total), round(0.5 * total))
     reference, _ = recipe_schedule(round(0.2 * total), total)
     optimizer = torch.optim.RAdam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -119,7 +127,7 @@ def test_step_schedules_keep_one_step_when_warmup_is_the_whole_run():
     schedules, lr_schedule, _ = recipe_step_schedules(
         4, number_of_epochs=1, lr_warmup_fraction=0.99
     )
-    assert lr_schedule.decay_steps == 1 and lr_schedule.n_warmup_steps == 4
+    assert lr_schedule.total_steps == 5 and lr_schedule.n_warmup_steps == 4
     loss = margin_loss("aam", margin=0.0, scale=30.0)
     schedules(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1), loss)
     assert loss.margin == 0.2  # mrmha.yaml's margin from the first step
