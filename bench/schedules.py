@@ -12,19 +12,29 @@ Corpora (built if missing; both in the VoxCeleb1 layout):
   x 8 utterances), ``bench/tts_corpus.py`` (needs ``apt-get install -y
   espeak-ng festival``).
 
-Candidates (``SCHEDULES``): the warm-up + exponential decay that was the
-default, a constant rate, and ``WarmHoldDecay`` (warm-up over a fraction of
-the run, the peak held, a cosine decay over the last part) with several
-decay fractions. Every run: a tiny ResNet (``--channels=[8,16,32,64]``),
-``--batch_size=32 --sentence_len=2.0``, MRMHA K=4 (``mrmha.yaml``), CPU.
+Candidates (``CANDIDATES``, from ``SCHEDULES``): ``warm_exp``, the
+warm-up of one epoch + exponential decay to lr_final that was the default;
+``constant``, a constant rate; ``hold_decay_20``, ``WarmHoldDecay`` (5 %
+warm-up, the peak held, a cosine decay over the last 20 %), the default
+since this measurement; and ``reference_loop``, bench/reference_loop.py's
+plain PyTorch loop (RAdam at a constant 2e-3) on the ``constant`` cell's
+training list. Every run: a tiny ResNet (``--channels=[4,8,16,32]``),
+``--batch_size=32 --sentence_len=2.0``, MRMHA K=4 (``mrmha.yaml``), CPU,
+one thread per run (``--threads``).
 
-Run::
+``--grid ablation`` trains ``mrmha_modern.yaml`` with the default schedule
+and each modern option removed on its own (``ABLATIONS``: AAM, margin
+warm-up, speed perturbation, masks), 2 seeds, short budget.
 
-    python bench/schedules.py --output results/schedules             # all
-    python bench/schedules.py --budget short --corpus tts --jobs 2   # part
+Run (about 3 min a short run and 25 min a long one per core)::
+
+    python bench/schedules.py --budget short --jobs 2          # 3 seeds
+    python bench/schedules.py --budget long --jobs 2           # 1 seed
+    python bench/schedules.py --budget short --seeds 1 --schedule reference_loop
+    python bench/schedules.py --grid ablation --budget short --seeds 2 --jobs 2
 
 A finished cell is reused (its metrics.json), so an interrupted run goes on
-where it stopped.
+where it stopped, and the last command of a grid prints its whole table.
 
 Authors
  * speechbrain-mrmha developers
