@@ -3,12 +3,16 @@ files or crops, mono, resampled) with errors that name the file. WAV, FLAC
 and the other soundfile formats are read by soundfile; AAC in ``.m4a`` /
 ``.mp4`` / ``.aac`` files (VoxCeleb2 dev) by PyAV, imported only when such a
 file is read (``pip install av``: its wheels carry FFmpeg, no system ffmpeg
-needed). Files written atomically and content digests are ``dataio.files``.
+needed). ``load_audio`` also reads audio in memory (bytes or a binary file
+object, with its extension, as a WebDataset shard holds it) through the
+same readers. Files written atomically and content digests are
+``dataio.files``.
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import io
 import math
 import os
 import struct
@@ -37,6 +41,8 @@ _RESAMPLE_ZEROS = 8
 _BLOCK_ALIGNED = {1, 3, 6, 7, 0xFFFE}
 # Files read with PyAV (FFmpeg) instead of soundfile, chosen by extension
 CONTAINER_EXTENSIONS = (".aac", ".m4a", ".mp4")
+# What load_audio takes as audio in memory (file objects: by their methods)
+_IN_MEMORY = (bytes, bytearray, memoryview)
 # How far a container's stream may decode short of the length its header
 # declares before it is refused as truncated, in seconds: above the rounding
 # of an mp4 edit list to its movie time scale (a tick is 1 ms from FFmpeg,
@@ -152,15 +158,14 @@ def _is_container(path):
     return os.path.splitext(path)[1].lower() in CONTAINER_EXTENSIONS
 
 
-def _import_av(path):
-    """PyAV, imported on first use, or an ImportError naming the file and
+def _import_av(name, extension):
+    """PyAV, imported on first use, or an ImportError naming the audio and
     the fix."""
     try:
         import av
     except ImportError:
-        extension = os.path.splitext(path)[1]
         raise ImportError(
-            f"{path}: reading {extension} audio needs PyAV, which is not "
+            f"{name}: reading {extension} audio needs PyAV, which is not "
             "installed: pip install av (or speechbrain-mrmha[m4a])"
         ) from None
     return av
@@ -171,19 +176,27 @@ def _reason(error):
     return getattr(error, "strerror", None) or str(error) or repr(error)
 
 
-def _open_stream(av, path, what):
-    """(open container, its first audio stream), or a ValueError saying
-    ``cannot read <what>`` for the file."""
+def _open_stream(av, source, name, what):
+    """(open container, its first audio stream) of ``source`` (a path or a
+    file object), or a ValueError saying ``cannot read <what>`` for
+    ``name``."""
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = av.open(source, metadata_errors="ignore")
     except Exception as error:  # PyAV raises FFmpegError subclasses, OSError
         raise ValueError(
-            f"{path}: cannot read {what} ({_reason(error)})"
+            f"{name}: cannot read {what} ({_reason(error)})"
         ) from None
     if not container.streams.audio:
         container.close()
-        raise ValueError(f"{path}: cannot read {what} (no audio stream)")
-    return container, container.streams.audio[0]
+        raise ValueError(f"{name}: cannot read {what} (no audio stream)")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None or not stream.codec_context.sample_rate:
+        container.close()  # e.g. an mp4 header cut in its sample description
+        raise ValueError(
+            f"{name}: cannot read {what} (its audio stream has no codec or "
+            "sample rate: damaged or truncated header?)"
+        )
+    return container, stream
 
 
 def _header_frames(container, stream):
@@ -259,7 +272,8 @@ def container_info(path):
     what = "audio header"
     if not os.path.isfile(path):
         raise ValueError(f"{path}: cannot read {what} (file does not exist)")
-    container, stream = _open_stream(_import_av(path), path, what)
+    av = _import_av(path, os.path.splitext(path)[1])
+    container, stream = _open_stream(av, path, path, what)
     with container:
         rate = stream.codec_context.sample_rate
         channels = len(stream.codec_context.layout.channels)
@@ -358,17 +372,18 @@ def _check_offset(path, offset, frames, rate, sample_rate):
         )
 
 
-def _read_soundfile(path, sample_rate, offset, num_samples):
+def _read_soundfile(source, name, sample_rate, offset, num_samples):
     """(native frames (frames, channels) float32, native rate, index of
-    ``offset`` in their resampled version) for a crop of a file soundfile
-    reads; only the frames ``_native_span`` asks for are read."""
+    ``offset`` in their resampled version) for a crop of audio soundfile
+    reads (``source``: a path or a file object); only the frames
+    ``_native_span`` asks for are read."""
     try:
-        audio = soundfile.SoundFile(path)
+        audio = soundfile.SoundFile(source)
     except Exception as error:  # soundfile raises several types
-        raise ValueError(f"{path}: cannot read audio ({error})") from None
+        raise ValueError(f"{name}: cannot read audio ({error})") from None
     with audio:
         rate, frames = audio.samplerate, audio.frames
-        _check_offset(path, offset, frames, rate, sample_rate)
+        _check_offset(name, offset, frames, rate, sample_rate)
         start, stop, skip = _native_span(
             offset, num_samples, rate, sample_rate, frames
         )
@@ -380,14 +395,14 @@ def _read_soundfile(path, sample_rate, offset, num_samples):
                 always_2d=True,
             )
         except Exception as error:
-            raise ValueError(f"{path}: cannot read audio ({error})") from None
+            raise ValueError(f"{name}: cannot read audio ({error})") from None
     return data, rate, skip
 
 
-def _decode(av, path, container, stream, stop, frames):
+def _decode(av, name, container, stream, stop, frames):
     """The stream decoded from its start to native frame ``stop`` or, for
     None, to its end, as float32 (channels, frames); a decoding error is a
-    ValueError naming the file and where it stopped (of ``frames``)."""
+    ValueError naming the audio and where it stopped (of ``frames``)."""
     to_float = av.AudioResampler(format="fltp")  # passes AAC's fltp through
     channels = len(stream.codec_context.layout.channels)
     chunks, decoded = [[] for _ in range(channels)], 0
@@ -419,63 +434,111 @@ def _decode(av, path, container, stream, stop, frames):
     except Exception as error:  # FFmpegError subclasses, numpy errors
         declared = "" if frames is None else f" of the {frames} declared"
         raise ValueError(
-            f"{path}: cannot read audio ({_reason(error)} after {decoded} "
+            f"{name}: cannot read audio ({_reason(error)} after {decoded} "
             f"frames{declared}: truncated or damaged?)"
         ) from None
 
 
-def _read_container(path, sample_rate, offset, num_samples):
-    """``_read_soundfile`` for a file PyAV reads. AAC has no sample-exact
+def _read_container(av, source, name, sample_rate, offset, num_samples):
+    """``_read_soundfile`` for audio PyAV reads. AAC has no sample-exact
     seek, so the stream is decoded from its start to the crop's end, and
     cut at the length its header declares (``container_info``)."""
-    av = _import_av(path)
-    container, stream = _open_stream(av, path, "audio")
+    container, stream = _open_stream(av, source, name, "audio")
     with container:
         rate = stream.codec_context.sample_rate
         frames, stop = _header_frames(container, stream), None
         if frames is not None:
-            _check_offset(path, offset, frames, rate, sample_rate)
+            _check_offset(name, offset, frames, rate, sample_rate)
             start, stop, skip = _native_span(
                 offset, num_samples, rate, sample_rate, frames
             )
-        data = _decode(av, path, container, stream, stop, frames)
+        data = _decode(av, name, container, stream, stop, frames)
     if frames is None:  # no length in the header: all of it was decoded
         frames = data.shape[1]
-        _check_offset(path, offset, frames, rate, sample_rate)
+        _check_offset(name, offset, frames, rate, sample_rate)
         start, stop, skip = _native_span(
             offset, num_samples, rate, sample_rate, frames
         )
     elif data.shape[1] < stop - _HEADER_SLACK_SECONDS * rate:
         raise ValueError(
-            f"{path}: cannot read audio (the stream ends after "
+            f"{name}: cannot read audio (the stream ends after "
             f"{data.shape[1]} of the {frames} frames its header declares: "
             "truncated?)"
         )
     return data[:, start:stop].T, rate, skip
 
 
+def _audio_source(source, extension, name):
+    """(what the readers open: a path string or a file object at its start,
+    the name messages give, the extension with its dot) of ``load_audio``'s
+    arguments, or an error when they do not say what to read."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not isinstance(path, str):  # a bytes path is in-memory audio's
+            raise TypeError(f"{path!r}: give an audio path as str or Path")
+        name = path if name is None else str(name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{name}: cannot read audio (file does not exist)")
+        if extension is None:
+            extension = os.path.splitext(path)[1]
+        return path, name, "." + extension.lstrip(".")
+    if isinstance(source, _IN_MEMORY):
+        stream = io.BytesIO(source)  # shares the bytes, copies nothing
+    elif callable(getattr(source, "read", None)) and callable(
+        getattr(source, "seek", None)
+    ):
+        stream = source
+        stream.seek(0)
+    else:
+        raise TypeError(
+            f"{name or 'load_audio'}: audio must be a path, bytes or a "
+            f"seekable binary file object, got {type(source).__name__}"
+        )
+    if not extension:
+        raise ValueError(
+            f"{name or 'audio in memory'}: audio in memory needs its "
+            "extension (e.g. extension='wav', 'flac' or 'm4a') to be read"
+        )
+    extension = "." + extension.lstrip(".")
+    name = f"<{extension[1:]} audio in memory>" if name is None else str(name)
+    return stream, name, extension
+
+
 def load_audio(
-    path, sample_rate=16000, min_seconds=MIN_SECONDS, offset=0, num_samples=None
+    source,
+    sample_rate=16000,
+    min_seconds=MIN_SECONDS,
+    offset=0,
+    num_samples=None,
+    extension=None,
+    name=None,
 ):
-    """Read a file, or a crop of it, as mono float32 at ``sample_rate``.
+    """Read audio, or a crop of it, as mono float32 at ``sample_rate``:
+    a file, or a file's bytes in memory (as a WebDataset shard holds them)
+    with its ``extension``, through the same readers.
 
     Channels are averaged, other sample rates are resampled; audio with a
-    NaN or infinite sample is refused (a ValueError naming the file, never
+    NaN or infinite sample is refused (a ValueError naming the audio, never
     a NaN embedding or score downstream). A crop reads
     only the frames it needs (plus a little context when resampling) and
     equals the same slice of the whole file's result (exactly at the file's
-    own rate, up to float rounding when resampling).
+    own rate, up to float rounding when resampling). Bytes give exactly
+    what the file of those bytes gives.
 
-    A ``.m4a`` / ``.mp4`` / ``.aac`` file (by extension) is decoded with
+    ``.m4a`` / ``.mp4`` / ``.aac`` audio (by extension) is decoded with
     PyAV (``pip install av``, imported only then): from its start to the
     crop's end, as AAC has no sample-exact seek, and to the length its
     header declares (``container_info`` says how exact that is); a stream
-    that ends early is refused as truncated.
+    that ends early is refused as truncated. Other extensions are read by
+    soundfile, which finds the format in the data itself.
 
     Arguments
     ---------
-    path : str or Path
-        An audio file soundfile can read, or (by extension) PyAV.
+    source : str, Path, bytes or binary file object
+        An audio file soundfile can read, or (by extension) PyAV; or such a
+        file's content: bytes (``bytearray``, ``memoryview``) or a seekable
+        binary file object (``io.BytesIO``, an open file), read from its
+        start.
     sample_rate : int
         The model's sample rate.
     min_seconds : float
@@ -483,8 +546,14 @@ def load_audio(
     offset : int
         First sample of the crop, counted at ``sample_rate``.
     num_samples : int or None
-        Samples of the crop at ``sample_rate`` (fewer when the file ends
+        Samples of the crop at ``sample_rate`` (fewer when the audio ends
         first); None reads to the end.
+    extension : str, optional
+        The format as a file extension (``"m4a"`` or ``".m4a"``): it picks
+        the reader. Needed for audio in memory; a file's own by default.
+    name : str, optional
+        What error messages call the audio (default: the path, or
+        ``<m4a audio in memory>``), e.g. a shard and an utterance.
 
     Returns
     -------
@@ -494,10 +563,13 @@ def load_audio(
     Raises
     ------
     ValueError
-        For a missing, unreadable, truncated, non-finite or too short file,
-        or a crop outside it; the message names the file.
+        For missing, unreadable, truncated, non-finite or too short audio,
+        a crop outside it, or audio in memory without an extension; the
+        message starts with ``name``.
     ImportError
-        For a ``.m4a`` / ``.mp4`` / ``.aac`` file when PyAV is missing.
+        For ``.m4a`` / ``.mp4`` / ``.aac`` audio when PyAV is missing.
+    TypeError
+        When ``source`` is none of the above.
 
     Example
     -------
@@ -509,25 +581,37 @@ def load_audio(
     >>> crop = load_audio(wav, min_seconds=0, offset=100, num_samples=400)
     >>> crop.shape, torch.equal(crop, whole[100:500])
     (torch.Size([400]), True)
+    >>> torch.equal(load_audio(wav.read_bytes(), extension="wav"), whole)
+    True
     >>> load_audio("/nonexistent.wav")
     Traceback (most recent call last):
     ...
     ValueError: /nonexistent.wav: cannot read audio (file does not exist)
+    >>> load_audio(b"RIFF", extension="wav", name="shard-1.tar: utterance u1")
+    Traceback (most recent call last):
+    ...
+    ValueError: shard-1.tar: utterance u1: cannot read audio (...)
     """
-    path = str(path)
     if offset < 0 or (num_samples is not None and num_samples < 1):
+        where = source if isinstance(source, (str, os.PathLike)) else None
         raise ValueError(
-            f"{path}: a crop needs offset >= 0 and num_samples >= 1, got "
-            f"offset={offset}, num_samples={num_samples}"
+            f"{name or where or 'load_audio'}: a crop needs offset >= 0 and "
+            f"num_samples >= 1, got offset={offset}, num_samples={num_samples}"
         )
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: cannot read audio (file does not exist)")
-    read = _read_container if _is_container(path) else _read_soundfile
-    data, rate, skip = read(path, sample_rate, offset, num_samples)
+    opened, name, extension = _audio_source(source, extension, name)
+    if extension.lower() in CONTAINER_EXTENSIONS:
+        av = _import_av(name, extension)
+        data, rate, skip = _read_container(
+            av, opened, name, sample_rate, offset, num_samples
+        )
+    else:
+        data, rate, skip = _read_soundfile(
+            opened, name, sample_rate, offset, num_samples
+        )
     finite = numpy.isfinite(data)
     if not finite.all():  # only float files can hold NaN / inf
         raise ValueError(
-            f"{path}: audio has non-finite samples "
+            f"{name}: audio has non-finite samples "
             f"({data.size - int(finite.sum())} NaN or inf values)"
         )
     signal = torch.from_numpy(data)
@@ -539,5 +623,5 @@ def load_audio(
         if num_samples is None
         else signal[skip : skip + num_samples]
     )
-    _check_length(path, signal.shape[0], sample_rate, min_seconds)
+    _check_length(name, signal.shape[0], sample_rate, min_seconds)
     return signal

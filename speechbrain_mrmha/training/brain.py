@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from speechbrain_mrmha.layers.pooling import attention_entropy
 from speechbrain_mrmha.training.runs import keep_logged_epochs
+from speechbrain_mrmha.training.shard_stream import ShardLoader, ShardStream
 
 __all__ = ["AttentionEntropy", "SpeakerEmbeddingBrain"]
 
@@ -64,7 +65,11 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
     * on CPU under DDP (gloo), plain ``DistributedDataParallel``, as
       SpeechBrain's wrapping adds ``SyncBatchNorm``, which runs on GPUs only;
     * ``pooling``, the embedding model's pooling also under DDP;
-    * on a GPU, data loaders that pin memory.
+    * on a GPU, data loaders that pin memory;
+    * a ``ShardStream`` trains through a ``ShardLoader`` registered with the
+      checkpointer, so a run resumed from an intra-epoch checkpoint goes
+      on with the next batch of the epoch, as SpeechBrain does for
+      map-style datasets.
 
     The configuration must hold ``step_schedules``, ``compute_cost`` (a
     margin loss), ``embedding_model``, ``epoch_counter`` and
@@ -117,6 +122,21 @@ class SpeakerEmbeddingBrain(sb.core.Brain):
             progressbar,
             valid_loader_kwargs=valid_loader_kwargs,
         )
+
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's, but a training ``ShardStream`` gets a
+        ``ShardLoader``, checkpointed under the key SpeechBrain gives the
+        training loader."""
+        if stage != sb.Stage.TRAIN or not isinstance(dataset, ShardStream):
+            return super().make_dataloader(
+                dataset, stage, ckpt_prefix, **loader_kwargs
+            )
+        loader = ShardLoader(dataset, **loader_kwargs)
+        if self.checkpointer is not None and ckpt_prefix is not None:
+            self.checkpointer.add_recoverable(ckpt_prefix + stage.name, loader)
+        return loader
 
     def on_fit_start(self):
         """Build the step schedules, recover, plan the schedules for this

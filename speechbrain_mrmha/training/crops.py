@@ -133,14 +133,17 @@ def change_speed(sig, speed, sample_rate, length):
     return sig[:length]
 
 
-def crop(wav, duration, sentence_len, sample_rate, start):
+def crop(
+    wav, duration, sentence_len, sample_rate, start, extension=None, name=None
+):
     """Read ``sentence_len`` seconds of ``wav`` from sample ``start``; a
     shorter file is repeated to the length.
 
     Arguments
     ---------
-    wav : str
-        The audio file.
+    wav : str, Path, bytes or binary file object
+        The audio file, or its content in memory (with ``extension``): what
+        ``dataio.audio.load_audio`` reads.
     duration : float
         Its duration in seconds (from the annotation).
     sentence_len : float
@@ -150,6 +153,10 @@ def crop(wav, duration, sentence_len, sample_rate, start):
     start : int or callable
         First sample, or a function of the free span (samples the start can
         move over) giving it.
+    extension : str, optional
+        The audio's format as a file extension (needed for audio in memory).
+    name : str, optional
+        What error messages call the audio (default: the path).
 
     Returns
     -------
@@ -166,16 +173,28 @@ def crop(wav, duration, sentence_len, sample_rate, start):
     tensor([100., 101.])
     >>> crop(wav, 0.5, 1.0, 16000, start=0).shape  # repeated
     torch.Size([16000])
+    >>> data = Path(wav).read_bytes()  # the same, from memory
+    >>> torch.equal(crop(data, 0.5, 0.25, 16000, 100, extension="wav"),
+    ...             crop(wav, 0.5, 0.25, 16000, 100))
+    True
     """
     length = int(round(sentence_len * sample_rate))
     total = int(duration * sample_rate)
     if total <= length:
-        sig = load_audio(wav, sample_rate, min_seconds=0)
+        sig = load_audio(
+            wav, sample_rate, min_seconds=0, extension=extension, name=name
+        )
         return sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
     if callable(start):
         start = start(total - length)
     sig = load_audio(
-        wav, sample_rate, min_seconds=0, offset=start, num_samples=length
+        wav,
+        sample_rate,
+        min_seconds=0,
+        offset=start,
+        num_samples=length,
+        extension=extension,
+        name=name,
     )
     if sig.shape[0] < length:  # header duration rounded up: pad by repeating
         sig = sig.repeat(-(-length // max(1, sig.shape[0])))[:length]
@@ -234,7 +253,7 @@ class RandomCrops:
         key = f"{self.seed}:{self.epoch}:{utterance}:speed"
         return random.Random(key).randrange(len(self.speeds))
 
-    def read(self, utterance, wav, duration):
+    def read(self, utterance, wav, duration, extension=None, name=None):
         """The training crop of ``utterance`` in the current epoch and the
         index of its speed copy.
 
@@ -242,10 +261,15 @@ class RandomCrops:
         ---------
         utterance : str
             The utterance ID (seeds the draws).
-        wav : str
-            Its audio file.
+        wav : str, Path, bytes or binary file object
+            Its audio file, or the file's content in memory (with
+            ``extension``), as ``crop`` reads it.
         duration : float
             Its duration in seconds.
+        extension : str, optional
+            The audio's format as a file extension (for audio in memory).
+        name : str, optional
+            What error messages call the audio (default: the path).
 
         Returns
         -------
@@ -263,6 +287,8 @@ class RandomCrops:
             self.sentence_len * speed,
             self.sample_rate,
             lambda span: self.start(utterance, span),
+            extension=extension,
+            name=name,
         )
         return change_speed(sig, speed, self.sample_rate, self.length), copy
 

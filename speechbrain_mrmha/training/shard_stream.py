@@ -1,8 +1,9 @@
 """Training crops streamed from WebDataset shards (``dataio.shards``): each
 epoch reads every utterance once across all DDP processes and loader
 workers, in an order drawn from (seed, epoch), with the crops of
-``RandomCrops``, so a resumed run reads the very batches of an
-uninterrupted one.
+``RandomCrops``, so a rerun of an epoch reads the very batches of the
+first, and a run resumed in the middle of an epoch goes on with the next
+batch of it.
 
 The epoch rule (``epoch_pieces``):
 
@@ -16,41 +17,82 @@ The epoch rule (``epoch_pieces``):
    batch more would wait forever for the others);
 3. a process' run is cut into contiguous parts, one per DataLoader worker,
    of whole batches (a worker with fewer of them takes the partial
-   batch; each worker batches its own part): the loader then yields ``ceil((n // P) / batch_size)`` batches, what ``len`` of
-   the DataLoader says (SpeechBrain's Brain plans its schedules by it).
-   The parts do not depend on the process, so with any batch size every
-   process yields as many batches;
+   batch; each worker batches its own part): the loader then yields
+   ``ceil((n // P) / batch_size)`` batches, what ``len`` of the DataLoader
+   says (SpeechBrain's Brain plans its schedules by it). The parts do not
+   depend on the process, so with any batch size every process yields as
+   many batches;
 4. a worker reads its part (whole shards, but for at most one partial
    shard at each end) through a shuffle buffer drawn from (seed, epoch,
-   process, worker).
+   process, worker): webdataset's ``shuffle``, whose order depends on its
+   random draws and the number of utterances only, so it is drawn over
+   their positions and the audio is read when its turn comes.
 
 So any number of shards works with any number of processes and workers:
 no utterance is read twice in an epoch, and none is dropped but the
 ``n % P`` of rule 2.
 
-Audio: ``dataio.audio.load_audio`` reads paths only, so each utterance's
-bytes are written to a file in a temporary folder of the worker (named
-with the original extension) and read from there by ``RandomCrops.read``.
+The resume rule (``ShardLoader``, ``resume_point``). A DataLoader with W
+workers scans them in a cycle, worker 0 first, and yields the next batch
+of each that has one left (PyTorch's in-order round robin); worker w
+yields ``b_w = ceil(part_w / batch_size)`` batches (rule 3). So when a
+process has taken k batches of an epoch, running that scan over
+``b_0, ..., b_{W-1}`` for k batches says how many each worker has given,
+``c_w``, and whose turn is next, ``t``. A run resumed from a checkpoint
+taken after k batches of epoch e (SpeechBrain's intra-epoch checkpoint,
+every ``ckpt_interval_minutes``; ``ShardLoader`` records (e, k), as the
+Brain records its ``step``) reads epoch e again with loader worker j
+reading the part of worker ``w = (j + t) mod W`` without its first
+``c_w * batch_size`` utterances (of its shuffled order): the new scan
+starts where the old one stood, so the loader yields batch k + 1 of the
+uninterrupted order next, with the same crops, and the run trains on
+exactly the batches of an uninterrupted one. Skipped utterances are not
+decoded, and a shard holding none of a worker's remaining utterances is
+not opened. A run resumed again counts k from the epoch's start. Under
+DDP only the main process writes checkpoints: its k is every process'
+k, as all take the same number of steps and SpeechBrain decides on the
+main process when all of them checkpoint. A checkpoint at the end of an
+epoch resumes nothing: the next epoch starts at its first batch.
+``SpeakerEmbeddingBrain`` makes the ``ShardLoader`` of a ``ShardStream``
+given to ``fit`` and registers it with the checkpointer, as SpeechBrain
+does for the loader of a map-style dataset.
+
+Audio: each utterance's bytes are decoded in memory by
+``dataio.audio.load_audio`` (through ``RandomCrops.read``), by the
+extension they were stored under.
 
 Authors
  * speechbrain-mrmha developers
 """
 
+import bisect
 import itertools
 import json
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from torch.utils.data import DataLoader
 from webdataset import shuffle, tarfile_samples
 
+from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.dataio.shards import read_manifest
 from speechbrain_mrmha.training.crops import speaker_labels
 
-__all__ = ["epoch_pieces", "ShardStream"]
+__all__ = [
+    "epoch_pieces",
+    "resume_point",
+    "worker_batches",
+    "ShardLoader",
+    "ShardStream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +105,85 @@ def _worker_quotas(samples, workers, batch_size):
     quotas = [b * batch_size for b in batches]
     quotas[full % workers] += rest
     return quotas
+
+
+def worker_batches(samples, workers, batch_size):
+    """Batches each DataLoader worker of a process yields in an epoch
+    (rule 3 of the module docstring).
+
+    Arguments
+    ---------
+    samples : int
+        Utterances of the process in the epoch (``len`` of the stream).
+    workers : int
+        DataLoader workers (1 without worker processes).
+    batch_size : int
+        The DataLoader's batch size.
+
+    Returns
+    -------
+    batches : list of int
+        One count per worker; they add up to ``ceil(samples / batch_size)``.
+
+    Example
+    -------
+    >>> worker_batches(11, 2, batch_size=2)  # 5 full batches and a partial
+    [3, 3]
+    >>> worker_batches(12, 3, batch_size=5)
+    [1, 1, 1]
+    """
+    return [
+        -(-quota // batch_size)
+        for quota in _worker_quotas(samples, workers, batch_size)
+    ]
+
+
+def resume_point(done, batches):
+    """Where the workers stand when a DataLoader has yielded ``done``
+    batches of an epoch: it scans its workers in a cycle, worker 0 first,
+    taking the next batch of each that has one left (the resume rule of
+    the module docstring).
+
+    Arguments
+    ---------
+    done : int
+        Batches the DataLoader has yielded in the epoch.
+    batches : list of int
+        Batches of each worker in the epoch (``worker_batches``).
+
+    Returns
+    -------
+    taken : list of int
+        Per worker, its batches among the first ``done``.
+    turn : int
+        The worker the scan visits next.
+
+    Raises
+    ------
+    ValueError
+        When ``done`` is negative or more than the epoch's batches.
+
+    Example
+    -------
+    >>> resume_point(5, [3, 2, 1])  # order: w0 w1 w2 w0 w1 | w0
+    ([2, 2, 1], 2)
+    >>> resume_point(1, [3, 3])
+    ([1, 0], 1)
+    >>> resume_point(0, [2, 1])
+    ([0, 0], 0)
+    """
+    if not 0 <= done <= sum(batches):
+        raise ValueError(
+            f"cannot resume after {done} batches of an epoch of "
+            f"{sum(batches)} ({len(batches)} loader workers)"
+        )
+    taken, turn = [0] * len(batches), 0
+    for _ in range(done):
+        while taken[turn] == batches[turn]:
+            turn = (turn + 1) % len(batches)
+        taken[turn] += 1
+        turn = (turn + 1) % len(batches)
+    return taken, turn
 
 
 def epoch_pieces(
@@ -151,8 +272,9 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     Build it after ``torch.distributed`` is initialised (SpeechBrain's
     ``ddp_init_group``): it takes its process and the number of processes
-    then. Give its DataLoader ``batch_size`` (the same as here), no
-    ``shuffle`` and no ``persistent_workers`` (workers must see each
+    then. Train through a ``ShardLoader`` (what ``SpeakerEmbeddingBrain``
+    makes of it), or give a DataLoader ``batch_size`` (the same as here),
+    no ``shuffle`` and no ``persistent_workers`` (workers must see each
     epoch's ``crops.epoch``).
 
     Arguments
@@ -173,6 +295,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         This process and the number of processes (default: from
         ``torch.distributed``, or 0 and 1).
 
+    Attributes
+    ----------
+    batches_done : int
+        Batches of the epoch this process has already taken (0: none): an
+        iteration starts after them (the resume rule). Read when an
+        iteration starts; ``ShardLoader`` sets it.
+
     Example
     -------
     >>> import tempfile, numpy, soundfile
@@ -191,6 +320,9 @@ class ShardStream(torch.utils.data.IterableDataset):
     (3, ['u0', 'u1', 'u2'])
     >>> items[0]["sig"].shape
     torch.Size([4000])
+    >>> stream.batches_done = 1  # resumed after the first batch
+    >>> [item["id"] for item in stream] == [item["id"] for item in items[2:]]
+    True
     """
 
     def __init__(
@@ -227,6 +359,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.label_encoder = speaker_labels(self.speakers, crops.speeds)
         self.label_encoder.expect_len(len(self.speakers) * len(crops.speeds))
         self.rank, self.world_size = _rank_and_size(rank, world_size)
+        self.batches_done = 0
         self.left_out = sum(self.counts) % self.world_size
         if self.left_out:
             logger.warning(
@@ -242,40 +375,43 @@ class ShardStream(torch.utils.data.IterableDataset):
         """Utterances this process reads per epoch."""
         return sum(self.counts) // self.world_size
 
-    def _read(self, pieces):
-        """The samples of the pieces, checked against the manifest."""
+    def _read(self, pieces, needed):
+        """(position, sample) of the pieces' utterances (numbered in reading
+        order) whose position is in ``needed``; a piece is read up to the
+        last one needed, and not opened when none is. Checked against the
+        manifest."""
+        wanted, position = sorted(needed), 0
         for shard, start, stop in pieces:
-            samples = tarfile_samples([{"url": self.urls[shard]}])
-            read = 0
-            for sample in itertools.islice(samples, start, stop):
-                read += 1
-                yield sample
-            if read != stop - start:
-                raise ValueError(
-                    f"{self.urls[shard]}: holds fewer than the "
-                    f"{self.counts[shard]} utterances its manifest says "
-                    "(rerun write_shards)"
-                )
+            first = bisect.bisect_left(wanted, position)
+            last = bisect.bisect_left(wanted, position + stop - start)
+            if first < last:
+                end = start + wanted[last - 1] - position + 1
+                samples = tarfile_samples([{"url": self.urls[shard]}])
+                read = 0
+                for sample in itertools.islice(samples, start, end):
+                    if position + read in needed:
+                        yield position + read, sample
+                    read += 1
+                if read != end - start:
+                    raise ValueError(
+                        f"{self.urls[shard]}: holds fewer than the "
+                        f"{self.counts[shard]} utterances its manifest says "
+                        "(rerun write_shards)"
+                    )
+            position += stop - start
 
-    def _item(self, sample, spill, number):
-        """Decode, crop and label one sample."""
+    def _item(self, sample):
+        """Decode (in memory), crop and label one sample."""
         meta = json.loads(sample["json"])
         (ext,) = [k for k in sample if k != "json" and not k.startswith("__")]
-        # a new file each time, removed at once: truncating a file to
-        # overwrite it costs ms on file systems that discard freed blocks
-        path = os.path.join(spill, f"{number}.{ext}")
-        with open(path, "wb") as fout:
-            fout.write(sample[ext])
-        try:
-            sig, copy = self.crops.read(meta["id"], path, meta["duration"])
-        except ValueError as error:
-            problem = str(error).removeprefix(f"{path}: ")
-            raise ValueError(
-                f"{sample['__url__']}: utterance {meta['id']} (from "
-                f"{meta['wav']}): {problem}"
-            ) from None
-        finally:
-            os.unlink(path)
+        sig, copy = self.crops.read(
+            meta["id"],
+            sample[ext],
+            meta["duration"],
+            extension=ext,
+            name=f"{sample['__url__']}: utterance {meta['id']} (from "
+            f"{meta['wav']})",
+        )
         label = self.label_encoder.encode_label(meta["spk_id"])
         label += len(self.speakers) * copy
         return {
@@ -284,10 +420,27 @@ class ShardStream(torch.utils.data.IterableDataset):
             "spk_id_encoded": torch.LongTensor([label]),
         }
 
+    def _items(self, pieces, order):
+        """The items of the pieces' utterances at positions ``order``, each
+        read when its turn comes and held until then."""
+        samples, held = self._read(pieces, set(order)), {}
+        for position in order:
+            while position not in held:
+                found = next(samples, None)
+                if found is None:  # _read raises first; a guard
+                    raise RuntimeError(f"utterance {position} was not read")
+                held[found[0]] = found[1]
+            yield self._item(held.pop(position))
+
     def __iter__(self):
-        """This worker's part of the epoch ``crops.epoch``."""
+        """A worker's part of the epoch ``crops.epoch``, after its share of
+        the ``batches_done`` of this process (the resume rule: loader
+        worker j reads the part of worker ``(j + turn) % workers``)."""
         info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        loader_worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        batches = worker_batches(len(self), workers, self.batch_size)
+        taken, turn = resume_point(self.batches_done, batches)
+        worker = (loader_worker + turn) % workers  # whose part it reads
         seed, epoch = self.crops.seed, self.crops.epoch
         pieces = epoch_pieces(
             self.counts,
@@ -299,10 +452,178 @@ class ShardStream(torch.utils.data.IterableDataset):
             workers,
             self.batch_size,
         )
+        size = sum(stop - start for _, start, stop in pieces)
         rng = random.Random(f"{seed}:{epoch}:{self.rank}:{worker}:buffer")
-        samples = shuffle(
-            self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng
-        )(iter(self._read(pieces)))
-        with tempfile.TemporaryDirectory(prefix="shard_stream_") as spill:
-            for number, sample in enumerate(samples):
-                yield self._item(sample, spill, number)
+        order = list(
+            shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(
+                iter(range(size))
+            )
+        )
+        return self._items(pieces, order[taken[worker] * self.batch_size :])
+
+
+@register_checkpoint_hooks
+class ShardLoader(DataLoader):
+    """The training DataLoader of a ``ShardStream``, resumable in the
+    middle of an epoch (the resume rule of the module docstring): it counts
+    the batches it hands out, a checkpoint records (epoch, batches), and
+    after recovering an intra-epoch checkpoint the next iteration of that
+    epoch starts with the batch after them. ``SpeakerEmbeddingBrain`` makes
+    it of a ``ShardStream`` given to ``fit`` and registers it with the
+    checkpointer (``dataloader-TRAIN``); built by hand, register it too.
+
+    Arguments
+    ---------
+    dataset : ShardStream
+        The stream; its ``batch_size`` is the loader's.
+    batch_size : int, optional
+        If given, must be the stream's.
+    num_workers : int
+        Worker processes.
+    collate_fn : callable
+        Makes a batch of items (SpeechBrain's ``PaddedBatch``).
+    pin_memory, timeout, worker_init_fn, multiprocessing_context,
+    prefetch_factor
+        As PyTorch's ``DataLoader``.
+    shuffle, drop_last, persistent_workers : bool
+        Refused when True: the stream shuffles itself by (seed, epoch); a
+        dropped partial batch per worker would yield fewer batches than
+        ``len`` says; workers must see each epoch and resume point.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> from speechbrain_mrmha.dataio.shards import write_shards
+    >>> from speechbrain_mrmha.training.crops import RandomCrops
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> rows = {}
+    >>> for i in range(5):
+    ...     soundfile.write(tmp / f"{i}.wav", numpy.zeros(8000), 16000)
+    ...     rows[f"u{i}"] = {"wav": str(tmp / f"{i}.wav"),
+    ...                      "spk_id": "s", "duration": 0.5}
+    >>> _ = write_shards(rows, tmp / "shards", samples_per_shard=2, workers=1)
+    >>> loader = ShardLoader(ShardStream(tmp / "shards", RandomCrops(1), 2))
+    >>> checkpointer = Checkpointer(tmp / "save", {"loader": loader})
+    >>> epoch = [batch.id for batch in loader]
+    >>> batches = iter(loader)
+    >>> first = next(batches)  # a run killed after one batch ...
+    >>> _ = checkpointer.save_checkpoint(end_of_epoch=False)
+    >>> _ = checkpointer.recover_if_possible()  # ... and resumed
+    >>> [batch.id for batch in loader] == epoch[1:]
+    True
+    >>> ShardLoader(loader.dataset, batch_size=4, shuffle=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 ShardLoader options are refused:
+      batch_size=4: the stream's is 2 (its epoch rule batches by it)
+      shuffle=True: the stream shuffles itself by (seed, epoch)
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size=None,
+        num_workers=0,
+        collate_fn=PaddedBatch,
+        pin_memory=False,
+        timeout=0,
+        worker_init_fn=None,
+        multiprocessing_context=None,
+        prefetch_factor=None,
+        shuffle=False,
+        drop_last=False,
+        persistent_workers=False,
+    ):
+        if not isinstance(dataset, ShardStream):
+            raise TypeError(
+                f"ShardLoader reads a ShardStream, got {type(dataset).__name__}"
+            )
+        problems = []
+        if batch_size is not None and batch_size != dataset.batch_size:
+            problems.append(
+                f"batch_size={batch_size}: the stream's is "
+                f"{dataset.batch_size} (its epoch rule batches by it)"
+            )
+        if shuffle:
+            problems.append(
+                "shuffle=True: the stream shuffles itself by (seed, epoch)"
+            )
+        if drop_last:
+            problems.append(
+                "drop_last=True: each worker would drop its partial batch, "
+                "fewer batches than len() says"
+            )
+        if persistent_workers:
+            problems.append(
+                "persistent_workers=True: workers must see each epoch and "
+                "where it resumes"
+            )
+        raise_problems(problems, "ShardLoader options are refused")
+        super().__init__(
+            dataset,
+            batch_size=dataset.batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            timeout=timeout,
+            worker_init_fn=worker_init_fn,
+            multiprocessing_context=multiprocessing_context,
+            prefetch_factor=prefetch_factor,
+        )
+        self.epoch, self.batches, self._resume = None, 0, None
+
+    def __iter__(self):
+        """The batches of the epoch ``crops.epoch``, from the first, or
+        after those a recovered intra-epoch checkpoint of this epoch says
+        were taken."""
+        stream = self.dataset
+        epoch, done = stream.crops.epoch, 0
+        if self._resume is not None:
+            (resumed, batches), self._resume = self._resume, None
+            if resumed == epoch:
+                done = batches
+            else:
+                logger.warning(
+                    "the recovered checkpoint was taken after %d batches of "
+                    "epoch %s, but training goes on with epoch %s: it is "
+                    "read from its first batch",
+                    batches,
+                    resumed,
+                    epoch,
+                )
+        if done:
+            logger.info(
+                "epoch %s resumes after %d of its %d batches",
+                epoch,
+                done,
+                len(self),
+            )
+        stream.batches_done = done  # workers take it with the stream
+        try:
+            iterator = super().__iter__()
+        finally:
+            stream.batches_done = 0
+        self.epoch, self.batches = epoch, done
+        return self._count(iterator)
+
+    def _count(self, iterator):
+        """The batches, counted as they are handed out."""
+        for batch in iterator:
+            self.batches += 1
+            yield batch
+
+    @mark_as_saver
+    def _save(self, path):
+        """Record the epoch and the batches taken of it."""
+        position = {"epoch": self.epoch, "batches": self.batches}
+        Path(path).write_text(json.dumps(position) + "\n")
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        """After an intra-epoch checkpoint, resume where it was taken."""
+        position = json.loads(Path(path).read_text())
+        if end_of_epoch or not position["batches"]:
+            self._resume = None
+        else:
+            self._resume = (position["epoch"], position["batches"])
