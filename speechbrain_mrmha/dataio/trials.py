@@ -58,6 +58,7 @@ from speechbrain_mrmha.dataio.problems import raise_problems
 logger = logging.getLogger(__name__)
 _LABELS = {"0": 0, "1": 1}
 _SHOWN_TRIALS = 5  # trial numbers shown per conflicting / duplicate pair
+_MAX_BAD_LINES = 1000  # a file with more is not a trial list: stop there
 
 __all__ = [
     "Trial",
@@ -68,6 +69,7 @@ __all__ = [
     "read_trials",
     "check_trials",
     "outside_entries",
+    "refuse_outside_entries",
     "write_trials",
     "trial_files",
     "trial_labels",
@@ -271,8 +273,9 @@ def load_trials(path):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If a line does not have three fields, a label is not 0 or 1, or the
-        file holds no trial; the message names the file and the line number.
+        If lines do not have three fields or labels are not 0 or 1 (every
+        such line in one error, each named by file and line number; reading
+        stops after 1,000 of them), or the file holds no trial.
 
     Example
     -------
@@ -284,30 +287,43 @@ def load_trials(path):
     >>> trials = load_trials(f)
     >>> trials.names, trials.test.tolist(), trials.labels.tolist()
     (['id1/a/1.wav', 'id1/b/1.wav', 'id2/c/3.wav'], [1, 2], [1, 0])
+    >>> with open(f, "a") as fh:
+    ...     _ = fh.write("2 id1/a/1.wav id2/c/3.wav\\n1 id1/a/1.wav\\n")
+    >>> load_trials(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 problems in trial list ...veri_test2.txt:
+      ...veri_test2.txt:3: label must be 0 or 1, got '2'
+      ...veri_test2.txt:4: expected 'label enrol test' (3 fields), got 2: ...
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"trial list {path!r} does not exist")
     rows = {}
     enrol, test, labels = array("i"), array("i"), array("b")
+    problems = []
     with open(path, encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:
                 continue
             if len(fields) != 3:
-                raise ValueError(
+                problems.append(
                     f"{path}:{number}: expected 'label enrol test' (3 fields), "
                     f"got {len(fields)}: {line.strip()!r}"
                 )
-            label = _LABELS.get(fields[0])
-            if label is None:
-                raise ValueError(
+            elif fields[0] not in _LABELS:
+                problems.append(
                     f"{path}:{number}: label must be 0 or 1, got {fields[0]!r}"
                 )
-            labels.append(label)
-            enrol.append(rows.setdefault(fields[1], len(rows)))
-            test.append(rows.setdefault(fields[2], len(rows)))
+            elif not problems:  # after a bad line only the lines are checked
+                labels.append(_LABELS[fields[0]])
+                enrol.append(rows.setdefault(fields[1], len(rows)))
+                test.append(rows.setdefault(fields[2], len(rows)))
+            if len(problems) == _MAX_BAD_LINES:
+                problems.append(f"{path}: stopped reading at line {number}")
+                break
+    raise_problems(problems, f"problems in trial list {path}")
     if not labels:
         raise ValueError(f"trial list {path!r} holds no trial (empty file)")
     return TrialList(
@@ -899,6 +915,63 @@ def resolve_entries(entries, data_folder, annotation=None):
     return found
 
 
+def _sides(trials, enrol_annotation, test_annotation):
+    """(rows, entries, annotation) of the enrolment and test sides: the
+    rows of ``trials.names`` each side uses, their entries, and the
+    annotation they are IDs of (None: files)."""
+    sides = []
+    for index, annotation in (
+        (trials.enrol, enrol_annotation),
+        (trials.test, test_annotation),
+    ):
+        used = np.zeros(len(trials.names), dtype=bool)
+        used[index] = True
+        rows = np.flatnonzero(used)
+        sides.append((rows, [trials.names[i] for i in rows], annotation))
+    return sides
+
+
+def refuse_outside_entries(
+    trials, data_folder, enrol_annotation=None, test_annotation=None
+):
+    """Refuse, in one ValueError naming the trial list, the entries read as
+    files (a side without annotation) that lie outside the data folder
+    (``outside_entries``); the check ``resolve_trials`` makes first.
+
+    Arguments
+    ---------
+    trials : TrialList or iterable of Trial
+    data_folder : str or Path
+        What the message names.
+    enrol_annotation, test_annotation : str or Path, optional
+        The annotation CSV whose IDs a side's entries are: those entries
+        are not files and are not checked.
+
+    Raises
+    ------
+    ValueError
+        Listing every such entry once.
+
+    Example
+    -------
+    >>> refuse_outside_entries([Trial(0, "a", "/etc/passwd")], "/data")
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 entry of <in memory> outside the data folder /data (allow_outside_data_folder: True reads them):
+      /etc/passwd
+    >>> refuse_outside_entries([Trial(0, "a", "/etc/passwd")], "/data",
+    ...                        test_annotation="test.csv")
+    """
+    trials = as_trial_list(trials)
+    sides = _sides(trials, enrol_annotation, test_annotation)
+    files = [e for _, entries, a in sides if a is None for e in entries]
+    raise_problems(
+        outside_entries(dict.fromkeys(files)),
+        f"entries of {trials.source or '<in memory>'} outside the data "
+        f"folder {data_folder} (allow_outside_data_folder: True reads them)",
+    )
+
+
 def resolve_trials(
     trials,
     data_folder,
@@ -912,7 +985,8 @@ def resolve_trials(
     that lie outside the data folder (``outside_entries``: absolute paths,
     ``..`` components) are refused in one ValueError, before any file is
     looked at. Then one FileNotFoundError lists every entry of either side
-    that cannot be read (``lookup_entries``).
+    that cannot be read (``lookup_entries``; an entry of both sides is
+    looked up once).
 
     Arguments
     ---------
@@ -949,26 +1023,20 @@ def resolve_trials(
       ../../etc/passwd
     """
     trials = as_trial_list(trials)
-    sides = []
-    for index, annotation in (
-        (trials.enrol, enrol_annotation),
-        (trials.test, test_annotation),
-    ):
-        used = np.zeros(len(trials.names), dtype=bool)
-        used[index] = True
-        rows = np.flatnonzero(used)
-        sides.append((rows, [trials.names[i] for i in rows], annotation))
+    sides = _sides(trials, enrol_annotation, test_annotation)
     if not allow_outside_data_folder:
-        files = [e for _, entries, a in sides if a is None for e in entries]
-        raise_problems(
-            outside_entries(dict.fromkeys(files)),
-            f"entries of {trials.source or '<in memory>'} outside the data "
-            f"folder {data_folder} (allow_outside_data_folder: True reads "
-            "them)",
+        refuse_outside_entries(
+            trials, data_folder, enrol_annotation, test_annotation
         )
-    problems, looked_up = [], []
+    problems, looked_up, known = [], [], {}
     for rows, entries, annotation in sides:
-        found, bad = lookup_entries(entries, data_folder, annotation)
+        # an entry of both sides (of one annotation) is looked up once
+        key = None if annotation is None else os.fspath(annotation)
+        found = known.setdefault(key, {})
+        new, bad = lookup_entries(
+            [e for e in entries if e not in found], data_folder, annotation
+        )
+        found.update(new)
         problems += bad
         looked_up.append((rows, entries, found))
     raise_problems(
