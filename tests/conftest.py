@@ -207,3 +207,30 @@ def as_if_trained(model):
             module.running_var.uniform_(0.5, 2.0)
             module.bias.data.uniform_(-0.5, 0.5)
     return model.eval()
+
+
+def noise_shards(folder, count, seed, first, step, gain=lambda i: 0.1):
+    """``count`` noise utterances of 3 speakers (``spk{i % 3}/u{i}``),
+    ``first + step * i`` seconds at ``gain(i)``, written as WAV files in
+    ``folder`` and as shards of 3 in ``folder/shards``; returns the shards'
+    folder and the rows."""
+    import numpy as np
+    import soundfile as sf
+
+    from speechbrain_mrmha.dataio.shards import write_shards
+
+    rows = {}
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        path = Path(folder) / f"u{i}.wav"
+        seconds = first + step * i
+        signal = gain(i) * rng.standard_normal(int(16000 * seconds))
+        sf.write(path, signal, 16000)
+        rows[f"spk{i % 3}/u{i}"] = {
+            "wav": str(path),
+            "spk_id": f"spk{i % 3}",
+            "duration": seconds,
+        }
+    shards = Path(folder) / "shards"
+    write_shards(rows, shards, samples_per_shard=3, workers=1)
+    return shards, rows

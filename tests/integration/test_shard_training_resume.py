@@ -11,18 +11,16 @@ rule for every k, worker count and process: tests/unit/test_shard_resume.py.
 
 import functools
 
-import numpy as np
 import pytest
-import soundfile as sf
 import speechbrain as sb
 import torch
+from conftest import noise_shards
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.nnet.schedulers import WarmAndExpDecayLRSchedule
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from speechbrain_mrmha.dataio.shards import write_shards
 from speechbrain_mrmha.layers.margins import CosineClassifier, margin_loss
 from speechbrain_mrmha.training.brain import SpeakerEmbeddingBrain
 from speechbrain_mrmha.training.crops import RandomCrops
@@ -84,20 +82,14 @@ class TinyBrain(SpeakerEmbeddingBrain):
 def corpus(tmp_path_factory):
     """11 utterances of 3 speakers, 0.4 to 0.9 s, in shards of 3."""
     folder = tmp_path_factory.mktemp("corpus")
-    rows = {}
-    rng = np.random.default_rng(4)
-    for i in range(11):
-        path = folder / f"u{i}.wav"
-        seconds = 0.4 + 0.05 * i
-        gain = 0.05 * (1 + i % 3)  # the speakers differ in level
-        sf.write(path, gain * rng.standard_normal(int(16000 * seconds)), 16000)
-        rows[f"spk{i % 3}/u{i}"] = {
-            "wav": str(path),
-            "spk_id": f"spk{i % 3}",
-            "duration": seconds,
-        }
-    write_shards(rows, folder / "shards", samples_per_shard=3, workers=1)
-    return folder / "shards", rows
+    return noise_shards(  # the speakers differ in level
+        folder,
+        11,
+        seed=4,
+        first=0.4,
+        step=0.05,
+        gain=lambda i: 0.05 * (1 + i % 3),
+    )
 
 
 def run(folder, corpus, kill_before=None):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import noise_shards
 
 from speechbrain_mrmha.dataio.shards import write_shards
 from speechbrain_mrmha.training import shard_stream as stream_module
@@ -88,19 +89,7 @@ def test_the_order_is_drawn_from_seed_and_epoch():
 def corpus(tmp_path_factory):
     """7 utterances of 3 speakers, 0.3 to 0.9 s, in shards of 3."""
     folder = tmp_path_factory.mktemp("stream")
-    rows = {}
-    rng = np.random.default_rng(1)
-    for i in range(7):
-        path = folder / f"u{i}.wav"
-        seconds = 0.3 + 0.1 * i
-        sf.write(path, 0.1 * rng.standard_normal(int(16000 * seconds)), 16000)
-        rows[f"spk{i % 3}/u{i}"] = {
-            "wav": str(path),
-            "spk_id": f"spk{i % 3}",
-            "duration": seconds,
-        }
-    write_shards(rows, folder / "shards", samples_per_shard=3, workers=1)
-    return folder / "shards", rows
+    return noise_shards(folder, 7, seed=1, first=0.3, step=0.1)
 
 
 def test_the_crops_are_those_of_the_files(corpus):

@@ -10,14 +10,12 @@ Brain: tests/integration/test_shard_training_resume.py."""
 
 import logging
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from conftest import noise_shards
 from speechbrain.utils.checkpoints import Checkpointer
 from webdataset import shuffle, tarfile_samples
 
-from speechbrain_mrmha.dataio.shards import write_shards
 from speechbrain_mrmha.training import shard_stream as stream_module
 from speechbrain_mrmha.training.crops import RandomCrops
 from speechbrain_mrmha.training.shard_stream import (
@@ -96,19 +94,7 @@ def test_worker_batches_add_up_to_len_of_the_dataloader(
 def corpus(tmp_path_factory):
     """11 utterances of 3 speakers, 0.3 to 0.8 s, in shards of 3."""
     folder = tmp_path_factory.mktemp("resume")
-    rows = {}
-    rng = np.random.default_rng(2)
-    for i in range(11):
-        path = folder / f"u{i}.wav"
-        seconds = 0.3 + 0.05 * i
-        sf.write(path, 0.1 * rng.standard_normal(int(16000 * seconds)), 16000)
-        rows[f"spk{i % 3}/u{i}"] = {
-            "wav": str(path),
-            "spk_id": f"spk{i % 3}",
-            "duration": seconds,
-        }
-    write_shards(rows, folder / "shards", samples_per_shard=3, workers=1)
-    return folder / "shards"
+    return noise_shards(folder, 11, seed=2, first=0.3, step=0.05)[0]
 
 
 def make_loader(folder, workers, rank=0, world=1, buffer=4):
