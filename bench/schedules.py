@@ -151,6 +151,11 @@ ABLATIONS = {
     ],
     "no_speed_perturb": ["--speed_perturb=False"],
     "no_masks": ["--spec_augment=False"],
+    # both options that hurt in the 2-seed ablation, off together
+    "no_masks_no_speed_perturb": [
+        "--spec_augment=False",
+        "--speed_perturb=False",
+    ],
 }
 
 
