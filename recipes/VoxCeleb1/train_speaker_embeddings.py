@@ -12,10 +12,11 @@ With --skip_prep=True it trains on the annotation CSVs given by
 --train_annotation and --valid_annotation (columns ID, duration, wav,
 spk_id) instead of preparing VoxCeleb1. Rerunning an interrupted command
 resumes from its newest checkpoint. The learning rate warms up and decays
-by optimizer steps. Beyond the paper (keys off in its configurations, on in
-hparams/mrmha_modern.yaml): additive angular margin, margin warm-up, speed
-perturbation with perturbed copies as new speakers, SpecAugment-style
-feature masking, and --init_from for a large-margin fine-tuning stage.
+by optimizer steps. Beyond the paper (keys off in its configurations):
+additive angular margin and margin warm-up (on in
+hparams/mrmha_modern.yaml), speed perturbation with perturbed copies as new
+speakers and SpecAugment-style feature masking (off everywhere by
+measurement, see the README), and --init_from for fine-tuning.
 At the end, <output_folder>/pretrained/ holds a folder that
 speechbrain.inference.EncoderClassifier.from_hparams loads. The training
 machinery is speechbrain_mrmha.training's, built by the yaml.

@@ -39,8 +39,8 @@ CONFIGS = {
         ),
     ),
     "modern": (
-        "the modern training (AAM with margin warm-up, speed perturbation as "
-        "new speakers, SpecAugment-style masking), hparams/mrmha_modern.yaml vs "
+        "the modern training (AAM with margin warm-up; speed perturbation "
+        "and masks are off by measurement), hparams/mrmha_modern.yaml vs "
         "hparams/attentive_statistics.yaml with the same options",
         (
             ("mrmha_modern", "MRMHA K=6", "mrmha_modern.yaml", ()),
@@ -146,7 +146,7 @@ def expand_overrides(extra, hparams_folder=RECIPE / "hparams"):
     -------
     >>> expand_overrides(("--num_heads=6",))
     ['--num_heads=6']
-    >>> "--spec_augment=True" in expand_overrides((MODERN,))
+    >>> "--loss=aam" in expand_overrides((MODERN,))
     True
     """
     return [

@@ -74,6 +74,7 @@ def test_masking_only_in_training(recipe, tmp_path):
                 "block_counts": [1, 1, 1, 1],
                 "emb_dim": 16,
                 "n_classes": 6,
+                "spec_augment": True,
             },
         )
     assert hparams["wav_augment"] is None and hparams["spec_augment"]

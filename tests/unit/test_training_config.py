@@ -52,8 +52,6 @@ def test_modern_options_are_read_from_the_yaml():
         "loss": "aam",
         "margin_warmup_start_fraction": 0.125,
         "margin_warmup_end_fraction": 0.25,
-        "speed_perturb": True,
-        "spec_augment": True,
     }
     modern = [f"--{key}={value}" for key, value in options.items()]
     assert expand_overrides((MODERN,)) == modern
