@@ -135,6 +135,8 @@ def test_modern_training_schedules_export_and_fine_tuning(
     extra = [
         "--calibration_annotation=null",
         "--num_heads=2",
+        "--speed_perturb=True",  # off in the yaml by measurement
+        "--spec_augment=True",
         "--margin_warmup_start_fraction=0.25",
         "--margin_warmup_end_fraction=0.75",
         "--lr_warmup_fraction=0.5",

@@ -97,20 +97,24 @@ def test_speed_copies_are_new_speakers(wav):
 
 
 @pytest.mark.parametrize(
-    "yaml, speeds",
-    [("mrmha.yaml", [1.0]), ("mrmha_modern.yaml", [1.0, 0.9, 1.1])],
+    "yaml, speed_perturb, speeds",
+    [
+        ("mrmha.yaml", None, [1.0]),
+        ("mrmha_modern.yaml", None, [1.0]),  # off by measurement
+        ("mrmha_modern.yaml", True, [1.0, 0.9, 1.1]),
+    ],
 )
-def test_the_yaml_builds_the_crops(yaml, speeds, tmp_path):
+def test_the_yaml_builds_the_crops(yaml, speed_perturb, speeds, tmp_path):
+    overrides = {
+        "data_folder": str(tmp_path),
+        "output_folder": str(tmp_path / "out"),
+        "sentence_len": 1.5,
+        "seed": 9,
+    }
+    if speed_perturb is not None:
+        overrides["speed_perturb"] = speed_perturb
     with open(RECIPE_HPARAMS / yaml) as fin:
-        hparams = load_hyperpyyaml(
-            fin,
-            {
-                "data_folder": str(tmp_path),
-                "output_folder": str(tmp_path / "out"),
-                "sentence_len": 1.5,
-                "seed": 9,
-            },
-        )
+        hparams = load_hyperpyyaml(fin, overrides)
     crops = hparams["crops"]
     assert crops.speeds == speeds and crops.length == 24000
     assert crops.seed == 9 and crops.sample_rate == 16000
