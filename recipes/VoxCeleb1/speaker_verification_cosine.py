@@ -45,7 +45,6 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_mrmha.dataio.trial_lists import find_trial_lists
-from speechbrain_mrmha.dataio.trials import cohort_utterances
 from speechbrain_mrmha.inference.model import SpeakerModel
 from speechbrain_mrmha.inference.verification import (
     ScoreNorm,
@@ -71,23 +70,6 @@ def trial_lists(hparams):
     return list(lists)
 
 
-def score_norm(hparams):
-    """The score normalisation and its cohort, or None."""
-    if hparams["score_norm"] is None:
-        return None
-    cohort = cohort_utterances(
-        hparams["cohort_data"],
-        hparams["cohort_data_folder"],
-        hparams["cohort_utterances_per_speaker"],
-    )
-    return ScoreNorm(
-        hparams["score_norm"],
-        cohort,
-        hparams["cohort_top_k"],
-        str(hparams["cohort_data"]),
-    )
-
-
 def main(argv):
     """Check the trial lists, embed every file once, score every list,
     report and update the model's card. Returns the metrics of the list
@@ -110,12 +92,19 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    score_norm = ScoreNorm.from_annotation(  # None without score_norm
+        hparams["score_norm"],
+        hparams["cohort_data"],
+        hparams["cohort_data_folder"],
+        hparams["cohort_utterances_per_speaker"],
+        hparams["cohort_top_k"],
+    )
     verified = verify_trial_lists(
         model,
         trial_lists(hparams),
         hparams["data_folder"],
         hparams["output_folder"],
-        score_norm(hparams),
+        score_norm,
         enrol_data=hparams["enrol_data"],
         test_data=hparams["test_data"],
         allow_outside_data_folder=hparams["allow_outside_data_folder"],

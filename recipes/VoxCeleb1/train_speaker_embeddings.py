@@ -26,7 +26,6 @@ Authors
 """
 
 import functools
-import logging
 import sys
 from pathlib import Path
 
@@ -63,7 +62,6 @@ from speechbrain_mrmha.training.finetune import initialise_from
 from speechbrain_mrmha.training.resume import check_rerun
 from speechbrain_mrmha.training.runs import hold_run_lock
 
-logger = logging.getLogger(__name__)
 COLUMNS = ("wav", "duration", "spk_id")  # what the pipelines read of a row
 
 
@@ -230,28 +228,6 @@ def prepare(hparams_file, run_opts, overrides):
     return (train_rows, valid_rows, speakers), calibration, overrides
 
 
-def calibrate(hparams, utterances, device):
-    """Fit the calibration of the pretrained folder on whole calibration
-    utterances and save it there (calibration.json)."""
-    if utterances is None:
-        logger.warning(
-            "%s has no calibration.json (see the warning at the start)",
-            hparams["pretrained_folder"],
-        )
-        return
-    calibration = calibrate_pretrained(
-        hparams["pretrained_folder"],
-        utterances,
-        max_trials=hparams["calibration_max_trials"],
-        quality=hparams["calibration_quality"],
-        prior=hparams["calibration_prior"],
-        seed=hparams["seed"],
-        device=device,
-        sample_rate=hparams["sample_rate"],
-    )
-    logger.info("calibration: %s", calibration.summary())
-
-
 def main(argv):
     """Prepare, build the model once with the right class count, train,
     write the pretrained folder and calibrate it."""
@@ -291,7 +267,19 @@ def main(argv):
             "training": {"hparams_file": hparams_file, "overrides": overrides},
         },
     )
-    run_on_main(calibrate, args=[hparams, calibration, brain.device])
+    run_on_main(
+        calibrate_pretrained,
+        kwargs={
+            "folder": hparams["pretrained_folder"],
+            "utterances": calibration,
+            "max_trials": hparams["calibration_max_trials"],
+            "quality": hparams["calibration_quality"],
+            "prior": hparams["calibration_prior"],
+            "seed": hparams["seed"],
+            "device": brain.device,
+            "sample_rate": hparams["sample_rate"],
+        },
+    )
 
 
 if __name__ == "__main__":

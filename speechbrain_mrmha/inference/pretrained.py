@@ -617,17 +617,22 @@ def calibrate_pretrained(
     sample_rate=16000,
 ):
     """Embed whole calibration utterances with a pretrained folder
-    (``model.SpeakerModel``), score their trials (``calibration.sample_trials``), fit a calibration
-    (``calibration.fit_calibration``) and save it in the folder
-    (``write_calibration``).
+    (``model.SpeakerModel``), score their trials
+    (``calibration.sample_trials``), fit a calibration
+    (``calibration.fit_calibration``), save it in the folder
+    (``write_calibration``) and log its summary: what a training recipe
+    does at its end.
 
     Arguments
     ---------
     folder : str or Path
         A pretrained folder (``write_pretrained``).
-    utterances : dict
+    utterances : dict or None
         ID -> (audio path, duration in seconds, speaker) of utterances of
-        speakers never used in training.
+        speakers never used in training
+        (``dataio.preparation.calibration_utterances``); None (no
+        calibration set, which that function warned of): a warning that
+        the folder has no calibration, nothing else.
     max_trials : int
         Most calibration trials (all same-speaker pairs up to half of it,
         the rest different-speaker pairs).
@@ -644,7 +649,7 @@ def calibrate_pretrained(
 
     Returns
     -------
-    calibration : speechbrain_mrmha.scoring.calibration.Calibration
+    calibration : speechbrain_mrmha.scoring.calibration.Calibration or None
         As written, bound to the folder's weights (``fitted_on``);
         ``statistics`` also holds the speaker and utterance counts. Fewer
         speakers than ``MIN_CALIBRATION_SPEAKERS`` (5) is a warning: such
@@ -671,9 +676,17 @@ def calibrate_pretrained(
     (5, 40)
     >>> load_calibration(folder) == cal, list(cal.fitted_on)
     (True, ['embedding_model.ckpt'])
+    >>> print(calibrate_pretrained(folder, None))  # warns: no calibration
+    None
     """
     from speechbrain_mrmha.inference.model import SpeakerModel
 
+    if utterances is None:
+        logger.warning(
+            "%s has no calibration.json (see the warning at the start)",
+            folder,
+        )
+        return None
     ids = list(utterances)
     speakers = [utterances[i][2] for i in ids]
     n_speakers = len(set(speakers))
@@ -723,9 +736,10 @@ def calibrate_pretrained(
             n_speakers,
             calibration.slope,
         )
-        return calibration
-    write_calibration(folder, calibration)
-    from speechbrain_mrmha.inference.card import write_model_card
+    else:
+        from speechbrain_mrmha.inference.card import write_model_card
 
-    write_model_card(folder)  # the card now states the calibration
+        write_calibration(folder, calibration)
+        write_model_card(folder)  # the card now states the calibration
+    logger.info("calibration: %s", calibration.summary())
     return calibration

@@ -21,7 +21,7 @@ cosine scores of the first list (``SpeakerModel.record_threshold``) and
 the results of every list in its card.
 
 A cohort (``ScoreNorm``) is the mean embedding of each speaker of an
-annotation CSV (``dataio.trials.cohort_utterances``), e.g. the VoxCeleb2
+annotation CSV (``ScoreNorm.from_annotation``), e.g. the VoxCeleb2
 training speakers for the VoxCeleb1 lists; its files may lie in another
 data folder. Cohort speakers or files that are also in a list are a
 warning (and a count in the results), or refused with
@@ -46,9 +46,10 @@ from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.dataio.trial_lists import (
     VOXCELEB1_LISTS,
     cohort_overlap,
+    find_trial_lists,
     load_trial_lists,
 )
-from speechbrain_mrmha.dataio.trials import write_scores
+from speechbrain_mrmha.dataio.trials import cohort_utterances, write_scores
 from speechbrain_mrmha.inference.card import write_model_card
 from speechbrain_mrmha.scoring.cosine import (
     cohort_statistics,
@@ -67,6 +68,7 @@ __all__ = [
     "ListResult",
     "Verified",
     "check_score_norm",
+    "voxceleb1_lists",
     "score_lists",
     "list_metrics",
     "results_table",
@@ -112,6 +114,56 @@ class ScoreNorm(NamedTuple):
     cohort: dict
     top_k: int = 300
     source: str = ""
+
+    @classmethod
+    def from_annotation(
+        cls, method, annotation, data_folder, per_speaker, top_k
+    ):
+        """The score normalisation of a recipe: its cohort the first
+        ``per_speaker`` utterances of each speaker of an annotation CSV
+        (``trials.cohort_utterances``), or None when ``method`` is None.
+
+        Arguments
+        ---------
+        method : str or None
+            "s-norm", "as-norm", or None (raw cosine scores).
+        annotation : str or Path
+            A CSV with ``ID``, ``duration``, ``wav`` and ``spk_id``, e.g.
+            the training annotation; it is the ``source``.
+        data_folder : str or Path
+            Replaces ``$data_root`` in it.
+        per_speaker : int
+            Most utterances per cohort speaker, in file order.
+        top_k : int
+            AS-norm's cohort size per file.
+
+        Returns
+        -------
+        score_norm : ScoreNorm or None
+
+        Example
+        -------
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in "abc":
+        ...     _ = (folder / f"{name}.wav").write_bytes(b"")
+        >>> _ = (folder / "train.csv").write_text(
+        ...     "ID,duration,wav,spk_id\\n"
+        ...     "u1,1.0,$data_root/a.wav,s1\\nu2,2.0,$data_root/b.wav,s1\\n"
+        ...     "u3,3.0,$data_root/c.wav,s2\\n")
+        >>> norm = ScoreNorm.from_annotation(
+        ...     "as-norm", folder / "train.csv", folder, 1, top_k=2)
+        >>> norm.method, norm.top_k, norm.source == str(folder / "train.csv")
+        ('as-norm', 2, True)
+        >>> {speaker: list(files.values()) for speaker, files in norm.cohort.items()}
+        {'s1': [1.0], 's2': [3.0]}
+        >>> print(ScoreNorm.from_annotation(None, folder / "x.csv", folder, 1, 2))
+        None
+        """
+        if method is None:
+            return None
+        cohort = cohort_utterances(annotation, data_folder, per_speaker)
+        return cls(method, cohort, top_k, str(annotation))
 
 
 class ListResult(NamedTuple):
@@ -199,6 +251,61 @@ def check_score_norm(method):
             f"score_norm must be one of {(None, *SCORE_NORMS)}, got {method!r}"
         )
     return method
+
+
+def voxceleb1_lists(vox1_folder, score_norm, top_k, cohort_speakers):
+    """The VoxCeleb1 trial lists a training recipe scores at its end,
+    checked with its AS-norm cohort size before any work: every problem in
+    one error.
+
+    Arguments
+    ---------
+    vox1_folder : str, Path or None
+        VoxCeleb1, its lists in ``<vox1_folder>/meta`` (``find_trial_lists``);
+        None: no verification.
+    score_norm : str or None
+        The normalisation (``check_score_norm``).
+    top_k : int
+        AS-norm's cohort size per file.
+    cohort_speakers : int
+        Speakers of the cohort (e.g. the training speakers).
+
+    Returns
+    -------
+    lists : list of Path or None
+        None without ``vox1_folder``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> vox1 = Path(tempfile.mkdtemp())
+    >>> print(voxceleb1_lists(None, "as-norm", 300, 10))
+    None
+    >>> voxceleb1_lists(vox1, "as-norm", 300, 10)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 problems with the verification options:
+      vox1_folder: no trial list in .../meta: looked for veri_test2.txt, ...
+      cohort_top_k: 300, but the cohort has 10 speakers
+    >>> (vox1 / "meta").mkdir()
+    >>> _ = (vox1 / "meta" / "veri_test2.txt").write_text("1 a.wav b.wav\\n")
+    >>> [p.name for p in voxceleb1_lists(vox1, "s-norm", 300, 10)]
+    ['veri_test2.txt']
+    """
+    if vox1_folder is None:
+        return None
+    problems, lists = [], None
+    try:
+        lists = find_trial_lists(Path(vox1_folder, "meta"))
+    except FileNotFoundError as error:
+        problems.append(f"vox1_folder: {error}")
+    if score_norm == "as-norm" and top_k > cohort_speakers:
+        problems.append(
+            f"cohort_top_k: {top_k}, but the cohort has {cohort_speakers} "
+            "speakers"
+        )
+    raise_problems(problems, "problems with the verification options")
+    return lists
 
 
 def _check(score_norm):

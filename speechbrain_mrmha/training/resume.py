@@ -3,8 +3,11 @@ checkpoints are made with, and a rerun into the same output folder compares
 its own options with them before any work.
 
 Only the options in ``RESUMABLE`` may change on resume, each with a stated
-meaning; any other difference is refused, listing every option that
-differs with its old and new value, and how to start fresh.
+meaning: how often checkpoints are saved, how many processes load data,
+how long the run is, and what is done with the model after training (the
+verification a recipe runs at the end, so adding ``--vox1_folder`` to a
+finished run scores it). Any other difference is refused, listing every
+option that differs with its old and new value, and how to start fresh.
 
 Authors
  * speechbrain-mrmha developers
@@ -36,8 +39,18 @@ RESUMABLE = {
         "planned that long from the start"
     ),
     "ckpt_interval_minutes": "how often intra-epoch checkpoints are saved",
-    "num_workers": "data-loading processes; the crops do not depend on it",
+    "num_workers": (
+        "data-loading processes; the crops do not depend on it (from shards,"
+        " an epoch interrupted in its middle ends with the old value: the "
+        "training loader refuses another one until the epoch boundary)"
+    ),
     "prepare_workers": "processes that read audio headers in preparation",
+    # what is done with the model after training: never the weights
+    "vox1_folder": "the trial lists scored after training (null: none)",
+    "score_norm": "the score normalisation of that verification",
+    "cohort_utterances_per_speaker": "its cohort: utterances per speaker",
+    "cohort_top_k": "its cohort: AS-norm's top k",
+    "verification_folder": "where that verification is written",
 }
 
 
@@ -130,7 +143,7 @@ def check_resume(save_folder, options, has_checkpoints, comparable=None):
     ...
     ValueError: the checkpoints in ... were made with other options:
       loss: 'cosams' -> 'aam'
-    Only number_of_epochs, ckpt_interval_minutes, num_workers, prepare_workers may change when a run resumes. To start fresh, give another --output_folder, or delete ...
+    Only number_of_epochs, ckpt_interval_minutes, num_workers, prepare_workers, vox1_folder, ... may change when a run resumes. To start fresh, give another --output_folder, or delete ...
     """
     record = Path(save_folder) / OPTIONS_FILE
     if not has_checkpoints or not record.is_file():

@@ -52,7 +52,11 @@ not opened. A run resumed again counts k from the epoch's start. Under
 DDP only the main process writes checkpoints: its k is every process'
 k, as all take the same number of steps and SpeechBrain decides on the
 main process when all of them checkpoint. A checkpoint at the end of an
-epoch resumes nothing: the next epoch starts at its first batch.
+epoch resumes nothing: the next epoch starts at its first batch. The rule
+counts by W and the batch size, so a checkpoint records both, and an
+intra-epoch one taken with others is refused on recovery, naming the old
+and new values (rerun with the old ones to finish the epoch; they may
+change at an epoch boundary); one that records neither (older) resumes.
 ``SpeakerEmbeddingBrain`` makes the ``ShardLoader`` of a ``ShardStream``
 given to ``fit`` and registers it with the checkpointer, as SpeechBrain
 does for the loader of a map-style dataset.
@@ -82,7 +86,7 @@ from speechbrain.utils.checkpoints import (
 from torch.utils.data import DataLoader
 from webdataset import shuffle, tarfile_samples
 
-from speechbrain_mrmha.dataio.problems import raise_problems
+from speechbrain_mrmha.dataio.problems import list_problems, raise_problems
 from speechbrain_mrmha.dataio.shards import read_manifest
 from speechbrain_mrmha.training.crops import speaker_labels
 
@@ -294,6 +298,20 @@ class ShardStream(torch.utils.data.IterableDataset):
     rank, world_size : int, optional
         This process and the number of processes (default: from
         ``torch.distributed``, or 0 and 1).
+    expected_utterances : int, optional
+        The utterances the shards must hold (those of the training
+        annotation): shards of other rows are refused.
+    expected_from : str
+        Where ``expected_utterances`` comes from, for the error.
+    refuse_batch_of_one : bool
+        Refuse a batch size that ends each epoch of this process with a
+        batch of one utterance (on which BatchNorm cannot train).
+
+    Raises
+    ------
+    ValueError
+        Listing at once shard speakers absent from ``speakers``, a count
+        other than ``expected_utterances`` and a batch of one.
 
     Attributes
     ----------
@@ -323,6 +341,14 @@ class ShardStream(torch.utils.data.IterableDataset):
     >>> stream.batches_done = 1  # resumed after the first batch
     >>> [item["id"] for item in stream] == [item["id"] for item in items[2:]]
     True
+    >>> ShardStream(tmp / "shards", RandomCrops(1), 2, expected_utterances=4,
+    ...             expected_from="train.csv", refuse_batch_of_one=True)
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 problems with the training shards:
+      shard_folder ...shards: holds 3 utterances, train.csv 4 (shards of other rows: rerun preparation, or give the shards of these rows)
+      batch_size=2: the last batch of each epoch would hold 1 of this process' 3 utterances, on which BatchNorm cannot train; choose another batch_size
     """
 
     def __init__(
@@ -334,6 +360,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         shuffle_buffer=1000,
         rank=None,
         world_size=None,
+        expected_utterances=None,
+        expected_from="the training annotation",
+        refuse_batch_of_one=False,
     ):
         super().__init__()
         manifest = read_manifest(folder)
@@ -350,15 +379,30 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.speakers = list(
             manifest["speakers"] if speakers is None else speakers
         )
+        self.rank, self.world_size = _rank_and_size(rank, world_size)
+        problems = []
         unknown = sorted(set(manifest["speakers"]) - set(self.speakers))
         if unknown:
-            raise ValueError(
+            problems.append(
                 f"shards in {folder} hold {len(unknown)} speaker(s) absent "
                 f"from the training speakers: {', '.join(unknown[:20])}"
             )
+        held = sum(self.counts)
+        if expected_utterances is not None and held != expected_utterances:
+            problems.append(
+                f"shard_folder {folder}: holds {held} utterances, "
+                f"{expected_from} {expected_utterances} (shards of other "
+                "rows: rerun preparation, or give the shards of these rows)"
+            )
+        if refuse_batch_of_one and len(self) % self.batch_size == 1:
+            problems.append(
+                f"batch_size={self.batch_size}: the last batch of each epoch "
+                f"would hold 1 of this process' {len(self)} utterances, on "
+                "which BatchNorm cannot train; choose another batch_size"
+            )
+        raise_problems(problems, "problems with the training shards")
         self.label_encoder = speaker_labels(self.speakers, crops.speeds)
         self.label_encoder.expect_len(len(self.speakers) * len(crops.speeds))
-        self.rank, self.world_size = _rank_and_size(rank, world_size)
         self.batches_done = 0
         self.left_out = sum(self.counts) % self.world_size
         if self.left_out:
@@ -466,11 +510,13 @@ class ShardStream(torch.utils.data.IterableDataset):
 class ShardLoader(DataLoader):
     """The training DataLoader of a ``ShardStream``, resumable in the
     middle of an epoch (the resume rule of the module docstring): it counts
-    the batches it hands out, a checkpoint records (epoch, batches), and
-    after recovering an intra-epoch checkpoint the next iteration of that
-    epoch starts with the batch after them. ``SpeakerEmbeddingBrain`` makes
-    it of a ``ShardStream`` given to ``fit`` and registers it with the
-    checkpointer (``dataloader-TRAIN``); built by hand, register it too.
+    the batches it hands out, a checkpoint records (epoch, batches,
+    num_workers, batch_size), and after recovering an intra-epoch
+    checkpoint the next iteration of that epoch starts with the batch after
+    them (one taken with another ``num_workers`` or batch size is refused).
+    ``SpeakerEmbeddingBrain`` makes it of a ``ShardStream`` given to
+    ``fit`` and registers it with the checkpointer (``dataloader-TRAIN``);
+    built by hand, register it too.
 
     Arguments
     ---------
@@ -615,15 +661,42 @@ class ShardLoader(DataLoader):
 
     @mark_as_saver
     def _save(self, path):
-        """Record the epoch and the batches taken of it."""
-        position = {"epoch": self.epoch, "batches": self.batches}
+        """Record the epoch, the batches taken of it, and the worker count
+        and batch size the resume rule counts them by."""
+        position = {
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+        }
         Path(path).write_text(json.dumps(position) + "\n")
 
     @mark_as_loader
     def _recover(self, path, end_of_epoch):
-        """After an intra-epoch checkpoint, resume where it was taken."""
+        """After an intra-epoch checkpoint, resume where it was taken; one
+        taken with another worker count or batch size is refused (an older
+        checkpoint records neither)."""
         position = json.loads(Path(path).read_text())
+        self._resume = None
         if end_of_epoch or not position["batches"]:
-            self._resume = None
-        else:
-            self._resume = (position["epoch"], position["batches"])
+            return
+        old = {
+            "num_workers": position.get("num_workers", self.num_workers),
+            "batch_size": position.get("batch_size", self.batch_size),
+        }
+        new = {"num_workers": self.num_workers, "batch_size": self.batch_size}
+        changed = [  # 0 workers or 1: one part per process either way
+            key for key in old if max(old[key], 1) != max(new[key], 1)
+        ]
+        if changed:
+            differences = [f"{k}: {old[k]} -> {new[k]}" for k in changed]
+            rerun = ", ".join(f"{k}={old[k]}" for k in changed)
+            raise ValueError(
+                f"{Path(path).parent}: an intra-epoch checkpoint, taken after "
+                f"{position['batches']} batches of epoch {position['epoch']} "
+                f"with other loader options:\n{list_problems(differences)}\n"
+                "The batches left of the epoch depend on them: rerun with "
+                f"{rerun} to go on with its next batch (a change is fine at "
+                "an epoch boundary, once its end-of-epoch checkpoint is saved)"
+            )
+        self._resume = (position["epoch"], position["batches"])

@@ -436,9 +436,29 @@ def test_fitting_on_fewer_speakers_than_the_minimum_warns(tmp_path, caplog):
         path = str(tmp_path / f"u{i}.wav")
         soundfile.write(path, 0.1 * rng.standard_normal(8000), 16000)
         utterances[f"u{i}"] = (path, 0.5, f"speaker{i % 2}")
-    with caplog.at_level("WARNING"):
-        calibrate_pretrained(folder, utterances)
+    with caplog.at_level("INFO"):
+        cal = calibrate_pretrained(folder, utterances)
     assert (
         f"calibration fitted on 2 speakers, fewer than the "
         f"{MIN_CALIBRATION_SPEAKERS}" in caplog.text
     )
+    assert f"calibration: {cal.summary()}" in caplog.text  # for the log
+
+
+def test_without_a_calibration_set_the_folder_is_left_uncalibrated(
+    tmp_path, caplog
+):
+    """What a training recipe gets when no calibration speakers were held
+    out: a warning naming the folder, no calibration.json."""
+    from speechbrain_mrmha.inference.pretrained import (
+        calibrate_pretrained,
+        example_folder,
+    )
+
+    folder = example_folder(tmp_path / "model")
+    with caplog.at_level("WARNING"):
+        assert calibrate_pretrained(folder, None) is None
+    assert f"{folder} has no calibration.json (see the warning at the " in (
+        caplog.text
+    )
+    assert not (folder / "calibration.json").exists()

@@ -1,8 +1,10 @@
 """The epoch rule of ``speechbrain_mrmha.training.shard_stream`` on its own
 (``epoch_pieces``: any shard count, processes, workers and batch size) and
 the stream in one process: the crops are those of the files, errors name
-the shard, the utterance and its original file. Two DDP processes with
-loader workers: tests/integration/test_shard_stream.py."""
+the shard, the utterance and its original file; shards of another count
+than the training annotation's, and an epoch ending with a batch of one,
+are refused with every other problem of the shards in one error. Two DDP
+processes with loader workers: tests/integration/test_shard_stream.py."""
 
 import io
 import logging
@@ -162,3 +164,75 @@ def test_a_shard_shorter_than_its_manifest_is_an_error(corpus, tmp_path):
     stream = ShardStream(copy, RandomCrops(1, 0.25), 1, shuffle_buffer=1)
     with pytest.raises(ValueError, match="shard-000000.tar: holds fewer"):
         list(stream)
+
+
+def test_shards_of_another_count_are_refused_naming_both(corpus):
+    folder, _ = corpus
+    with pytest.raises(ValueError) as error:
+        ShardStream(
+            folder,
+            RandomCrops(1),
+            2,
+            expected_utterances=9,
+            expected_from="train_annotation train.csv",
+        )
+    assert str(error.value) == (
+        "1 problem with the training shards:\n"
+        f"  shard_folder {folder}: holds 7 utterances, train_annotation "
+        "train.csv 9 (shards of other rows: rerun preparation, or give the "
+        "shards of these rows)"
+    )
+    ShardStream(folder, RandomCrops(1), 2, expected_utterances=7)
+
+
+@pytest.mark.parametrize(
+    "batch, world, refused",
+    [(2, 1, True), (3, 1, True), (4, 1, False), (2, 2, True), (3, 2, False)],
+)
+def test_an_epoch_ending_with_a_batch_of_one_is_refused(
+    corpus, batch, world, refused
+):
+    """Per process (7 utterances, or 3 of each of 2 processes), a last
+    batch of one utterance, which BatchNorm cannot train on, is refused
+    when asked; never by default."""
+    folder, _ = corpus
+
+    def stream(refuse):
+        return ShardStream(
+            folder,
+            RandomCrops(1),
+            batch,
+            rank=0,
+            world_size=world,
+            refuse_batch_of_one=refuse,
+        )
+
+    assert len(stream(False)) == 7 // world
+    if not refused:
+        stream(True)
+        return
+    with pytest.raises(ValueError) as error:
+        stream(True)
+    assert str(error.value).splitlines()[1] == (
+        f"  batch_size={batch}: the last batch of each epoch would hold 1 of "
+        f"this process' {7 // world} utterances, on which BatchNorm cannot "
+        "train; choose another batch_size"
+    )
+
+
+def test_every_problem_of_the_shards_is_named_at_once(corpus):
+    folder, _ = corpus
+    with pytest.raises(ValueError) as error:
+        ShardStream(
+            folder,
+            RandomCrops(1),
+            2,
+            speakers=["spk0", "spk1"],
+            expected_utterances=8,
+            refuse_batch_of_one=True,
+        )
+    lines = str(error.value).splitlines()
+    assert lines[0] == "3 problems with the training shards:"
+    assert "absent from the training speakers: spk2" in lines[1]
+    assert "holds 7 utterances, the training annotation 8" in lines[2]
+    assert lines[3].startswith("  batch_size=2: the last batch")

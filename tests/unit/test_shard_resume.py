@@ -5,9 +5,13 @@ yields exactly the batches (ids, crops, labels) an uninterrupted epoch
 yields after its first k, for every k, 0 to 2 loader workers, one or two
 processes (each rank simulated); skipped utterances are never decoded,
 and a shard holding none of the rest is never opened; a checkpoint at an
-epoch's end, or of another epoch, resumes nothing. Training through the
-Brain: tests/integration/test_shard_training_resume.py."""
+epoch's end, or of another epoch, resumes nothing; an intra-epoch
+checkpoint taken with another worker count or batch size is refused (the
+rule counts by them), one at an epoch's end or from before they were
+recorded is not. Training through the Brain:
+tests/integration/test_shard_training_resume.py."""
 
+import json
 import logging
 
 import pytest
@@ -97,11 +101,11 @@ def corpus(tmp_path_factory):
     return noise_shards(folder, 11, seed=2, first=0.3, step=0.05)[0]
 
 
-def make_loader(folder, workers, rank=0, world=1, buffer=4):
+def make_loader(folder, workers, rank=0, world=1, buffer=4, batch=BATCH):
     crops = RandomCrops(5, sentence_len=0.2, speeds=[1.0, 0.9, 1.1])
     crops.epoch = EPOCH
     stream = ShardStream(
-        folder, crops, BATCH, shuffle_buffer=buffer, rank=rank, world_size=world
+        folder, crops, batch, shuffle_buffer=buffer, rank=rank, world_size=world
     )
     return ShardLoader(stream, num_workers=workers)
 
@@ -239,3 +243,84 @@ def test_shard_loader_refuses_what_breaks_the_epoch_rule(corpus):
     with pytest.raises(TypeError, match="reads a ShardStream, got list"):
         ShardLoader([1, 2])
     assert len(ShardLoader(stream, batch_size=2)) == 6
+
+
+def checkpoint_after(loader, k, folder, end_of_epoch=False):
+    """A checkpoint of ``loader`` taken after ``k`` batches of the epoch."""
+    batches = iter(loader)
+    for _ in range(k):
+        next(batches)
+    Checkpointer(folder, {"loader": loader}).save_checkpoint(
+        end_of_epoch=end_of_epoch
+    )
+    (checkpoint,) = folder.glob("CKPT+*")
+    return checkpoint
+
+
+@pytest.mark.parametrize(
+    "new_workers, new_batch, named",
+    [
+        (1, BATCH, ["num_workers: 2 -> 1", "rerun with num_workers=2 "]),
+        (2, 3, ["batch_size: 2 -> 3", "rerun with batch_size=2 "]),
+        (0, 3, ["num_workers: 2 -> 0", "batch_size: 2 -> 3"]),
+    ],
+)
+def test_another_worker_count_or_batch_size_mid_epoch_is_refused(
+    corpus, tmp_path, new_workers, new_batch, named
+):
+    """Resumed with other workers, the rule would skip other utterances
+    than those taken: some read twice in the epoch, others never."""
+    checkpoint = checkpoint_after(make_loader(corpus, 2), 2, tmp_path)
+    resumed = make_loader(corpus, new_workers, batch=new_batch)
+    with pytest.raises(ValueError) as error:
+        Checkpointer(tmp_path, {"loader": resumed}).recover_if_possible()
+    message = str(error.value)
+    assert f"{checkpoint}: an intra-epoch checkpoint" in message
+    assert "after 2 batches of epoch 3" in message
+    assert all(text in message for text in named), message
+    assert "epoch boundary" in message
+    record = json.loads((checkpoint / "loader.ckpt").read_text())
+    assert record == {
+        "epoch": EPOCH,
+        "batches": 2,
+        "num_workers": 2,
+        "batch_size": BATCH,
+    }
+
+
+def test_the_worker_count_may_change_at_an_epoch_boundary(corpus, tmp_path):
+    epoch = content(make_loader(corpus, 1))
+    checkpoint_after(make_loader(corpus, 2), 6, tmp_path, end_of_epoch=True)
+    resumed = make_loader(corpus, 1)
+    Checkpointer(tmp_path, {"loader": resumed}).recover_if_possible()
+    assert_same(content(resumed), epoch)
+
+
+def test_no_worker_process_resumes_one_worker_and_back(corpus, tmp_path):
+    """0 workers or 1: one part per process, the same utterances, crops
+    and labels (a worker process resamples speed copies with one thread:
+    the samples agree to float rounding, resumed or not)."""
+    for old, new in ((1, 0), (0, 1)):
+        epoch = content(make_loader(corpus, old))
+        save = tmp_path / f"{old}to{new}"
+        checkpoint_after(make_loader(corpus, old), 2, save)
+        resumed = make_loader(corpus, new)
+        Checkpointer(save, {"loader": resumed}).recover_if_possible()
+        rest = content(resumed)
+        assert [b[0] for b in rest] == [b[0] for b in epoch[2:]]
+        for ours, theirs in zip(rest, epoch[2:]):
+            assert torch.allclose(ours[1], theirs[1], atol=1e-6)
+            assert torch.equal(ours[2], theirs[2])
+            assert torch.equal(ours[3], theirs[3])
+
+
+def test_a_checkpoint_recording_no_worker_count_still_resumes(corpus, tmp_path):
+    """Checkpoints written before the worker count was recorded."""
+    epoch = content(make_loader(corpus, 2))
+    checkpoint = checkpoint_after(make_loader(corpus, 2), 3, tmp_path)
+    (checkpoint / "loader.ckpt").write_text(
+        json.dumps({"epoch": EPOCH, "batches": 3}) + "\n"
+    )
+    resumed = make_loader(corpus, 2)
+    Checkpointer(tmp_path, {"loader": resumed}).recover_if_possible()
+    assert_same(epoch[:3] + content(resumed), epoch)

@@ -13,6 +13,7 @@ from speechbrain_mrmha.training.checks import (
 )
 from speechbrain_mrmha.training.resume import (
     OPTIONS_FILE,
+    check_rerun,
     check_resume,
     run_options,
 )
@@ -241,3 +242,42 @@ def test_every_refused_change_is_listed_at_once(tmp_path):
     with pytest.raises(ValueError) as error:
         check_resume(tmp_path, changed, has_checkpoints=True)
     assert "loss:" in str(error.value) and "seed: 3 -> 4" in str(error.value)
+
+
+VERIFYING = """
+output_folder: out
+save_folder: !ref <output_folder>/save
+loss: cosams
+vox1_folder: null
+score_norm: as-norm
+cohort_utterances_per_speaker: 3
+cohort_top_k: 300
+verification_folder: !ref <output_folder>/verification
+"""
+
+
+def test_what_is_done_after_training_may_change_on_a_rerun(tmp_path):
+    """Adding --vox1_folder (and choosing the verification's options) to a
+    finished run scores it: the checkpoints' weights do not depend on
+    them. A training option beside them is still refused."""
+    hparams = tmp_path / "train.yaml"
+    hparams.write_text(VERIFYING)
+    save = tmp_path / "save"
+    assert check_rerun(hparams, {}, save) == {}
+    (save / "CKPT+1").mkdir()
+    verifying = {
+        "vox1_folder": str(tmp_path / "VoxCeleb1"),
+        "score_norm": "s-norm",
+        "cohort_utterances_per_speaker": 5,
+        "cohort_top_k": 10,
+        "verification_folder": str(tmp_path / "scores"),
+    }
+    assert check_rerun(hparams, verifying, save) == {
+        "vox1_folder": (None, str(tmp_path / "VoxCeleb1")),
+        "score_norm": ("as-norm", "s-norm"),
+        "cohort_utterances_per_speaker": (3, 5),
+        "cohort_top_k": (300, 10),
+        "verification_folder": ("out/verification", str(tmp_path / "scores")),
+    }
+    with pytest.raises(ValueError, match="loss: 'cosams' -> 'aam'"):
+        check_rerun(hparams, {**verifying, "loss": "aam"}, save)
