@@ -59,7 +59,8 @@ def _training_speakers(corpus):
 
 def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
     """An untrained tiny model of a recipe configuration, written with
-    ``export.write_pretrained`` from the configuration's model entries."""
+    ``export.write_pretrained`` from the configuration's model entries;
+    ``overrides`` replace the tiny defaults (e.g. ``channels``)."""
     import random
 
     import numpy
@@ -73,15 +74,15 @@ def _write_tiny_pretrained(folder, corpus, yaml, seed, **overrides):
     labels = CategoricalEncoder()
     labels.update_from_iterable(speakers)
     hparams_file = RECIPE_HPARAMS / yaml
-    overrides = dict(
-        data_folder=str(corpus.root),
-        channels=TINY_CHANNELS,
-        block_counts=TINY_BLOCKS,
-        emb_dim=TINY_EMB_DIM,
-        n_classes=len(speakers),
-        seed=seed,
+    overrides = {
+        "data_folder": str(corpus.root),
+        "channels": TINY_CHANNELS,
+        "block_counts": TINY_BLOCKS,
+        "emb_dim": TINY_EMB_DIM,
+        "n_classes": len(speakers),
+        "seed": seed,
         **overrides,
-    )
+    }
     # the yaml seeds every generator: keep the tests' own streams untouched
     states = random.getstate(), numpy.random.get_state()
     with torch.random.fork_rng(), open(hparams_file) as fin:

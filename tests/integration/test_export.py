@@ -2,11 +2,13 @@
 (``speechbrain_mrmha.inference.export``, the CLI's ``export``) and the onnxruntime
 backend (``inference.backends.OnnxEncoder``) of ``embed`` and ``verify``.
 
-For every pooling family (one tiny, untrained model per recipe yaml), both
-formats and both graphs (waveforms, features), exported through the CLI:
-utterances of random lengths (no multiple of the 160-sample hop) padded
-together in one batch embed like the PyTorch pretrained model embeds each
-file alone, and each file alone embeds like inside the padded batch (cosine
+For every pooling graph of the recipe yamls (one tiny, untrained model
+per distinct graph: the other yamls' poolings compute one of these graphs
+or a subset of its operations, which a test checks), both formats and
+both graphs (waveforms, features), exported through the CLI: utterances
+of random lengths (no multiple of the 160-sample hop) padded together in
+one batch embed like the PyTorch pretrained model embeds each file alone,
+and each file alone embeds like inside the padded batch (cosine
 >= 0.9999). Exports are made once per module and shared.
 
 No verdict without speech: the waveform graphs of both formats flag (their
@@ -37,28 +39,64 @@ from speechbrain_mrmha.inference.pretrained import (
     write_calibration,
 )
 from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
+from speechbrain_mrmha.layers.pooling import AttentionPooling
 from speechbrain_mrmha.scoring.calibration import Calibration
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from conftest import _write_tiny_pretrained  # noqa: E402
+from conftest import RECIPE_HPARAMS, _write_tiny_pretrained  # noqa: E402
 
-FAMILIES = [
-    "statistics.yaml",
-    "self_attentive.yaml",
-    "attentive_statistics.yaml",
-    "split_multi_head.yaml",
-    "structured_multi_head.yaml",
-    "global_multi_head.yaml",
-    "mrmha.yaml",
-]
+# One yaml per distinct exported graph of a pooling; the others compute one
+# of these graphs (test_every_recipe_pooling_graph_is_exported): the
+# self-attentive, global multi-head and modern MRMHA poolings are the "mlp"
+# scorer of mrmha.yaml with other head counts, less the temperatures.
+# yaml -> the seed of its folder's weights
+FAMILIES = {
+    "statistics.yaml": 3,  # MaskedStatisticsPooling
+    "attentive_statistics.yaml": 5,  # "mlp" scorer, weighted std
+    "split_multi_head.yaml": 6,  # "split_linear" scorer
+    "structured_multi_head.yaml": 7,  # "shared_mlp" scorer
+    "mrmha.yaml": 9,  # "mlp" scorer, K heads, temperatures
+}
+# The ResNet of every folder but mrmha.yaml's (which the tests of lengths
+# of fewer frames than the time stride of 8 and of long inputs use): 2
+# stages (time stride 2) instead of 4, fewer operations for the exporters
+# to trace (about a third less time per ONNX export); same pooling graphs.
+SMALL_RESNET = {"channels": [4, 8], "block_counts": [1, 1]}
 FORMATS = ["onnx", "torchscript"]
 PARITY = 0.9999
 
 
 def _cosines(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def _graph_of(pooling):
+    """What decides the exported graph of a pooling: its class, or for an
+    attention pooling its core's scorer, std, queries and temperatures
+    (the head count only sizes the tensors)."""
+    if not isinstance(pooling, AttentionPooling):
+        return (type(pooling).__name__,)
+    return (
+        pooling.scorer,
+        pooling.std,
+        pooling.num_queries > 1,
+        pooling.learnable_temperatures,
+        pooling.has_temperatures,
+    )
+
+
+def _recipe_pooling(yaml):
+    """The pooling module the model entries of a recipe yaml build."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechbrain_mrmha.training.config import model_definition
+
+    overrides = {"data_folder": "unused", "n_classes": 2}
+    overrides.update(channels=[4, 8], block_counts=[1, 1], emb_dim=16)
+    text = model_definition(RECIPE_HPARAMS / yaml, overrides)
+    return load_hyperpyyaml(text)["embedding_model"].pooling
 
 
 def _padded(rows):
@@ -119,11 +157,13 @@ class Exports:
 
     def folder(self, family):
         if family not in self.folders:
+            resnet = {} if family == "mrmha.yaml" else SMALL_RESNET
             self.folders[family] = _write_tiny_pretrained(
                 self.root / family / "pretrained",
                 self.corpus,
                 family,
-                seed=FAMILIES.index(family) + 3,
+                seed=FAMILIES[family],
+                **resnet,
             )
             if family == "mrmha.yaml":  # one calibrated folder
                 thresholds = {
@@ -159,8 +199,26 @@ def exports(tmp_path_factory, tiny_corpus):
     return Exports(tmp_path_factory.mktemp("exports"), tiny_corpus)
 
 
+def test_every_recipe_pooling_graph_is_exported():
+    """The exported families have distinct graphs, and the pooling of
+    every recipe yaml computes one of them, or one less the division by
+    the temperatures (whose poolings then are checked by that export)."""
+    yamls = sorted(RECIPE_HPARAMS.glob("*.yaml"))
+    graphs = {
+        path.name: _graph_of(_recipe_pooling(path.name))
+        for path in yamls
+        if path.name != "verification.yaml"
+    }
+    assert set(FAMILIES) < set(graphs)
+    exported = [graphs[family] for family in FAMILIES]
+    assert len(set(exported)) == len(FAMILIES), exported
+    for yaml, graph in graphs.items():
+        with_temperatures = graph[:-1] + (True,)
+        assert graph in exported or with_temperatures in exported, yaml
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_padded_batch_matches_pytorch_and_each_file_alone(
     exports, signals, family, fmt
 ):
@@ -180,7 +238,7 @@ def test_padded_batch_matches_pytorch_and_each_file_alone(
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_features_input_matches_pytorch(exports, signals, family, fmt):
     """The features graph of every family; attentive statistics' ONNX
     export once failed (a PassError of onnxscript's constant folding on a
@@ -250,7 +308,10 @@ def test_folders_with_speechbrains_statistics_pooling_still_export(
 ):
     """A folder written before MaskedStatisticsPooling names SpeechBrain's
     StatisticsPooling: it still loads, runs in the PyTorch backend, and
-    exports with our layer in its place (its noise's midpoint added)."""
+    exports with our layer in its place (its noise's midpoint added).
+    TorchScript here (``deployable`` puts the layer in place for both
+    formats, and neither exports SpeechBrain's layer); the ONNX graph of
+    our layer is the statistics family's above."""
     import shutil
 
     from speechbrain.nnet.pooling import StatisticsPooling
@@ -265,10 +326,13 @@ def test_folders_with_speechbrains_statistics_pooling_still_export(
     (old / "hyperparams.yaml").write_text(text.replace(ours, theirs))
     backend = TorchEncoder(old)
     assert isinstance(backend.mods.embedding_model.pooling, StatisticsPooling)
-    out = exports.root / "old_statistics" / "model.onnx"
-    assert main(["export", "--model", str(old), "--out", str(out)]) == 0
+    out = exports.root / "old_statistics" / "model.pt"
+    argv = ["export", "--model", str(old), "--format", "torchscript"]
+    assert main(argv + ["--out", str(out)]) == 0
+    pooling = torch.jit.load(str(out)).embedder.embedding_model.pooling
+    assert pooling.original_name == "MaskedStatisticsPooling"
     wavs, lengths = _padded(signals)
-    got = _run(out, "onnx")(wavs, lengths)
+    got = _run(out, "torchscript")(wavs, lengths)
     expected, _ = backend.encode(wavs, lengths)
     assert _cosines(got, expected).min() >= PARITY
     reference, _ = TorchEncoder(new).encode(wavs, lengths)
