@@ -2,10 +2,19 @@
 after every input file is checked; read back by a manifest.
 
 A shard ``shard-000012.tar`` holds, per utterance, ``<ID>.<ext>`` (the
-audio file's bytes as they are: ``.m4a``, ``.wav``, ``.flac``, never
-re-encoded) and ``<ID>.json`` (``id``, ``spk_id``, ``duration``, ``wav``:
-the original path), as SpeechBrain's VoxLingua107 recipe and WeSpeaker
-store them, so ``webdataset.WebDataset`` reads them too.
+audio) and ``<ID>.json`` (``id``, ``spk_id``, ``duration``, ``wav``: the
+original path), as SpeechBrain's VoxLingua107 recipe and WeSpeaker store
+them, so ``webdataset.WebDataset`` reads them too. The audio is, by
+``audio_format``:
+
+* None (the default): the file's bytes as they are (``.m4a``, ``.wav``,
+  ``.flac``), never re-encoded;
+* ``"flac"``: the file decoded once (``audio.load_audio``, mono, at its own
+  rate) and stored as 16-bit FLAC (``.flac``), encoded in memory: a sample
+  is the decoded one rounded to the nearest multiple of 1/32768 (clipped
+  to [-1, 1 - 1/32768]). For AAC (VoxCeleb2's ``.m4a``) this moves the
+  decoding out of training: a loader reads FLAC with a quarter to a third
+  of the cores m4a needs (bench/m4a_decode.py).
 
 Assignment. The IDs are sorted, then shuffled with ``seed``, then cut into
 shards of ``samples_per_shard`` in that order: the shards depend on the set
@@ -17,34 +26,40 @@ shards at a time would fill its batches from a handful of speakers.
 
 Resuming. Each shard is written under a temporary name and renamed into
 place, then its record ``shard-000012.json`` (the digest of the rows it
-holds, its sample count, size and sha256) is written next to it. A rerun
-keeps a shard whose record names the same rows and whose size matches
-(``verify=True`` also re-hashes it), and rewrites any other: a truncated
-shard is found by its size, and a copied folder (new modification times)
-is kept. The rows (ID, wav path, speaker, duration) are what is digested:
-audio files changed in place under the same names are not noticed. The manifest
-``shards.json`` is written last, atomically: the digest of the input rows,
-the seed, the shard size, the speakers and every shard's record. A folder
-with a manifest is complete. One writer per folder at a time (under DDP,
-the main process: SpeechBrain's ``run_on_main``).
+holds, the audio format, its sample count, size and sha256) is written
+next to it. A rerun keeps a shard whose record names the same rows and
+format and whose size matches (``verify=True`` also re-hashes it), and
+rewrites any other: a truncated shard is found by its size, and a copied
+folder (new modification times) is kept. The rows (ID, wav path, speaker,
+duration) are what is digested: audio files changed in place under the
+same names are not noticed. The manifest ``shards.json`` is written last,
+atomically: the digest of the input rows, the seed, the shard size, the
+audio format, the speakers and every shard's record. A folder with a
+manifest is complete. One writer per folder at a time (under DDP, the
+main process: SpeechBrain's ``run_on_main``).
 
-Another input. A rerun with other rows, seed or shard size rewrites the
-shards (a warning names both row counts and digests): the old manifest is
-removed before the first shard is written, and shards the new plan does
-not have are deleted before the new manifest is written, so the folder
-never holds a manifest that does not describe its shards. Nothing is
-touched when the new rows fail their checks.
+Another input. A rerun with other rows, seed, shard size or audio format
+rewrites the shards (a warning names both row counts and digests): the
+old manifest is removed before the first shard is written, and shards the
+new plan does not have are deleted before the new manifest is written, so
+the folder never holds a manifest that does not describe its shards.
+Nothing is touched when the new rows fail their checks.
 
 Checks. Before anything is written, the header of every file to be written
 is read (``preparation.read_headers``, in parallel); every unreadable or
 empty file (and, given ``sample_rate``, every file at another rate) is
-listed in one error, and the folder is left as it was.
+listed in one error, and the folder is left as it was. A file that fails
+while its shard is written (gone, or, converted to FLAC, damaged audio
+past a readable header) keeps that shard from being finished; the other
+files of the shard are still read, and every such file of every shard is
+named in one error, with no manifest written.
 
 Authors
  * speechbrain-mrmha developers
 """
 
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -56,17 +71,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy
+import soundfile
 from webdataset import TarWriter
 
+from speechbrain_mrmha.dataio.audio import load_audio
 from speechbrain_mrmha.dataio.files import (
     atomic_write,
     content_digest,
     write_text_atomic,
 )
 from speechbrain_mrmha.dataio.preparation import audio_problems, read_headers
-from speechbrain_mrmha.dataio.problems import raise_problems
+from speechbrain_mrmha.dataio.problems import list_problems, raise_problems
 
 __all__ = [
+    "AUDIO_FORMATS",
     "MANIFEST",
     "ShardPlan",
     "plan_shards",
@@ -76,6 +94,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 MANIFEST = "shards.json"
+AUDIO_FORMATS = (None, "flac")  # what write_shards' audio_format takes
 _FORMAT = "speechbrain_mrmha shards 1"
 _SHARD = re.compile(r"shard-(\d{6})\.(tar|json)")
 # a WebDataset key: its first "." starts the extension, "__x__" names are
@@ -271,9 +290,9 @@ def plan_shards(rows, samples_per_shard=1000, seed=0):
     return ShardPlan(input_digest, shards, sorted(speakers), seconds)
 
 
-def _record_if_finished(folder, shard, verify):
-    """The record of a finished shard that holds the planned rows, or None
-    when it must be (re)written."""
+def _record_if_finished(folder, shard, verify, audio_format):
+    """The record of a finished shard that holds the planned rows in
+    ``audio_format``, or None when it must be (re)written."""
     name, digest, samples = shard
     try:
         record = json.loads((folder / f"{name}.json").read_text())
@@ -282,6 +301,8 @@ def _record_if_finished(folder, shard, verify):
         return None
     if not isinstance(record, dict) or record.get("digest") != digest:
         return None
+    if record.get("audio_format") != audio_format:  # None: as they are
+        return None
     if record.get("samples") != len(samples) or record.get("bytes") != size:
         return None
     if verify and content_digest(folder / f"{name}.tar") != record["sha256"]:
@@ -289,12 +310,27 @@ def _record_if_finished(folder, shard, verify):
     return record
 
 
-def _write_shard(folder, shard):
-    """Write one shard and its record; return the record, or a message
-    naming the shard and the file when it could not be written."""
+class _Unfinished(Exception):
+    """Raised to drop a shard whose files could not all be converted."""
+
+
+def _flac_bytes(wav, rate):
+    """The audio of ``wav`` decoded (mono, at its own ``rate``) and encoded
+    as 16-bit FLAC in memory."""
+    signal = load_audio(wav, sample_rate=rate, min_seconds=0).numpy()
+    pcm = numpy.clip(numpy.rint(signal * 32768.0), -32768, 32767)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, pcm.astype(numpy.int16), rate, format="FLAC")
+    return buffer.getvalue()
+
+
+def _write_shard(folder, shard, audio_format=None, rates=None):
+    """Write one shard and its record; return the record, or the messages
+    naming the shard and each file that could not be read or converted
+    (``rates``: each file's sample rate, for ``audio_format``)."""
     name, digest, samples = shard
     path = folder / f"{name}.tar"
-    wav = None
+    wav, problems = None, []
     try:
         with atomic_write(path, "wb") as handle:
             tar = TarWriter(
@@ -306,9 +342,19 @@ def _write_shard(folder, shard):
                 format="PAX_FORMAT",
             )
             with tar:  # closed before the handle, also on an error
-                for key, wav, spk_id, duration, ext in samples:
-                    with open(wav, "rb") as fin:
-                        audio = fin.read()
+                for i, (key, wav, spk_id, duration, ext) in enumerate(samples):
+                    if audio_format is None:
+                        with open(wav, "rb") as fin:
+                            audio = fin.read()
+                    else:
+                        try:
+                            audio = _flac_bytes(wav, rates[i])
+                        except ValueError as error:  # names the file
+                            problems.append(f"{path} converting {error}")
+                            continue
+                        ext = audio_format
+                    if problems:
+                        continue  # only looking for more bad files
                     meta = {
                         "id": key,
                         "spk_id": spk_id,
@@ -323,12 +369,17 @@ def _write_shard(folder, shard):
                         }
                     )
                 wav = None
+                if problems:
+                    raise _Unfinished
+    except _Unfinished:
+        return problems
     except OSError as error:
         where = f" reading {wav}" if wav else ""
-        return f"{path}{where}: {error.strerror or error}"
+        return [f"{path}{where}: {error.strerror or error}"]
     record = {
         "name": f"{name}.tar",
         "digest": digest,
+        "audio_format": audio_format,
         "samples": len(samples),
         "bytes": path.stat().st_size,
         "sha256": content_digest(path),
@@ -350,12 +401,13 @@ def _pool_map(function, items, workers):
         return list(pool.map(function, *zip(*items)))
 
 
-def _same_input(manifest, plan, samples_per_shard, seed):
+def _same_input(manifest, plan, samples_per_shard, seed, audio_format):
     return (
         manifest.get("format") == _FORMAT
         and manifest.get("input_digest") == plan.input_digest
         and manifest.get("samples_per_shard") == samples_per_shard
         and manifest.get("seed") == seed
+        and manifest.get("audio_format") == audio_format
     )
 
 
@@ -367,6 +419,7 @@ def write_shards(
     workers=None,
     sample_rate=None,
     verify=False,
+    audio_format=None,
 ):
     """Write (or finish, or bring up to date) the WebDataset shards of
     ``rows`` in ``folder``; see the module docstring for the layout, the
@@ -392,22 +445,27 @@ def write_shards(
     verify : bool
         A rerun also re-hashes finished shards (sha256) instead of only
         comparing their size with their record.
+    audio_format : str, optional
+        None stores each file's bytes as they are; ``"flac"`` decodes each
+        file once and stores 16-bit mono FLAC at its own rate, under the
+        ``.flac`` extension (the json's ``wav`` still names the original).
 
     Returns
     -------
     manifest : dict
         What ``shards.json`` holds: ``input_digest``, ``seed``,
-        ``samples_per_shard``, ``utterances``, ``seconds``, ``speakers``
-        and ``shards`` (per shard ``name``, ``digest``, ``samples``,
-        ``bytes``, ``sha256``).
+        ``samples_per_shard``, ``audio_format``, ``utterances``,
+        ``seconds``, ``speakers`` and ``shards`` (per shard ``name``,
+        ``digest``, ``audio_format``, ``samples``, ``bytes``, ``sha256``).
 
     Raises
     ------
     ValueError
         Bad rows (see ``plan_shards``) or unusable audio files, every one
         in one message, before anything is written; files that could not be
-        read while writing, every one in one message, with no manifest
-        written (a rerun finishes the job).
+        read (or converted) while writing, every one in one message, with no
+        manifest written (a rerun finishes the job); an unknown
+        ``audio_format``.
 
     Example
     -------
@@ -422,6 +480,10 @@ def write_shards(
     >>> import tarfile
     >>> tarfile.open(tmp / "shards" / "shard-000000.tar").getnames()
     ['spk1/a.json', 'spk1/a.wav']
+    >>> flac = write_shards(rows, tmp / "flac", workers=1, audio_format="flac")
+    >>> tar = tarfile.open(tmp / "flac" / "shard-000000.tar")
+    >>> flac["audio_format"], tar.getnames()
+    ('flac', ['spk1/a.flac', 'spk1/a.json'])
     >>> rows["spk1/b"] = {"wav": str(tmp / "b.wav"), "spk_id": "spk1",
     ...                   "duration": 1.0}
     >>> write_shards(rows, tmp / "shards", workers=1)
@@ -431,6 +493,10 @@ def write_shards(
       /.../b.wav: cannot read audio header (file does not exist)
     """
     folder = Path(folder)
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(
+            f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}"
+        )
     samples_per_shard, seed = int(samples_per_shard), int(seed)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     plan = plan_shards(rows, samples_per_shard, seed)
@@ -439,9 +505,9 @@ def write_shards(
     except (OSError, ValueError):
         old = None
     same = isinstance(old, dict) and _same_input(
-        old, plan, samples_per_shard, seed
+        old, plan, samples_per_shard, seed, audio_format
     )
-    checks = [(folder, shard, verify) for shard in plan.shards]
+    checks = [(folder, shard, verify, audio_format) for shard in plan.shards]
     records = (
         _pool_map(_record_if_finished, checks, workers)
         if verify
@@ -461,17 +527,20 @@ def write_shards(
     if isinstance(old, dict) and not same:
         logger.warning(
             "%s holds shards of other rows (%s rows, input digest %.12s, "
-            "seed %s, %s per shard): rewriting them for these %d rows "
-            "(input digest %.12s, seed %d, %d per shard)",
+            "seed %s, %s per shard, audio format %s): rewriting them for "
+            "these %d rows (input digest %.12s, seed %d, %d per shard, "
+            "audio format %s)",
             folder,
             old.get("utterances"),
             old.get("input_digest"),
             old.get("seed"),
             old.get("samples_per_shard"),
+            old.get("audio_format"),
             sum(len(s[2]) for s in plan.shards),
             plan.input_digest,
             seed,
             samples_per_shard,
+            audio_format,
         )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
@@ -480,15 +549,19 @@ def write_shards(
     logger.info(
         "writing %d of %d shards to %s", len(todo), len(plan.shards), folder
     )
-    written = iter(
-        _pool_map(_write_shard, [(folder, s) for s in todo], workers)
-    )
+    rates, jobs = dict(zip(paths, (h[1] for h in headers))), []
+    for shard in todo:
+        wanted = [rates[sample[1]] for sample in shard[2]]
+        jobs.append((folder, shard, audio_format, wanted))
+    written = iter(_pool_map(_write_shard, jobs, workers))
     records = [r if r is not None else next(written) for r in records]
-    raise_problems(
-        [r for r in records if isinstance(r, str)],
-        "shards cannot be written (rerun to finish the others)",
-        total=len(records),
-    )
+    unfinished = [r for r in records if isinstance(r, list)]
+    if unfinished:  # each shard's files, all in one error
+        raise ValueError(
+            f"{len(unfinished)} of {len(records)} shards cannot be written "
+            "(rerun to finish the others):\n"
+            + list_problems([p for messages in unfinished for p in messages])
+        )
     for path in folder.iterdir():
         match = _SHARD.fullmatch(path.name)
         if match and int(match[1]) >= len(plan.shards):
@@ -498,6 +571,7 @@ def write_shards(
         "input_digest": plan.input_digest,
         "seed": seed,
         "samples_per_shard": samples_per_shard,
+        "audio_format": audio_format,
         "utterances": sum(r["samples"] for r in records),
         "seconds": plan.seconds,
         "speakers": plan.speakers,

@@ -301,3 +301,176 @@ def test_shards_mix_speakers(tmp_path):
     assert all(
         len({s[2] for s in samples}) >= 4 for _, _, samples in plan.shards
     )
+
+
+# FLAC shards of AAC (.m4a) files: decoded once, stored as 16-bit FLAC
+
+QUANTUM = 1 / 32768  # a 16-bit step; rounding is within half of it
+
+
+@pytest.fixture
+def m4a_rows(tmp_path):
+    """12 AAC files of 3 speakers (0.6-1.7 s, PyAV's encoder; the last
+    peaks above 1) and their rows, with the durations their headers
+    give."""
+    av = pytest.importorskip("av")
+    from test_audio_m4a import make_signal, write_aac
+
+    from speechbrain_mrmha.dataio.audio import audio_info
+
+    rows = {}
+    for i in range(12):
+        path = tmp_path / "m4a" / f"spk{i % 3}" / f"u{i}.m4a"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gain = 1.0 if i == 11 else 0.5
+        signal = gain * make_signal(16000, 0.6 + 0.1 * i, seed=i)
+        write_aac(av, path, signal, 16000, faststart=i % 2 == 0)
+        frames, rate = audio_info(path)
+        rows[f"spk{i % 3}/u{i}"] = {
+            "wav": str(path),
+            "spk_id": f"spk{i % 3}",
+            "duration": frames / rate,
+        }
+    return rows
+
+
+def members(folder):
+    """Every sample of the shards: ID -> (extension, audio bytes, meta)."""
+    found = {}
+    urls = [str(p) for p in shard_files(folder)]
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        (ext,) = [k for k in sample if k != "json" and not k.startswith("__")]
+        found[sample["__key__"]] = (
+            ext,
+            sample[ext],
+            json.loads(sample["json"]),
+        )
+    return found
+
+
+def test_flac_members_are_the_decoded_m4a_to_16_bits(m4a_rows, tmp_path):
+    import io
+
+    import torch
+
+    from speechbrain_mrmha.dataio.audio import load_audio
+
+    manifest = write_shards(
+        m4a_rows, tmp_path / "s", samples_per_shard=5, audio_format="flac"
+    )
+    assert manifest["audio_format"] == "flac"
+    assert all(s["audio_format"] == "flac" for s in manifest["shards"])
+    found, peaks = members(tmp_path / "s"), 0
+    assert sorted(found) == sorted(m4a_rows)
+    for key, (ext, audio, meta) in found.items():
+        row = m4a_rows[key]
+        assert ext == "flac" and meta["wav"] == row["wav"]
+        info = sf.info(io.BytesIO(audio))
+        assert (info.format, info.subtype) == ("FLAC", "PCM_16")
+        assert (info.samplerate, info.channels) == (16000, 1)
+        decoded = load_audio(row["wav"], min_seconds=0)
+        stored = load_audio(audio, extension="flac", min_seconds=0)
+        assert stored.shape == decoded.shape
+        assert info.frames == round(row["duration"] * 16000)
+        clipped = decoded.clamp(-1.0, 1.0 - QUANTUM)  # 16 bits' range
+        peaks += bool((clipped != decoded).any())
+        error = (stored - clipped).abs().max().item()
+        assert error <= QUANTUM / 2 + 1e-7
+        assert torch.equal(stored * 32768, torch.round(stored * 32768))
+    assert peaks == 1  # the loud file was clipped, the others were not
+
+
+def test_a_shard_stream_reads_flac_shards(m4a_rows, tmp_path):
+    """Every utterance once, each crop within a 16-bit step of the same
+    crop (same draw) read from the original m4a file (clipped)."""
+    from speechbrain_mrmha.training.crops import RandomCrops
+    from speechbrain_mrmha.training.shard_stream import ShardStream
+
+    write_shards(
+        m4a_rows, tmp_path / "s", samples_per_shard=5, audio_format="flac"
+    )
+    crops = RandomCrops(5, sentence_len=0.5)
+    items = list(ShardStream(tmp_path / "s", crops, batch_size=4))
+    assert sorted(item["id"] for item in items) == sorted(m4a_rows)
+    for item in items:
+        row = m4a_rows[item["id"]]
+        expected, _ = crops.read(item["id"], row["wav"], row["duration"])
+        expected = expected.clamp(-1.0, 1.0 - QUANTUM)
+        assert item["sig"].shape == expected.shape == (8000,)
+        error = (item["sig"] - expected).abs().max().item()
+        assert error <= QUANTUM / 2 + 1e-7
+
+
+def test_another_audio_format_rewrites_every_shard(m4a_rows, tmp_path, caplog):
+    folder = tmp_path / "s"
+    write_shards(m4a_rows, folder, samples_per_shard=5)
+    as_they_are = {p.name: p.read_bytes() for p in shard_files(folder)}
+    assert {e for e, _, _ in members(folder).values()} == {"m4a"}
+    before = state(folder)
+    with caplog.at_level(logging.WARNING, logger=shards_module.__name__):
+        write_shards(m4a_rows, folder, samples_per_shard=5, audio_format="flac")
+    assert "audio format None): rewriting" in caplog.text
+    after = state(folder)
+    assert all(after[n] != before[n] for n in before)  # every file rewritten
+    assert {e for e, _, _ in members(folder).values()} == {"flac"}
+    write_shards(m4a_rows, folder, samples_per_shard=5, audio_format="flac")
+    assert state(folder) == after  # the same format: left alone
+    write_shards(m4a_rows, folder, samples_per_shard=5)  # back again
+    assert {p.name: p.read_bytes() for p in shard_files(folder)} == as_they_are
+    with pytest.raises(ValueError, match="audio_format must be one of"):
+        write_shards(m4a_rows, folder, audio_format="wav")
+
+
+def test_unreadable_m4a_files_are_named_in_one_error(m4a_rows, tmp_path):
+    """Headers: garbage and a file cut in its audio data, both named before
+    anything is written. Audio damaged past a good header shows only when
+    it is decoded: every such file of every shard in one error, the other
+    shards finished, no manifest; a rerun with the files fixed finishes."""
+    folder = tmp_path / "s"
+    bad = dict(m4a_rows)
+    garbage = tmp_path / "garbage.m4a"
+    garbage.write_bytes(b"not audio at all" * 100)
+    cut = tmp_path / "cut.m4a"
+    first = Path(m4a_rows["spk0/u0"]["wav"])  # moov first (faststart)
+    cut.write_bytes(first.read_bytes()[: first.stat().st_size - 100])
+    for key, path in [("x/garbage", garbage), ("x/cut", cut)]:
+        bad[key] = {"wav": str(path), "spk_id": "x", "duration": 1.0}
+    with pytest.raises(ValueError) as caught:
+        write_shards(bad, folder, samples_per_shard=5, audio_format="flac")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "2 of 14 audio files cannot be written to shards:"
+    assert any(line.startswith(f"  {garbage}: cannot read") for line in lines)
+    assert any(line.startswith(f"  {cut}: truncated audio") for line in lines)
+    assert not folder.exists()
+
+    plan = plan_shards(m4a_rows, 5)
+    victims = [plan.shards[0][2][0][1], plan.shards[0][2][2][1]]
+    victims.append(plan.shards[2][2][1][1])
+    originals = {v: Path(v).read_bytes() for v in victims}
+    for victim, content in originals.items():
+        damaged = bytearray(content)
+        middle = len(damaged) * 2 // 3
+        damaged[middle : middle + 400] = bytes(range(200)) * 2
+        Path(victim).write_bytes(bytes(damaged))
+    with pytest.raises(ValueError) as caught:
+        write_shards(m4a_rows, folder, samples_per_shard=5, audio_format="flac")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == (
+        "2 of 3 shards cannot be written (rerun to finish the others):"
+    )
+    named = sorted(
+        (line.split(" converting ")[0].strip(), line.split(" converting ")[1])
+        for line in lines[1:]
+    )
+    assert [shard for shard, _ in named] == [
+        str(folder / "shard-000000.tar"),
+        str(folder / "shard-000000.tar"),
+        str(folder / "shard-000002.tar"),
+    ]
+    assert sorted(v.split(":")[0] for _, v in named) == sorted(victims)
+    assert not (folder / MANIFEST).exists()
+    assert [p.name for p in shard_files(folder)] == ["shard-000001.tar"]
+    for victim, content in originals.items():
+        Path(victim).write_bytes(content)
+    write_shards(m4a_rows, folder, samples_per_shard=5, audio_format="flac")
+    assert read_manifest(folder)["utterances"] == len(m4a_rows)
