@@ -1,6 +1,6 @@
-"""SpeechBrain's yaml-vs-script consistency check on the recipe, as its
-``tests/consistency/test_yaml.py`` runs it on every row of
-``tests/recipes/*.csv``.
+"""SpeechBrain's yaml-vs-script consistency check on the recipes (VoxCeleb1
+and VoxCeleb2), as its ``tests/consistency/test_yaml.py`` runs it on every
+row of ``tests/recipes/*.csv``.
 
 The check lives in SpeechBrain's repository (``tests/utils/check_yaml.py``,
 ``check_yaml_vs_script``), not in the pip package, so its rules are
@@ -24,14 +24,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "VoxCeleb1"
-TRAINING_YAMLS = sorted(
-    p.name
-    for p in (RECIPE / "hparams").glob("*.yaml")
+RECIPES = ROOT / "recipes"
+# (recipe, yaml) of every training configuration
+TRAINING_YAMLS = [
+    (recipe, p.name)
+    for recipe in ("VoxCeleb1", "VoxCeleb2")
+    for p in sorted((RECIPES / recipe / "hparams").glob("*.yaml"))
     if p.name != "verification.yaml"
+]
+PAIRS = [
+    (recipe, yaml, "train_speaker_embeddings.py")
+    for recipe, yaml in TRAINING_YAMLS
+]
+PAIRS.append(
+    ("VoxCeleb1", "verification.yaml", "speaker_verification_cosine.py")
 )
-PAIRS = [(yaml, "train_speaker_embeddings.py") for yaml in TRAINING_YAMLS]
-PAIRS.append(("verification.yaml", "speaker_verification_cosine.py"))
+PAIR_IDS = [f"{recipe}/{yaml}" for recipe, yaml, _ in PAIRS]
 
 
 def declared_keys(yaml_text):
@@ -106,24 +114,30 @@ def test_the_check_finds_what_speechbrains_finds():
     assert unused_keys(yaml_text, script) == ["out", "late", "split"]
 
 
-@pytest.mark.parametrize("yaml, script", PAIRS, ids=[y for y, _ in PAIRS])
-def test_yaml_script_consistency(yaml, script):
+def test_every_recipe_configuration_is_checked():
+    """Both recipes' training configurations are among the pairs."""
+    assert {r for r, _ in TRAINING_YAMLS} == {"VoxCeleb1", "VoxCeleb2"}
+    assert ("VoxCeleb2", "mqmha.yaml") in TRAINING_YAMLS
+
+
+@pytest.mark.parametrize("recipe, yaml, script", PAIRS, ids=PAIR_IDS)
+def test_yaml_script_consistency(recipe, yaml, script):
     """SpeechBrain's tests/consistency/test_yaml.py on the recipe's rows."""
     unused = unused_keys(
-        (RECIPE / "hparams" / yaml).read_text(encoding="utf-8"),
-        (RECIPE / script).read_text(encoding="utf-8"),
+        (RECIPES / recipe / "hparams" / yaml).read_text(encoding="utf-8"),
+        (RECIPES / recipe / script).read_text(encoding="utf-8"),
     )
     assert not unused, f"{yaml}: variables not used in {script}: {unused}"
 
 
-@pytest.mark.parametrize("yaml, script", PAIRS, ids=[y for y, _ in PAIRS])
-def test_every_yaml_key_is_used(yaml, script):
+@pytest.mark.parametrize("recipe, yaml, script", PAIRS, ids=PAIR_IDS)
+def test_every_yaml_key_is_used(recipe, yaml, script):
     """Each top-level key appears in the script (hparams["key"] /
     hparams.key) or is referenced as <key> in the yaml."""
     from speechbrain.utils.run_opts import RunOptions
 
-    text = (RECIPE / "hparams" / yaml).read_text()
-    code = (RECIPE / script).read_text()
+    text = (RECIPES / recipe / "hparams" / yaml).read_text()
+    code = (RECIPES / recipe / script).read_text()
     brain_options = {f.name for f in fields(RunOptions)}  # read by sb.Brain
     unused = []
     for key in re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.MULTILINE):
@@ -139,13 +153,124 @@ def test_every_yaml_key_is_used(yaml, script):
     assert not unused, f"{yaml}: keys not used: {unused}"
 
 
-@pytest.mark.parametrize("yaml", TRAINING_YAMLS)
-def test_the_script_uses_only_modules_the_yaml_lists(yaml):
+@pytest.mark.parametrize(
+    "recipe, yaml", TRAINING_YAMLS, ids=[f"{r}/{y}" for r, y in TRAINING_YAMLS]
+)
+def test_the_script_uses_only_modules_the_yaml_lists(recipe, yaml):
     """SpeechBrain's check_module_vars: every self.modules.X of the script
     is an entry of the yaml's ``modules``."""
-    text = (RECIPE / "hparams" / yaml).read_text()
+    text = (RECIPES / recipe / "hparams" / yaml).read_text()
     block = re.search(r"^modules:\n((?:[ \t]+.*\n)+)", text, re.MULTILINE)
     listed = set(re.findall(r"^\s+(\w+):", block.group(1), re.MULTILINE))
-    code = (RECIPE / "train_speaker_embeddings.py").read_text()
+    code = (RECIPES / recipe / "train_speaker_embeddings.py").read_text()
     used = set(re.findall(r"self\.modules\.(\w+)", code))
     assert used and used <= listed, used - listed
+
+
+VOX2_YAMLS = [yaml for recipe, yaml in TRAINING_YAMLS if recipe == "VoxCeleb2"]
+
+
+def _canonical(node):
+    """A resolved yaml tree as plain data, tags kept as ('!tag', value);
+    the ResNet's pooling argument is left out (compared on its own)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, CommentedMap):
+        value = {
+            k: _canonical(v)
+            for k, v in node.items()
+            if not (k == "pooling" and tag and tag.endswith("ResNet34"))
+        }
+    elif isinstance(node, CommentedSeq):
+        value = [_canonical(v) for v in node]
+    elif isinstance(node, TaggedScalar):
+        value = node.value
+    else:
+        value = node
+    return (tag, value) if tag and tag.startswith("!") else value
+
+
+def _resolved(path, overrides):
+    from ruamel.yaml import YAML
+
+    from speechbrain_mrmha.training.config import resolve_config
+
+    text = resolve_config(path, overrides)
+    return {k: _canonical(v) for k, v in YAML(typ="rt").load(text).items()}
+
+
+def _pooling_keys(text):
+    """The keys the ``pooling:`` entry of a yaml references."""
+    block = re.search(
+        r"^pooling: .*?(?=^\S)", text, flags=re.MULTILINE | re.DOTALL
+    )
+    return set(re.findall(r"<(\w+)>", block.group(0)))
+
+
+def test_voxceleb2_configurations_differ_only_in_the_pooling():
+    """With one output folder, every VoxCeleb2 configuration resolves to
+    mrmha.yaml's values except the pooling entry and the keys only the
+    pooling uses; the output folders differ (one per configuration)."""
+    hparams = RECIPES / "VoxCeleb2" / "hparams"
+    assert VOX2_YAMLS == [
+        "attentive_statistics.yaml",
+        "mqmha.yaml",
+        "mrmha.yaml",
+    ]
+    same = {"data_folder": "/data", "output_folder": "/out"}
+    reference = _resolved(hparams / "mrmha.yaml", same)
+    reference_keys = _pooling_keys((hparams / "mrmha.yaml").read_text())
+    folders = set()
+    for yaml in VOX2_YAMLS:
+        text = (hparams / yaml).read_text()
+        pooling_keys = _pooling_keys(text) | reference_keys
+        config = _resolved(hparams / yaml, same)
+        differing = {
+            k
+            for k in reference.keys() | config.keys()
+            if reference.get(k) != config.get(k)
+        }
+        assert differing <= {"pooling"} | pooling_keys, (
+            yaml,
+            differing - pooling_keys,
+        )
+        assert (yaml == "mrmha.yaml") == (differing == set()), yaml
+        # the pooling's keys are used by the pooling only (and the folder)
+        lines = [
+            line
+            for line in text.splitlines()
+            if not line.startswith("output_folder:")
+        ]
+        for key in _pooling_keys(text):
+            assert sum(f"<{key}>" in line for line in lines) == 1, (yaml, key)
+        own = _resolved(hparams / yaml, {"data_folder": "/data"})
+        folders.add(own["output_folder"])
+    assert len(folders) == len(VOX2_YAMLS)
+
+
+@pytest.mark.parametrize("yaml", VOX2_YAMLS)
+def test_voxceleb2_configurations_build_and_embed(yaml, tmp_path):
+    """Each VoxCeleb2 configuration builds its model at full size (the
+    MQMHA heads divide the frame size) and embeds a batch."""
+    import torch
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = RECIPES / "VoxCeleb2" / "hparams" / yaml
+    with open(path) as fin:
+        hparams = load_hyperpyyaml(fin, {"data_folder": str(tmp_path)})
+    model = hparams["embedding_model"].eval()
+    pooling = type(model.pooling).__name__
+    expected = {
+        "mrmha.yaml": "MultiResolutionMultiHeadAttentionPooling",
+        "mqmha.yaml": "MultiQueryMultiHeadAttentionPooling",
+        "attentive_statistics.yaml": "AttentiveStatisticsPooling",
+    }
+    assert pooling == expected[yaml]
+    assert hparams["classifier"].weight.shape == (5994, 512)
+    assert hparams["vox1_folder"] is None and hparams["use_shards"]
+    feats = torch.randn(2, 60, hparams["n_mels"])
+    with torch.no_grad():
+        embeddings = model(feats, torch.tensor([1.0, 0.6]))
+    assert embeddings.shape == (2, 1, 512)
+    assert torch.isfinite(embeddings).all()
