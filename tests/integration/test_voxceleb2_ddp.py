@@ -17,6 +17,7 @@ one error before any training.
 
 import csv
 import math
+import json
 import os
 import sys
 import tarfile
@@ -128,6 +129,21 @@ def test_two_gloo_processes_train_one_epoch_of_shards(tmp_path):
     assert all(e.shape == (1, 1, 16) for e in embeddings)
     assert all(torch.isfinite(e).all() for e in embeddings)
     assert not torch.allclose(embeddings[0], embeddings[1])
+    # Vox1-O and H in one run, AS-norm against the VoxCeleb2 training
+    # speakers, each VoxCeleb1 file embedded once for both lists
+    results = json.loads((output / "verification" / "results.json").read_text())
+    assert sorted(results["lists"]) == sorted(
+        path.name for path in (vox1 / "meta").glob("*.txt")
+    )
+    for metrics in results["lists"].values():
+        assert {"EER", "minDCF", "actDCF", "Cllr"} <= set(metrics)
+    assert results["score_norm"] == "as-norm"
+    assert results["cohort"]["speakers"] == 4  # the training speakers
+    listed = set()
+    for trial_list in (vox1 / "meta").glob("*.txt"):
+        for line in trial_list.read_text().split("\n"):
+            listed.update(line.split()[1:])
+    assert results["n_files"] == len(listed)
     assert (output / "verification" / "results.md").is_file()
 
 
