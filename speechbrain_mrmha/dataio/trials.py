@@ -53,7 +53,7 @@ import torch
 from speechbrain_mrmha.dataio.annotation import read_annotation
 from speechbrain_mrmha.dataio.audio import MIN_SECONDS, audio_seconds
 from speechbrain_mrmha.dataio.files import atomic_write, write_text_atomic
-from speechbrain_mrmha.dataio.problems import raise_problems
+from speechbrain_mrmha.dataio.problems import list_problems, raise_problems
 
 logger = logging.getLogger(__name__)
 _LABELS = {"0": 0, "1": 1}
@@ -1096,6 +1096,16 @@ def cohort_utterances(annotation, data_folder, per_speaker):
     >>> cohort = cohort_utterances(folder / "train.csv", folder, 1)
     >>> {speaker: list(files.values()) for speaker, files in cohort.items()}
     {'s1': [1.0], 's2': [3.0]}
+    >>> (folder / "c.wav").unlink()  # only chosen files are looked for
+    >>> len(cohort_utterances(folder / "train.csv", folder, 2)["s1"])
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: cohort annotation ...: 1 cohort audio files do not exist:
+      .../c.wav
+    >>> (folder / "b.wav").unlink()  # not a cohort file with 1 per speaker
+    >>> _ = (folder / "c.wav").write_bytes(b"")
+    >>> len(cohort_utterances(folder / "train.csv", folder, 1))
+    2
     """
     if per_speaker < 1:
         raise ValueError(
@@ -1103,8 +1113,22 @@ def cohort_utterances(annotation, data_folder, per_speaker):
             f"{per_speaker}"
         )
     cohort = {}
-    for row in read_annotation(annotation, data_folder).values():
+    rows = read_annotation(annotation, data_folder, check_files=False)
+    for row in rows.values():
         files = cohort.setdefault(row["spk_id"], {})
         if len(files) < per_speaker:
             files[row["wav"]] = row["duration"]
+    # only the chosen files must exist: a stat each, not one per row (a
+    # VoxCeleb2 training CSV has 1.09 million rows, its cohort 3 per speaker)
+    missing = [
+        path
+        for files in cohort.values()
+        for path in files
+        if not Path(path).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"cohort annotation {annotation}: {len(missing)} cohort audio "
+            f"files do not exist:\n{list_problems(missing)}"
+        )
     return cohort
