@@ -78,7 +78,8 @@ def speaker_labels(speakers, speeds):
     Returns
     -------
     encoder : speechbrain.dataio.encoder.CategoricalEncoder
-        Copies are named ``<speaker>@speed<s>``.
+        Copies are named ``<speaker>@speed<s>``; its expected length is
+        set (SpeechBrain checks it on first use).
 
     Example
     -------
@@ -92,6 +93,10 @@ def speaker_labels(speakers, speeds):
         encoder.update_from_iterable(
             f"{speaker}@speed{speed:g}" for speaker in speakers
         )
+    # SpeechBrain checks (and warns until told) the size of an encoder when
+    # it is used: one class per speaker and speed, so repeated speakers or
+    # speeds fail here
+    encoder.expect_len(len(speakers) * len(speeds))
     return encoder
 
 

@@ -402,7 +402,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             )
         raise_problems(problems, "problems with the training shards")
         self.label_encoder = speaker_labels(self.speakers, crops.speeds)
-        self.label_encoder.expect_len(len(self.speakers) * len(crops.speeds))
         self.batches_done = 0
         self.left_out = sum(self.counts) % self.world_size
         if self.left_out:
