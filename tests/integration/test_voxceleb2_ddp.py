@@ -16,8 +16,8 @@ one error before any training.
 """
 
 import csv
-import math
 import json
+import math
 import os
 import sys
 import tarfile
@@ -257,3 +257,63 @@ def test_shards_of_other_rows_and_a_batch_of_one_stop_before_training(
     assert "batch_size=7: the last batch of each epoch would hold 1" in error
     assert not (output / "train_log.txt").exists()
     assert not list((output / "save").glob("CKPT+*"))
+
+
+def test_calibration_speakers_are_held_out_then_calibrate(tmp_path):
+    """The recipe's whole path on 20 speakers: preparation holds out
+    calibration_speakers whole (at least 5), training never sees them (not
+    in the label encoder, the training CSV or the shards' speakers), and
+    the pretrained folder gets a calibration fitted on exactly them."""
+    from speechbrain_mrmha.dataio.annotation import read_annotation
+    from speechbrain_mrmha.inference.pretrained import load_calibration
+
+    vox2, vox1 = write_tiny_voxceleb(tmp_path, speakers=20, utterances=2)
+    output = tmp_path / "calibrated"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run_process(
+        [
+            sys.executable,
+            str(RECIPE / "train_speaker_embeddings.py"),
+            str(RECIPE / "hparams" / "mrmha.yaml"),
+            f"--data_folder={vox2}",
+            f"--vox1_folder={vox1}",
+            f"--output_folder={output}",
+            "--device=cpu",
+            "--number_of_epochs=1",
+            "--batch_size=8",
+            f"--sentence_len={SENTENCE_LEN}",
+            "--channels=[4,8,8,8]",
+            "--block_counts=[1,1,1,1]",
+            "--emb_dim=16",
+            "--num_workers=0",
+            "--prepare_workers=1",
+            "--samples_per_shard=10",
+            "--cohort_top_k=3",
+            "--calibration_speakers=0.01",  # 20 speakers: the minimum, 5
+        ],
+        cwd=RECIPE,
+        env=env,
+    )
+    prepared = output / "prepared"
+    held_out = {
+        row["spk_id"]
+        for row in read_annotation(
+            prepared / "calibration.csv", check_files=False
+        ).values()
+    }
+    assert len(held_out) == 5
+    trained = {
+        row["spk_id"]
+        for row in read_annotation(
+            prepared / "train.csv", check_files=False
+        ).values()
+    }
+    assert len(trained) == 15 and not held_out & trained
+    manifest = json.loads((prepared / "shards" / "shards.json").read_text())
+    assert not held_out & set(manifest["speakers"])
+    labels = (output / "pretrained" / "label_encoder.txt").read_text()
+    assert not any(f"'{speaker}'" in labels for speaker in held_out)
+    calibration = load_calibration(output / "pretrained")
+    assert calibration is not None
+    assert calibration.statistics["n_speakers"] == 5
+    assert calibration.statistics["n_utterances"] == 5 * 4  # whole speakers
