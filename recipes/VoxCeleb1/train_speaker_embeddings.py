@@ -27,7 +27,6 @@ Authors
 
 import functools
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 import torch
@@ -49,18 +48,10 @@ from speechbrain_mrmha.training.brain import (
     AttentionEntropy,
     SpeakerEmbeddingBrain,
 )
-from speechbrain_mrmha.training.checks import check_training_options
-from speechbrain_mrmha.training.config import (
-    class_count_overrides,
-    model_definition,
-    parse_arguments,
-    plain_values,
-    save_resolved,
-)
-from speechbrain_mrmha.training.crops import speaker_labels, training_speeds
+from speechbrain_mrmha.training.config import model_definition, parse_arguments
+from speechbrain_mrmha.training.crops import speaker_labels
 from speechbrain_mrmha.training.finetune import initialise_from
-from speechbrain_mrmha.training.resume import check_rerun
-from speechbrain_mrmha.training.runs import hold_run_lock
+from speechbrain_mrmha.training.runs import fit_class_count, start_run
 
 COLUMNS = ("wav", "duration", "spk_id")  # what the pipelines read of a row
 
@@ -163,13 +154,8 @@ def prepare(hparams_file, run_opts, overrides):
     values (``hparams`` here holds no object yet, so a mistyped override
     stops before any work): the run's folder, VoxCeleb1 preparation, the
     checks of the annotation CSVs, the class count of the data."""
-    hparams = plain_values(hparams_file, overrides)
-    check_training_options(hparams)  # every bad option, before any work
-    sb.utils.distributed.ddp_init_group(run_opts)
-    if sb.utils.distributed.if_main_process():
-        hold_run_lock(hparams["output_folder"], "training")
-        check_rerun(hparams_file, overrides, hparams["save_folder"])
-    sb.create_experiment_directory(
+    hparams = start_run(hparams_file, run_opts, overrides)
+    sb.create_experiment_directory(  # copies this script into the folder
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
@@ -212,19 +198,7 @@ def prepare(hparams_file, run_opts, overrides):
     if hparams["skip_prep"]:
         rows = [*train_rows.values(), *valid_rows.values()]
         check_audio([row["wav"] for row in rows])
-    speeds = training_speeds(
-        hparams["speed_perturb"], hparams["speed_perturb_speeds"]
-    )
-    overrides, changed = class_count_overrides(
-        overrides,
-        hparams["n_classes"],
-        len(speakers),
-        len(speeds),
-        hparams["train_annotation"],
-    )
-    if changed:  # the saved hyperparams.yaml records the model actually built
-        saved = Path(hparams["output_folder"]) / "hyperparams.yaml"
-        run_on_main(save_resolved, args=[hparams_file, overrides, saved])
+    overrides = fit_class_count(hparams_file, overrides, hparams, len(speakers))
     return (train_rows, valid_rows, speakers), calibration, overrides
 
 

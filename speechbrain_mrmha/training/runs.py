@@ -14,6 +14,10 @@ epochs the recovered checkpoint holds.
   one.
 * ``keep_logged_epochs``: a resumed run trains again the epochs after its
   checkpoint; their log lines from the interrupted run are dropped first.
+* ``start_run`` and ``fit_class_count``: what every training recipe does
+  before and after reading its data, before the model is built (options
+  checked, DDP group, lock, rerun check, experiment folder; the class
+  count of the data).
 
 Authors
  * speechbrain-mrmha developers
@@ -28,11 +32,20 @@ import sys
 import time
 from pathlib import Path
 
+import speechbrain as sb
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_mrmha.dataio.files import write_text_atomic
 from speechbrain_mrmha.dataio.problems import list_problems
+from speechbrain_mrmha.training.checks import check_training_options
+from speechbrain_mrmha.training.config import (
+    class_count_overrides,
+    plain_values,
+    save_resolved,
+)
+from speechbrain_mrmha.training.crops import training_speeds
+from speechbrain_mrmha.training.resume import check_rerun
 
 __all__ = [
     "RunLockedError",
@@ -285,3 +298,114 @@ def keep_logged_epochs(train_log, last_epoch):
     ]
     if kept != lines:
         write_text_atomic(path, "".join(kept))
+
+
+def start_run(hparams_file, run_opts, overrides, check=None):
+    """The start of a training recipe, before any data work, on the
+    configuration's plain values (no object is built yet, so a mistyped
+    override stops here): every bad option in one error
+    (``check_training_options``), the DDP group, then on the main process
+    the run's lock (``hold_run_lock``) and the comparison with the
+    checkpoints' options (``resume.check_rerun``). The recipe then calls
+    SpeechBrain's ``create_experiment_directory`` itself: it copies the
+    file of its caller into the folder, which must be the recipe's script.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+        The recipe yaml.
+    run_opts : dict
+        SpeechBrain's run options (``sb.parse_arguments``).
+    overrides : str, dict or None
+        The command-line overrides.
+    check : callable, optional
+        The recipe's own checks of the plain values, run right after
+        ``check_training_options`` (e.g. its verification options).
+
+    Returns
+    -------
+    hparams : dict
+        The plain values of the configuration (``config.plain_values``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.yaml").write_text(
+    ...     f"output_folder: {folder / 'out'}\\n"
+    ...     "save_folder: !ref <output_folder>/save\\n"
+    ...     "number_of_epochs: 0\\nspeed_perturb: False\\n"
+    ...     "spec_augment: False\\ninit_from: null\\n"
+    ...     "lr_warmup_fraction: 0.05\\nmargin_warmup_start_fraction: 0.0\\n"
+    ...     "margin_warmup_end_fraction: 0.0\\n")
+    >>> start_run(folder / "a.yaml", {}, {})
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 problem with the training options:
+      number_of_epochs: 0; at least 1 epoch must be trained
+    >>> hparams = start_run(folder / "a.yaml", {}, {"number_of_epochs": 2})
+    >>> hparams["save_folder"].endswith("save"), (folder / "out").is_dir()
+    (True, True)
+    >>> sorted(p.name for p in (folder / "out").iterdir())  # no script copy
+    ['.run.lock', 'save']
+    """
+    hparams = plain_values(hparams_file, overrides)
+    check_training_options(hparams)  # every bad option, before any work
+    if check is not None:
+        check(hparams)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    if if_main_process():
+        hold_run_lock(hparams["output_folder"], "training")
+        check_rerun(hparams_file, overrides, hparams["save_folder"])
+    return hparams
+
+
+def fit_class_count(hparams_file, overrides, hparams, speakers):
+    """The overrides that build the classifier with the data's class count
+    (training speakers times speed copies, ``config.class_count_overrides``);
+    when they change it, the experiment's ``hyperparams.yaml`` is written
+    again (on the main process) to record the model actually built.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+        The recipe yaml.
+    overrides : str, dict or None
+        The command-line overrides.
+    hparams : dict
+        The plain values (``start_run``): ``n_classes``, ``speed_perturb``,
+        ``speed_perturb_speeds``, ``train_annotation``, ``output_folder``.
+    speakers : int
+        The training speakers of the data.
+
+    Returns
+    -------
+    overrides : dict
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.yaml").write_text("n_classes: 1211\\n")
+    >>> hparams = {"n_classes": 1211, "speed_perturb": True,
+    ...            "speed_perturb_speeds": [0.9, 1.1],
+    ...            "train_annotation": "train.csv", "output_folder": folder}
+    >>> fit_class_count(folder / "a.yaml", {}, hparams, speakers=4)
+    {'n_classes': 12}
+    >>> (folder / "hyperparams.yaml").read_text().splitlines()[-1]
+    'n_classes: 12'
+    """
+    speeds = training_speeds(
+        hparams["speed_perturb"], hparams["speed_perturb_speeds"]
+    )
+    overrides, changed = class_count_overrides(
+        overrides,
+        hparams["n_classes"],
+        speakers,
+        len(speeds),
+        hparams["train_annotation"],
+    )
+    if changed:  # the saved hyperparams.yaml records the model actually built
+        saved = Path(hparams["output_folder"]) / "hyperparams.yaml"
+        run_on_main(save_resolved, args=[hparams_file, overrides, saved])
+    return overrides
