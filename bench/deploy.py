@@ -40,39 +40,14 @@ import time
 from pathlib import Path
 
 import torch
+from extraction import write_model  # bench/: the one model writer
 
 from speechbrain_mrmha.inference.backends import OnnxEncoder, TorchEncoder
 from speechbrain_mrmha.inference.export import export_model
 from speechbrain_mrmha.inference.extraction import encode_signals
-from speechbrain_mrmha.inference.pretrained import write_pretrained
 from speechbrain_mrmha.layers.lengths import HOP_SAMPLES
 
 SAMPLE_RATE = 16000
-CONFIG = (
-    Path(__file__).resolve().parents[1] / "recipes/VoxCeleb1/hparams/mrmha.yaml"
-)
-
-
-def write_model(folder):
-    """Writes the untrained paper-size model of the recipe's mrmha.yaml
-    (its own K = 4) as a pretrained folder and returns its path."""
-    from hyperpyyaml import load_hyperpyyaml
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    from speechbrain_mrmha.training.config import model_definition
-
-    overrides = {"data_folder": str(folder), "n_classes": 2, "seed": 0}
-    with open(CONFIG) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    labels = CategoricalEncoder()
-    labels.update_from_iterable(["spk1", "spk2"])
-    return write_pretrained(
-        Path(folder) / "pretrained",
-        model_definition(CONFIG, overrides),
-        hparams["embedding_model"].eval(),
-        hparams["classifier"],
-        labels,
-    )
 
 
 def utterances(count, seed=0):
@@ -163,7 +138,7 @@ def main():
         return
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_model(tmp)
+        folder = write_model(tmp, "pretrained")  # the yaml's own K = 4
         start = time.perf_counter()
         onnx_file = export_model(folder, Path(tmp) / "model.onnx")
         export_seconds = time.perf_counter() - start

@@ -69,26 +69,25 @@ GPU_BATCH_SECONDS = default_batch_seconds("cuda")
 CPU_BATCH_SECONDS = default_batch_seconds("cpu")
 
 
-def write_model(folder):
-    """Writes an untrained paper-size ResNet-34 + MRMHA (K = 6) pretrained
-    folder from the recipe's mrmha.yaml and returns its path."""
+def write_model(folder, name="model", **sizes):
+    """Writes an untrained model of the recipe's mrmha.yaml as the
+    pretrained folder ``folder/name`` and returns its path: paper size with
+    the yaml's own K = 4 unless ``sizes`` override its keys (``num_heads``,
+    ``channels``, ``block_counts``, ``emb_dim``). The one model writer of
+    the benchmarks (deploy.py and verification_lists.py import it)."""
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.dataio.encoder import CategoricalEncoder
 
     from speechbrain_mrmha.training.config import model_definition
 
-    overrides = {
-        "data_folder": str(folder),
-        "num_heads": NUM_HEADS,
-        "n_classes": 2,
-        "seed": 0,
-    }
+    overrides = {"data_folder": str(folder), "n_classes": 2, "seed": 0}
+    overrides.update(sizes)
     with open(CONFIG) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     labels = CategoricalEncoder()
     labels.update_from_iterable(["spk1", "spk2"])
     return write_pretrained(
-        Path(folder) / "model",
+        Path(folder) / name,
         model_definition(CONFIG, overrides),
         hparams["embedding_model"].eval(),
         hparams["classifier"],
@@ -398,7 +397,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory(prefix="bench_extraction_")
-    folder = write_model(tmp.name)
+    folder = write_model(tmp.name, num_heads=NUM_HEADS)
     encoders = {
         "nchw": load_encoder(
             folder,

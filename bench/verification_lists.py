@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from extraction import write_model  # bench/: the one model writer
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "recipes" / "VoxCeleb1" / "hparams" / "mrmha.yaml"
 SPEAKERS, FILES = 1251, 145_160
 LISTS = {  # name -> (trials, speakers whose files it uses)
     "veri_test2.txt": (37_611, range(0, 41)),
@@ -203,36 +203,6 @@ def child_scoring(folder, threads, cohort_size, top_k, dim):
     )
 
 
-def write_model(folder, channels, blocks, num_heads, emb_dim):
-    """An untrained MRMHA pretrained folder of the recipe's mrmha.yaml."""
-    from hyperpyyaml import load_hyperpyyaml
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    from speechbrain_mrmha.inference.pretrained import write_pretrained
-    from speechbrain_mrmha.training.config import model_definition
-
-    overrides = {
-        "data_folder": str(folder),
-        "channels": channels,
-        "block_counts": blocks,
-        "num_heads": num_heads,
-        "emb_dim": emb_dim,
-        "n_classes": 2,
-        "seed": 0,
-    }
-    with open(CONFIG) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    labels = CategoricalEncoder()
-    labels.update_from_iterable(["spk1", "spk2"])
-    return write_pretrained(
-        Path(folder) / "model",
-        model_definition(CONFIG, overrides),
-        hparams["embedding_model"].eval(),
-        hparams["classifier"],
-        labels,
-    )
-
-
 def audio_files(count, scratch):
     """``count`` real recordings: bench/_data/tts, else a synthetic corpus."""
     found = sorted((ROOT / "bench" / "_data" / "tts" / "wav").rglob("*.wav"))
@@ -285,7 +255,11 @@ def child_extraction(threads, tiny_files, paper_files):
             files = audio_files(count, scratch)
             seconds = {f: soundfile.info(f).duration for f in files}
             folder = write_model(
-                Path(scratch) / name.split()[0], channels, blocks, heads, dim
+                Path(scratch) / name.split()[0],
+                channels=channels,
+                block_counts=blocks,
+                num_heads=heads,
+                emb_dim=dim,
             )
             model = SpeakerModel(folder)
             model.embed_files(files[:1], seconds)  # loads the model
