@@ -174,17 +174,24 @@ def dataio_prep(hparams, train_rows, valid_rows, speakers):
     return train_data, valid_data, label_encoder
 
 
+def check_verification(hparams):
+    """The verification options, before any work (preparation can take
+    hours): the score normalisation and the VoxCeleb1 lists."""
+    check_score_norm(hparams["score_norm"])
+    voxceleb1_lists(
+        hparams["vox1_folder"],
+        hparams["score_norm"],
+        hparams["cohort_top_k"],
+        None,
+    )
+
+
 def prepare(hparams_file, run_opts, overrides):
     """Everything before the model is built, on the configuration's plain
     values (a mistyped override stops before any work): the run's folder,
     VoxCeleb2 preparation, the checks of the annotation CSVs and of the
     VoxCeleb1 lists, the class count of the data."""
-    hparams = start_run(
-        hparams_file,
-        run_opts,
-        overrides,
-        check=lambda values: check_score_norm(values["score_norm"]),
-    )
+    hparams = start_run(hparams_file, run_opts, overrides, check_verification)
     sb.create_experiment_directory(  # copies this script into the folder
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -231,7 +238,7 @@ def prepare(hparams_file, run_opts, overrides):
         missing_ok=hparams["skip_prep"],
         check_audio=check_audio,
     )
-    lists = voxceleb1_lists(  # checked before any training
+    lists = voxceleb1_lists(  # with the cohort size, before any training
         hparams["vox1_folder"],
         hparams["score_norm"],
         hparams["cohort_top_k"],

@@ -267,8 +267,9 @@ def voxceleb1_lists(vox1_folder, score_norm, top_k, cohort_speakers):
         The normalisation (``check_score_norm``).
     top_k : int
         AS-norm's cohort size per file.
-    cohort_speakers : int
-        Speakers of the cohort (e.g. the training speakers).
+    cohort_speakers : int or None
+        Speakers of the cohort (e.g. the training speakers); None: not
+        known yet (the lists alone are checked, e.g. before preparation).
 
     Returns
     -------
@@ -287,6 +288,11 @@ def voxceleb1_lists(vox1_folder, score_norm, top_k, cohort_speakers):
     ValueError: 2 problems with the verification options:
       vox1_folder: no trial list in .../meta: looked for veri_test2.txt, ...
       cohort_top_k: 300, but the cohort has 10 speakers
+    >>> voxceleb1_lists(vox1, "as-norm", 300, None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 problem with the verification options:
+      vox1_folder: no trial list in .../meta: looked for veri_test2.txt, ...
     >>> (vox1 / "meta").mkdir()
     >>> _ = (vox1 / "meta" / "veri_test2.txt").write_text("1 a.wav b.wav\\n")
     >>> [p.name for p in voxceleb1_lists(vox1, "s-norm", 300, 10)]
@@ -299,7 +305,8 @@ def voxceleb1_lists(vox1_folder, score_norm, top_k, cohort_speakers):
         lists = find_trial_lists(Path(vox1_folder, "meta"))
     except FileNotFoundError as error:
         problems.append(f"vox1_folder: {error}")
-    if score_norm == "as-norm" and top_k > cohort_speakers:
+    too_few = cohort_speakers is not None and top_k > cohort_speakers
+    if score_norm == "as-norm" and too_few:
         problems.append(
             f"cohort_top_k: {top_k}, but the cohort has {cohort_speakers} "
             "speakers"

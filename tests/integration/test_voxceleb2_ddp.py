@@ -317,3 +317,32 @@ def test_calibration_speakers_are_held_out_then_calibrate(tmp_path):
     assert calibration is not None
     assert calibration.statistics["n_speakers"] == 5
     assert calibration.statistics["n_utterances"] == 5 * 4  # whole speakers
+
+
+def test_a_vox1_folder_without_lists_stops_before_preparation(tmp_path):
+    """A --vox1_folder with no trial list in meta/ is refused before the
+    run creates its folder: before preparation, which takes hours on
+    VoxCeleb2, not after it."""
+    vox2, _ = write_tiny_voxceleb(tmp_path, speakers=2, utterances=2)
+    empty = tmp_path / "NotVoxCeleb1"
+    empty.mkdir()
+    output = tmp_path / "refused"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = run_process(
+        [
+            sys.executable,
+            str(RECIPE / "train_speaker_embeddings.py"),
+            str(RECIPE / "hparams" / "mrmha.yaml"),
+            f"--data_folder={vox2}",
+            f"--vox1_folder={empty}",
+            f"--output_folder={output}",
+            "--device=cpu",
+        ],
+        cwd=RECIPE,
+        env=env,
+        check=False,
+    )
+    assert result.returncode != 0
+    error = result.stdout + result.stderr
+    assert f"vox1_folder: no trial list in {empty / 'meta'}" in error
+    assert not output.exists()
