@@ -369,13 +369,14 @@ def main(argv=None):
     parser.add_argument("--no_shards", action="store_true", help="CSVs only")
     parser.add_argument(
         "--shard_format",
-        choices=["flac", "m4a"],
+        choices=["flac", "null", "m4a"],
         default="flac",
-        help="flac: decode once, store 16-bit FLAC; m4a: the files as they are",
+        help="flac: decode once, store 16-bit FLAC; null (the yaml's "
+        "spelling) or m4a: the files' bytes as they are",
     )
     kwargs = vars(parser.parse_args(argv))
     kwargs["use_shards"] = not kwargs.pop("no_shards")
-    if kwargs["shard_format"] == "m4a":
+    if kwargs["shard_format"] in ("null", "m4a"):
         kwargs["shard_format"] = None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = prepare_voxceleb2(**kwargs)

@@ -219,7 +219,7 @@ def test_the_cli_without_shards_and_with_m4a_shards(layout, tmp_path, capsys):
             "--save_folder",
             str(tmp_path / "m4a"),
             "--shard_format",
-            "m4a",
+            "null",  # the yaml's spelling; "m4a" is the same
             "--num_workers",
             "1",
         ]
