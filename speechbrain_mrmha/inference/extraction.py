@@ -269,13 +269,14 @@ def _finite(tensor):
 def model_fingerprint(folder):
     """Content digests of the files of a pretrained folder that define its
     embeddings: ``embedding_model.ckpt`` (the weights) and
-    ``hyperparams.yaml`` (the architecture and features). Unlike size and
+    ``hyperparams.yaml`` (the architecture and features); of an exported
+    model (an ``.onnx`` or TorchScript file), the file's. Unlike size and
     modification time, they change whenever the content does.
 
     Arguments
     ---------
     folder : str or Path
-        A pretrained-model folder.
+        A pretrained-model folder, or an exported model file.
 
     Returns
     -------
@@ -292,7 +293,12 @@ def model_fingerprint(folder):
     >>> _ = (folder / "embedding_model.ckpt").write_bytes(b"1235")
     >>> sorted(before), before == model_fingerprint(folder)
     (['embedding_model.ckpt', 'hyperparams.yaml'], False)
+    >>> _ = (folder / "model.onnx").write_bytes(b"onnx")
+    >>> list(model_fingerprint(folder / "model.onnx"))
+    ['model.onnx']
     """
+    if Path(folder).is_file():  # an exported model: its content
+        return {Path(folder).name: content_digest(folder)}
     return {name: content_digest(Path(folder) / name) for name in MODEL_FILES}
 
 
@@ -305,7 +311,7 @@ def cache_fingerprint(model_folder, data_folder=None, precision="fp32"):
     Arguments
     ---------
     model_folder : str or Path
-        The pretrained-model folder.
+        The pretrained-model folder, or an exported model file.
     data_folder : str or Path or None
         The folder the audio comes from.
     precision : str

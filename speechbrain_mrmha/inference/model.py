@@ -42,7 +42,6 @@ from typing import NamedTuple, Optional
 import torch
 
 from speechbrain_mrmha.dataio.audio import audio_seconds, load_audio
-from speechbrain_mrmha.dataio.files import content_digest
 from speechbrain_mrmha.dataio.problems import raise_problems
 from speechbrain_mrmha.inference import backends, extraction, pretrained
 from speechbrain_mrmha.inference.pretrained import (
@@ -430,23 +429,6 @@ def _check_backend(source, backend, device, precision):
     return backend
 
 
-def _model_fingerprint(source, data_folder, precision):
-    """What cached embeddings of ``source`` depend on besides the audio
-    (``extraction.cache_fingerprint``; an exported file by its content)."""
-    if not _exported(source):
-        return extraction.cache_fingerprint(source, data_folder, precision)
-    return json.dumps(
-        {
-            "model": {Path(source).name: content_digest(source)},
-            "data_folder": None
-            if data_folder is None
-            else str(Path(data_folder).resolve()),
-            "precision": precision,
-        },
-        sort_keys=True,
-    )
-
-
 class SpeakerModel:
     """A speaker-verification model: a pretrained folder (PyTorch) or an
     exported ``.onnx`` file (onnxruntime), its calibration and its
@@ -547,7 +529,7 @@ class SpeakerModel:
         -------
         cache : extraction.EmbeddingCache
         """
-        fingerprint = _model_fingerprint(
+        fingerprint = extraction.cache_fingerprint(
             self.source, data_folder, self.precision
         )
         return extraction.EmbeddingCache(path, fingerprint)

@@ -540,3 +540,23 @@ def test_export_leaves_one_file_and_keeps_it_on_failure(exports, monkeypatch):
         deploy.export_model(exports.folder(family), out, "torchscript")
     assert out.read_bytes() == before
     assert {p.name for p in out.parent.iterdir()} == made | {"pretrained"}
+
+
+def test_an_exported_models_cache_is_tied_like_a_folders(exports):
+    """The embedding cache of an exported model has the fingerprint of a
+    folder's (``extraction.cache_fingerprint``): its content, the data
+    folder, the precision and the silence floor, so a cache written before
+    the floor (which may hold embeddings of silence) starts afresh with an
+    exported model too."""
+    import json
+
+    from speechbrain_mrmha.dataio.files import content_digest
+    from speechbrain_mrmha.inference.extraction import SILENCE_FLOOR_DBFS
+    from speechbrain_mrmha.inference.model import SpeakerModel
+
+    path = exports.file("mrmha.yaml", "onnx")  # SpeakerModel's exported kind
+    exported = json.loads(SpeakerModel(path).cache().fingerprint)
+    folder = SpeakerModel(exports.folder("mrmha.yaml"))
+    assert set(exported) == set(json.loads(folder.cache().fingerprint))
+    assert exported["model"] == {path.name: content_digest(path)}
+    assert exported["silence_floor_dbfs"] == SILENCE_FLOOR_DBFS
