@@ -274,3 +274,51 @@ def test_a_missing_dev_aac_and_bad_options_are_named(layout, tmp_path):
         "calibration_speakers",
     ]
     assert not (tmp_path / "save").exists()
+
+
+def test_a_folder_prepared_by_the_cli_is_shared_by_every_recipe_yaml(
+    layout, tmp_path
+):
+    """The README's "prepare once and share": a folder the CLI prepared
+    with its defaults is up to date for the training script of every
+    yaml given it as --prepare_folder (nothing rewritten), and a run of
+    one epoch trains from its shards."""
+    import os
+    import subprocess
+
+    root, _ = layout
+    shared = tmp_path / "vox2_prepared"
+    main(["--data_folder", str(root), "--save_folder", str(shared)])
+    before = tree(shared)
+    for config in ("mrmha.yaml", "attentive_statistics.yaml", "mqmha.yaml"):
+        output = tmp_path / config.replace(".yaml", "")
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(RECIPE / "train_speaker_embeddings.py"),
+                str(RECIPE / "hparams" / config),
+                f"--data_folder={root}",
+                f"--prepare_folder={shared}",
+                f"--output_folder={output}",
+                "--device=cpu",
+                "--number_of_epochs=1",
+                "--batch_size=8",
+                "--sentence_len=0.5",
+                "--channels=[4,8,8,8]",
+                "--block_counts=[1,1,1,1]",
+                "--emb_dim=16",
+                "--num_workers=0",
+                "--prepare_workers=1",
+            ],
+            cwd=RECIPE,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-3000:]
+        assert "VoxCeleb2 preparation up to date" in log, config
+        assert (output / "pretrained" / "embedding_model.ckpt").is_file()
+        assert not (output / "prepared").exists()
+    assert tree(shared) == before
