@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from conftest import noise
+from conftest import noise, run_process
 
 from speechbrain_mrmha.dataio.audio import load_audio
 from speechbrain_mrmha.dataio.preparation import calibration_speaker_count
@@ -284,7 +284,6 @@ def test_a_folder_prepared_by_the_cli_is_shared_by_every_recipe_yaml(
     yaml given it as --prepare_folder (nothing rewritten), and a run of
     one epoch trains from its shards."""
     import os
-    import subprocess
 
     root, _ = layout
     shared = tmp_path / "vox2_prepared"
@@ -292,7 +291,7 @@ def test_a_folder_prepared_by_the_cli_is_shared_by_every_recipe_yaml(
     before = tree(shared)
     for config in ("mrmha.yaml", "attentive_statistics.yaml", "mqmha.yaml"):
         output = tmp_path / config.replace(".yaml", "")
-        result = subprocess.run(
+        result = run_process(
             [
                 sys.executable,
                 str(RECIPE / "train_speaker_embeddings.py"),
@@ -312,12 +311,8 @@ def test_a_folder_prepared_by_the_cli_is_shared_by_every_recipe_yaml(
             ],
             cwd=RECIPE,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=900,
         )
         log = result.stdout + result.stderr
-        assert result.returncode == 0, log[-3000:]
         assert "VoxCeleb2 preparation up to date" in log, config
         assert (output / "pretrained" / "embedding_model.ckpt").is_file()
         assert not (output / "prepared").exists()
