@@ -22,6 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from test_recipe import _canonical  # one canonical form of a resolved yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -168,27 +169,6 @@ def test_the_script_uses_only_modules_the_yaml_lists(recipe, yaml):
 
 
 VOX2_YAMLS = [yaml for recipe, yaml in TRAINING_YAMLS if recipe == "VoxCeleb2"]
-
-
-def _canonical(node):
-    """A resolved yaml tree as plain data, tags kept as ('!tag', value);
-    the ResNet's pooling argument is left out (compared on its own)."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-
-    tag = getattr(getattr(node, "tag", None), "value", None)
-    if isinstance(node, CommentedMap):
-        value = {
-            k: _canonical(v)
-            for k, v in node.items()
-            if not (k == "pooling" and tag and tag.endswith("ResNet34"))
-        }
-    elif isinstance(node, CommentedSeq):
-        value = [_canonical(v) for v in node]
-    elif isinstance(node, TaggedScalar):
-        value = node.value
-    else:
-        value = node
-    return (tag, value) if tag and tag.startswith("!") else value
 
 
 def _resolved(path, overrides):
